@@ -1,0 +1,372 @@
+"""The one typed configuration schema of gspo: dataclasses are the only home of defaults.
+
+Layers, last wins: the defaults below -> an optional YAML file -> dotted ``key=value`` overrides.
+Key paths follow verl's layout for the keys verl users already type, so
+``actor_rollout_ref.actor.policy_loss.loss_mode=gspo algorithm.filter_groups.enable=true`` works verbatim.
+
+Every error is a :class:`ConfigError` that names the key (with a "did you mean" for unknown keys), and the
+file and line when the value came from a YAML file.
+
+Units: batch sizes named ``*_batch_size`` count prompts unless they end in ``_per_gpu`` (sequences);
+lengths count tokens.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+POLICY_LOSS_MODES = ("gspo", "vanilla")
+LOSS_AGG_MODES = ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm")
+FILTER_METRICS = ("seq_reward", "seq_final_reward", "acc")
+KL_LOSS_TYPES = ("kl", "abs", "mse", "low_var_kl")
+ADV_ESTIMATORS = ("grpo",)
+RESUME_MODES = ("auto", "disable", "resume_path")
+DEVICES = ("auto", "cpu", "cuda")
+LOGGERS = ("console", "tensorboard")
+CHAT_TEMPLATE_MODES = ("auto", "always", "never")
+ON_ERROR_MODES = ("raise", "zero")
+
+
+@dataclass
+class DataConfig:
+    train_files: list[str] = field(default_factory=lambda: ["embedded://addition/train.jsonl"])
+    val_files: list[str] = field(default_factory=lambda: ["embedded://addition/val.jsonl"])
+    prompt_key: str = "prompt"
+    max_prompt_length: int = 16
+    max_response_length: int = 6
+    # Prompts per optimizer-step batch (each with rollout.n responses).
+    train_batch_size: int = 32
+    # Prompts drawn per generation batch; None = train_batch_size. Larger than train_batch_size leaves
+    # room for groups that dynamic sampling drops.
+    gen_batch_size: Optional[int] = 48
+    filter_overlong_prompts: bool = True
+    apply_chat_template: str = "auto"
+    shuffle: bool = True
+
+
+@dataclass
+class ModelConfig:
+    path: str = "embedded://addition"
+
+
+@dataclass
+class PolicyLossConfig:
+    loss_mode: str = "gspo"
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 2e-3
+    lr_warmup_steps_ratio: float = 0.0
+    weight_decay: float = 0.0
+
+
+@dataclass
+class ActorConfig:
+    policy_loss: PolicyLossConfig = field(default_factory=PolicyLossConfig)
+    clip_ratio_low: float = 3e-4
+    clip_ratio_high: float = 4e-4
+    clip_ratio_c: float = 3.0
+    loss_agg_mode: str = "seq-mean-token-mean"
+    # Prompts per optimizer step; more than one mini-batch per train batch makes the update off-policy.
+    ppo_mini_batch_size: int = 16
+    # Sequences per forward/backward; gradients accumulate over micro-batches.
+    ppo_micro_batch_size_per_gpu: int = 256
+    ppo_epochs: int = 1
+    grad_clip: float = 1.0
+    entropy_coeff: float = 0.0
+    use_kl_loss: bool = False
+    kl_loss_coef: float = 0.001
+    kl_loss_type: str = "low_var_kl"
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+
+@dataclass
+class ValKwargsConfig:
+    n: int = 1
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = -1
+    do_sample: bool = False
+
+
+@dataclass
+class RolloutConfig:
+    n: int = 8
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = -1  # -1: disabled
+    # Sequences per generate() call; <= 0 generates the whole batch at once.
+    micro_batch_size: int = 512
+    val_kwargs: ValKwargsConfig = field(default_factory=ValKwargsConfig)
+
+
+@dataclass
+class ActorRolloutRefConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    actor: ActorConfig = field(default_factory=ActorConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+
+
+@dataclass
+class FilterGroupsConfig:
+    enable: bool = True
+    metric: str = "acc"
+    # Generation batches per training step before giving up; <= 0: unlimited.
+    max_num_gen_batches: int = 10
+
+
+@dataclass
+class AlgorithmConfig:
+    adv_estimator: str = "grpo"
+    norm_adv_by_std_in_grpo: bool = True
+    filter_groups: FilterGroupsConfig = field(default_factory=FilterGroupsConfig)
+
+
+@dataclass
+class OverlongBufferConfig:
+    enable: bool = False
+    len: int = 4
+    penalty_factor: float = 1.0
+
+
+@dataclass
+class RewardModelConfig:
+    overlong_buffer: OverlongBufferConfig = field(default_factory=OverlongBufferConfig)
+    # What a reward function that raises or returns a non-number does: stop the run, or score 0 and count it.
+    on_error: str = "raise"
+
+
+@dataclass
+class CustomRewardFunctionConfig:
+    path: Optional[str] = None
+    name: str = "compute_score"
+
+
+@dataclass
+class TrainerConfig:
+    default_local_dir: str = "outputs/gspo-addition"
+    total_training_steps: Optional[int] = 60
+    total_epochs: int = 1
+    save_freq: int = -1
+    test_freq: int = 10
+    val_before_train: bool = True
+    resume_mode: str = "auto"
+    resume_from_path: Optional[str] = None
+    logger: list[str] = field(default_factory=lambda: ["console"])
+    seed: int = 1
+    device: str = "auto"
+
+
+@dataclass
+class GSPOConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    actor_rollout_ref: ActorRolloutRefConfig = field(default_factory=ActorRolloutRefConfig)
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)
+    custom_reward_function: CustomRewardFunctionConfig = field(default_factory=CustomRewardFunctionConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the key and, for YAML input, the file and line."""
+
+
+def load_config(config_file: str | Path | None = None, overrides: list[str] = ()) -> GSPOConfig:
+    """Resolve defaults <- YAML file <- dotted overrides into a validated :class:`GSPOConfig` object."""
+    cfg = OmegaConf.structured(GSPOConfig)
+    if config_file is not None:
+        cfg = _merge_yaml(cfg, Path(config_file))
+    for item in overrides:
+        cfg = _merge_override(cfg, item)
+    config: GSPOConfig = OmegaConf.to_object(cfg)
+    validate_config(config)
+    return config
+
+
+def to_yaml(config: GSPOConfig) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(config))
+
+
+def _merge_yaml(cfg: DictConfig, path: Path) -> DictConfig:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    text = path.read_text()
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if loaded is None:
+        return cfg
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of config groups")
+    # Merge leaf by leaf so an error can point at the YAML line that set the offending key.
+    for key, value in _flatten(loaded):
+        where = f"{path}:{_yaml_line(text, key)}"
+        cfg = _merge_one(cfg, key, value, where)
+    return cfg
+
+
+def _merge_override(cfg: DictConfig, item: str) -> DictConfig:
+    key, sep, raw = item.partition("=")
+    key = key.strip().lstrip("+")
+    if not sep or not key:
+        raise ConfigError(f"override {item!r} is not of the form key=value")
+    value = yaml.safe_load(raw) if raw.strip() else None
+    if isinstance(value, dict):
+        raise ConfigError(f"{key}: override values must be scalars or lists, got a mapping")
+    return _merge_one(cfg, key, value, f"command line ({item})")
+
+
+def _merge_one(cfg: DictConfig, key: str, value: Any, where: str) -> DictConfig:
+    _check_key_exists(cfg, key, where)
+    try:
+        OmegaConf.update(cfg, key, value, merge=False)
+    except OmegaConfBaseException as exc:
+        expected = _expected_type(key)
+        reason = str(exc.msg).splitlines()[0]
+        raise ConfigError(f"{key}: cannot take {value!r} ({where}); expected {expected}: {reason}") from None
+    return cfg
+
+
+def _check_key_exists(cfg: DictConfig, key: str, where: str) -> None:
+    node: Any = cfg
+    walked: list[str] = []
+    for part in key.split("."):
+        if not isinstance(node, DictConfig) or part not in node:
+            choices = list(node.keys()) if isinstance(node, DictConfig) else []
+            prefix = ".".join(walked)
+            near = difflib.get_close_matches(part, [str(c) for c in choices], n=1)
+            full_near = f"{prefix}.{near[0]}" if prefix and near else (near[0] if near else None)
+            hint = f"; did you mean {full_near!r}?" if full_near else ""
+            valid = f" Valid keys under {prefix or 'the top level'}: {', '.join(map(str, choices))}." if choices else ""
+            raise ConfigError(f"unknown config key {key!r} ({where}){hint}{valid}")
+        try:
+            node = node[part]
+        except (ConfigAttributeError, ConfigKeyError):
+            node = None
+        walked.append(part)
+
+
+def _expected_type(key: str) -> str:
+    schema: Any = GSPOConfig
+    for part in key.split("."):
+        fields = getattr(schema, "__dataclass_fields__", {})
+        if part not in fields:
+            return "a value of the schema's type"
+        schema = fields[part].type
+        if isinstance(schema, str):
+            schema = eval(schema, globals())  # annotations are strings under `from __future__ import annotations`
+    return getattr(schema, "__name__", str(schema))
+
+
+def _flatten(tree: dict, prefix: str = "") -> list[tuple[str, Any]]:
+    items: list[tuple[str, Any]] = []
+    for key, value in tree.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict) and value:
+            items.extend(_flatten(value, dotted))
+        else:
+            items.append((dotted, value))
+    return items
+
+
+def _yaml_line(text: str, dotted_key: str) -> int | str:
+    """1-based line of ``dotted_key`` in a YAML document, or '?' when it cannot be located."""
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return "?"
+    for part in dotted_key.split("."):
+        if not isinstance(node, yaml.MappingNode):
+            return "?"
+        for key_node, value_node in node.value:
+            if key_node.value == part:
+                line = key_node.start_mark.line + 1
+                node = value_node
+                break
+        else:
+            return "?"
+    return line
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Semantic validation: types are already checked by OmegaConf; these are values that type-check but cannot run.
+
+
+def _require(condition: bool, key: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(f"{key}: {message}")
+
+
+def _one_of(value: Any, choices: tuple, key: str) -> None:
+    _require(value in choices, key, f"{value!r} is not one of {', '.join(map(str, choices))}")
+
+
+def validate_config(cfg: GSPOConfig) -> None:
+    """Raise :class:`ConfigError` naming the key for any value that type-checks but cannot run."""
+    data, actor, rollout = cfg.data, cfg.actor_rollout_ref.actor, cfg.actor_rollout_ref.rollout
+    _require(bool(data.train_files), "data.train_files", "must name at least one file")
+    _require(data.max_prompt_length >= 1, "data.max_prompt_length", "must be >= 1")
+    _require(data.max_response_length >= 1, "data.max_response_length", "must be >= 1")
+    _require(data.train_batch_size >= 1, "data.train_batch_size", "must be >= 1")
+    _require(data.gen_batch_size is None or data.gen_batch_size >= 1, "data.gen_batch_size", "must be >= 1")
+    _one_of(data.apply_chat_template, CHAT_TEMPLATE_MODES, "data.apply_chat_template")
+
+    _one_of(actor.policy_loss.loss_mode, POLICY_LOSS_MODES, "actor_rollout_ref.actor.policy_loss.loss_mode")
+    _one_of(actor.loss_agg_mode, LOSS_AGG_MODES, "actor_rollout_ref.actor.loss_agg_mode")
+    for name in ("clip_ratio_low", "clip_ratio_high"):
+        value = getattr(actor, name)
+        _require(0.0 < value < 1.0, f"actor_rollout_ref.actor.{name}", f"{value} must lie in (0, 1)")
+    _require(actor.clip_ratio_c > 1.0, "actor_rollout_ref.actor.clip_ratio_c", "must be > 1")
+    _require(actor.ppo_mini_batch_size >= 1, "actor_rollout_ref.actor.ppo_mini_batch_size", "must be >= 1")
+    _require(
+        data.train_batch_size % actor.ppo_mini_batch_size == 0,
+        "actor_rollout_ref.actor.ppo_mini_batch_size",
+        f"{actor.ppo_mini_batch_size} must divide data.train_batch_size={data.train_batch_size}",
+    )
+    _require(actor.ppo_micro_batch_size_per_gpu >= 1, "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu",
+             "must be >= 1")
+    _require(actor.ppo_epochs >= 1, "actor_rollout_ref.actor.ppo_epochs", "must be >= 1")
+    _require(actor.grad_clip > 0, "actor_rollout_ref.actor.grad_clip", "must be > 0")
+    _one_of(actor.kl_loss_type, KL_LOSS_TYPES, "actor_rollout_ref.actor.kl_loss_type")
+    _require(actor.optim.lr > 0, "actor_rollout_ref.actor.optim.lr", "must be > 0")
+    _require(0.0 <= actor.optim.lr_warmup_steps_ratio < 1.0, "actor_rollout_ref.actor.optim.lr_warmup_steps_ratio",
+             "must lie in [0, 1)")
+    _require(actor.optim.weight_decay >= 0, "actor_rollout_ref.actor.optim.weight_decay", "must be >= 0")
+
+    _require(rollout.n >= 1, "actor_rollout_ref.rollout.n", f"{rollout.n} must be >= 1")
+    _require(rollout.val_kwargs.n >= 1, "actor_rollout_ref.rollout.val_kwargs.n", "must be >= 1")
+    for prefix, params in (("rollout", rollout), ("rollout.val_kwargs", rollout.val_kwargs)):
+        _require(params.temperature >= 0, f"actor_rollout_ref.{prefix}.temperature", "must be >= 0")
+        _require(0.0 < params.top_p <= 1.0, f"actor_rollout_ref.{prefix}.top_p", "must lie in (0, 1]")
+        _require(params.top_k == -1 or params.top_k >= 1, f"actor_rollout_ref.{prefix}.top_k", "must be -1 or >= 1")
+    _require(rollout.temperature > 0, "actor_rollout_ref.rollout.temperature", "training samples need > 0")
+
+    _one_of(cfg.algorithm.adv_estimator, ADV_ESTIMATORS, "algorithm.adv_estimator")
+    _one_of(cfg.algorithm.filter_groups.metric, FILTER_METRICS, "algorithm.filter_groups.metric")
+
+    buffer = cfg.reward_model.overlong_buffer
+    if buffer.enable:
+        _require(0 < buffer.len <= data.max_response_length, "reward_model.overlong_buffer.len",
+                 f"{buffer.len} must lie in [1, data.max_response_length={data.max_response_length}]")
+        _require(buffer.penalty_factor >= 0, "reward_model.overlong_buffer.penalty_factor", "must be >= 0")
+    _one_of(cfg.reward_model.on_error, ON_ERROR_MODES, "reward_model.on_error")
+
+    trainer = cfg.trainer
+    _require(trainer.total_training_steps is None or trainer.total_training_steps >= 1,
+             "trainer.total_training_steps", "must be >= 1 (or null to use total_epochs)")
+    _require(trainer.total_epochs >= 1, "trainer.total_epochs", "must be >= 1")
+    _one_of(trainer.resume_mode, RESUME_MODES, "trainer.resume_mode")
+    if trainer.resume_mode == "resume_path":
+        _require(bool(trainer.resume_from_path), "trainer.resume_from_path", "is required when resume_mode=resume_path")
+    for logger in trainer.logger:
+        _one_of(logger, LOGGERS, "trainer.logger")
+    _one_of(trainer.device, DEVICES, "trainer.device")
