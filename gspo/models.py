@@ -1,0 +1,62 @@
+"""Load a causal LM and its tokenizer from a local folder (or the embedded default); nothing is downloaded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from gspo.resources import resolve_path
+
+
+class ModelLoadError(ValueError):
+    """The model path is missing, unreadable, or not a causal LM."""
+
+
+def check_model_path(path: str) -> Path:
+    """Fail fast, before any work starts, when ``path`` is not a local HF model folder."""
+    folder = resolve_path(path)
+    key = "actor_rollout_ref.model.path"
+    if not folder.exists():
+        raise ModelLoadError(f"{key}: {path!r} does not exist (only local folders are supported; no downloads)")
+    if not (folder / "config.json").is_file():
+        raise ModelLoadError(f"{key}: {path!r} has no config.json; expected a folder written by save_pretrained")
+    try:
+        config = AutoConfig.from_pretrained(folder, local_files_only=True)
+    except Exception as exc:  # transformers raises several types for unreadable configs
+        raise ModelLoadError(f"{key}: cannot read {folder / 'config.json'}: {exc}") from exc
+    if type(config) not in AutoModelForCausalLM._model_mapping:
+        raise ModelLoadError(f"{key}: {path!r} holds a {type(config).__name__}, which is not a causal LM")
+    return folder
+
+
+def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
+    folder = check_model_path(path)
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    if tokenizer.pad_token_id is None:  # common for Llama-style checkpoints; EOS doubles as padding
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_causal_lm(path: str, device: torch.device) -> PreTrainedModel:
+    """fp32 parameters on ``device``; mixed precision (bf16 on CUDA) is applied per forward by the caller."""
+    folder = check_model_path(path)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, local_files_only=True)
+    except Exception as exc:
+        raise ModelLoadError(f"actor_rollout_ref.model.path: cannot load {folder} as a causal LM: {exc}") from exc
+    return model.to(device)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("trainer.device: 'cuda' was asked for but torch.cuda.is_available() is False")
+    return torch.device(name)
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """bf16 autocast on CUDA; full fp32 on CPU (CPU bf16 is slow and buys nothing for tiny models)."""
+    return torch.bfloat16 if device.type == "cuda" else None

@@ -1,0 +1,85 @@
+"""Metric bookkeeping (accumulate over micro-batches / generation batches) and the metric sinks."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Iterable
+
+import torch
+
+
+class MetricAccumulator:
+    """Weighted means of scalar metrics; names ending in ``_max`` / ``_min`` reduce by max / min."""
+
+    def __init__(self) -> None:
+        self._values: dict[str, list[tuple[float, float]]] = defaultdict(list)
+
+    def add(self, metrics: dict[str, float], weight: float = 1.0) -> None:
+        for name, value in metrics.items():
+            self._values[name].append((float(value), float(weight)))
+
+    def reduce(self) -> dict[str, float]:
+        out = {}
+        for name, pairs in self._values.items():
+            values = [v for v, _ in pairs]
+            if name.endswith("_max"):
+                out[name] = max(values)
+            elif name.endswith("_min"):
+                out[name] = min(values)
+            else:
+                total_weight = sum(w for _, w in pairs)
+                out[name] = sum(v * w for v, w in pairs) / total_weight if total_weight > 0 else 0.0
+        return out
+
+
+def describe(prefix: str, values: torch.Tensor) -> dict[str, float]:
+    """mean / max / min of a 1-D tensor under ``prefix`` (empty tensors give zeros)."""
+    if values.numel() == 0:
+        return {f"{prefix}_mean": 0.0, f"{prefix}_max": 0.0, f"{prefix}_min": 0.0}
+    values = values.float()
+    return {f"{prefix}_mean": values.mean().item(), f"{prefix}_max": values.max().item(),
+            f"{prefix}_min": values.min().item()}
+
+
+class MetricsLogger:
+    """Writes one JSON object per step to ``metrics.jsonl`` and, if asked, TensorBoard scalars.
+
+    Only rank 0 should construct one; other ranks log nothing.
+    """
+
+    def __init__(self, output_dir: Path, loggers: Iterable[str]):
+        output_dir.mkdir(parents=True, exist_ok=True)
+        self.path = output_dir / "metrics.jsonl"
+        self._file = self.path.open("a", encoding="utf-8")
+        self._tensorboard = None
+        if "tensorboard" in loggers:
+            from torch.utils.tensorboard import SummaryWriter  # optional dependency: gspo[tensorboard]
+
+            self._tensorboard = SummaryWriter(log_dir=str(output_dir / "tensorboard"))
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        self._file.write(json.dumps({"step": step, **metrics}, sort_keys=True) + "\n")
+        self._file.flush()
+        if self._tensorboard is not None:
+            for name, value in metrics.items():
+                self._tensorboard.add_scalar(name, value, step)
+
+    def close(self) -> None:
+        self._file.close()
+        if self._tensorboard is not None:
+            self._tensorboard.close()
+
+
+def summary_line(step: int, metrics: dict[str, float]) -> str:
+    """The one-line console summary of a training step."""
+    parts = [f"step {step}"]
+    for label, key, fmt in (("acc", "reward/kept/acc_mean", ".3f"), ("acc_all", "reward/all/acc_mean", ".3f"),
+                            ("val_acc", "val/acc_mean", ".3f"), ("gen_batches", "train/num_gen_batches", ".0f"),
+                            ("filtered", "train/filtered_prompts_ratio", ".2f"),
+                            ("clip", "actor/pg_clipfrac", ".4f"), ("len", "response_length/mean", ".1f"),
+                            ("t", "timing/step", ".2f")):
+        if key in metrics:
+            parts.append(f"{label}={metrics[key]:{fmt}}")
+    return " ".join(parts)
