@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def validate(config: GSPOConfig) -> int:
     """Check everything a run needs up front (data files, model path, reward function); train nothing."""
-    from gspo.preflight import preflight
+    from gspo.trainer.setup import preflight
 
     report = preflight(config)
     print(to_yaml(config))

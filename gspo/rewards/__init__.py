@@ -1,0 +1,36 @@
+"""Reward functions, their registry, output normalisation, overlong shaping and batch scoring.
+
+Importing this package registers the built-in rewards ("openai/gsm8k", "gsm8k", "addition").
+"""
+
+from gspo.rewards.base import RewardError, RewardFn, RewardOutput, normalize_reward
+from gspo.rewards.registry import (
+    get_reward_fn,
+    load_custom_reward,
+    register_reward,
+    registered_rewards,
+)
+from gspo.rewards.shaping import check_overlong_args, overlong_penalty
+from gspo.rewards.manager import RewardBatch, RewardManager
+
+# Imported for their registration side effect.
+from gspo.rewards.addition import addition_reward
+from gspo.rewards.gsm8k import extract_solution, gsm8k_reward
+
+__all__ = [
+    "RewardBatch",
+    "RewardError",
+    "RewardFn",
+    "RewardManager",
+    "RewardOutput",
+    "addition_reward",
+    "check_overlong_args",
+    "extract_solution",
+    "get_reward_fn",
+    "gsm8k_reward",
+    "load_custom_reward",
+    "normalize_reward",
+    "overlong_penalty",
+    "register_reward",
+    "registered_rewards",
+]

@@ -14,10 +14,8 @@ from tqdm.auto import tqdm
 
 from gspo.algos import compute_grpo_advantages
 from gspo.config import GSPOConfig, to_yaml
-from gspo.data import PromptDataset, PromptItem, PromptSampler
+from gspo.data import PromptItem, PromptSampler
 from gspo.models import autocast_dtype, load_causal_lm, load_tokenizer, resolve_device
-from gspo.resources import resolve_path
-from gspo.rewards import RewardManager, load_custom_reward
 from gspo.rollout import HFRolloutEngine, SamplingParams
 from gspo.trainer.actor import UpdateSchedule, compute_log_probs, update_policy
 from gspo.trainer.batch import RolloutBatch
@@ -26,6 +24,7 @@ from gspo.trainer.dynamic_sampling import (GenerationStats, keep_informative_gro
                                           trained_batch_metrics, count_groups)
 from gspo.trainer.metrics import MetricsLogger, summary_line
 from gspo.trainer.optim import build_optimizer, build_scheduler
+from gspo.trainer.setup import build_dataset, build_reward_manager, check_runnable
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +49,11 @@ class Trainer:
         self.tokenizer = load_tokenizer(model_path)
         self.model = load_causal_lm(model_path, self.device)
         self.ref_model = self._build_ref_model(model_path)
-        self.train_data = self._build_dataset(cfg.data.train_files)
-        self.val_data = self._build_dataset(cfg.data.val_files) if cfg.data.val_files else None
+        self.train_data = build_dataset(cfg, "data.train_files", self.tokenizer)
+        self.val_data = build_dataset(cfg, "data.val_files", self.tokenizer) if cfg.data.val_files else None
+        check_runnable(cfg, self.train_data)
         self.sampler = PromptSampler(len(self.train_data), seed=cfg.trainer.seed, shuffle=cfg.data.shuffle)
-        self.rewards = self._build_reward_manager()
+        self.rewards = build_reward_manager(cfg)
         self.engine = HFRolloutEngine(self.model, pad_token_id=self.tokenizer.pad_token_id,
                                       eos_token_ids=self._eos_token_ids(),
                                       micro_batch_size=cfg.actor_rollout_ref.rollout.micro_batch_size,
@@ -74,22 +74,6 @@ class Trainer:
         ref = load_causal_lm(model_path, self.device).eval()
         ref.requires_grad_(False)
         return ref
-
-    def _build_dataset(self, files: list[str]) -> PromptDataset:
-        data = self.config.data
-        return PromptDataset.from_files([str(resolve_path(f)) for f in files], self.tokenizer,
-                                        prompt_key=data.prompt_key, max_prompt_length=data.max_prompt_length,
-                                        filter_overlong_prompts=data.filter_overlong_prompts,
-                                        apply_chat_template=data.apply_chat_template)
-
-    def _build_reward_manager(self) -> RewardManager:
-        cfg = self.config
-        custom = cfg.custom_reward_function
-        buffer = cfg.reward_model.overlong_buffer
-        return RewardManager(load_custom_reward(custom.path, custom.name) if custom.path else None,
-                             on_error=cfg.reward_model.on_error, overlong_enable=buffer.enable,
-                             overlong_buffer_len=buffer.len, overlong_penalty_factor=buffer.penalty_factor,
-                             max_response_length=cfg.data.max_response_length)
 
     def _eos_token_ids(self) -> list[int]:
         ids = {self.tokenizer.eos_token_id}

@@ -1,0 +1,197 @@
+"""Scoring a batch of responses: reward lookup, validation, error policy, overlong shaping."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+
+from gspo.rewards.base import RewardError, RewardFn, RewardOutput, normalize_reward, preview
+from gspo.rewards.registry import get_reward_fn
+from gspo.rewards.shaping import check_overlong_args, overlong_penalty
+
+ON_ERROR_MODES = ("raise", "zero")
+
+
+@dataclass
+class RewardBatch:
+    """Rewards for a batch of B responses (CPU tensors).
+
+    Attributes:
+        seq_reward: (B,) float32, the reward function's score before shaping.
+        seq_final_reward: (B,) float32, ``seq_reward + overlong_penalty``; what training uses.
+        acc: (B,) float32, the reward's accuracy (never shaped).
+        overlong_penalty: (B,) float32, <= 0; all zeros when shaping is disabled.
+        num_errors: responses whose reward failed and were scored 0 (``on_error="zero"``).
+        metrics: batch means, keyed "reward/...": score_mean, final_mean, acc_mean,
+            errors (count), overlong_penalty_mean, overlong_ratio (share with a
+            non-zero penalty), and "reward/extra/<key>" (mean over the responses
+            that reported that numeric extra).
+        extras: per response, the numeric extras of a dict reward.
+    """
+
+    seq_reward: torch.Tensor
+    seq_final_reward: torch.Tensor
+    acc: torch.Tensor
+    overlong_penalty: torch.Tensor
+    num_errors: int
+    metrics: dict[str, float]
+    extras: list[dict[str, float]] = field(default_factory=list)
+
+
+class RewardManager:
+    """Scores responses with a custom function or the per-data-source registry.
+
+    Args:
+        custom_fn: when given, scores every response regardless of data_source.
+        on_error: "raise" (a :class:`RewardError` with data_source, function,
+            ground truth and response prefix, chained from the cause) or "zero"
+            (score 0, acc 0, counted in ``num_errors``). A NaN/inf or non-numeric
+            return value is an error too. An unknown data_source always raises:
+            it is a configuration error, not a per-response failure.
+        overlong_enable: add DAPO's soft overlong penalty to ``seq_final_reward``.
+        overlong_buffer_len, overlong_penalty_factor, max_response_length: see
+            :func:`gspo.rewards.shaping.overlong_penalty` (tokens).
+    """
+
+    def __init__(
+        self,
+        custom_fn: RewardFn | None = None,
+        *,
+        on_error: str = "raise",
+        overlong_enable: bool = False,
+        overlong_buffer_len: int = 0,
+        overlong_penalty_factor: float = 1.0,
+        max_response_length: int | None = None,
+    ) -> None:
+        if on_error not in ON_ERROR_MODES:
+            raise ValueError(f"on_error must be one of {ON_ERROR_MODES}, got {on_error!r}")
+        if custom_fn is not None and not callable(custom_fn):
+            raise TypeError(f"custom_fn must be callable, got {type(custom_fn).__name__}")
+        if overlong_enable:
+            if max_response_length is None:
+                raise ValueError("max_response_length is required when overlong_enable=True")
+            check_overlong_args(max_response_length, overlong_buffer_len, overlong_penalty_factor)
+        self.custom_fn = custom_fn
+        self.on_error = on_error
+        self.overlong_enable = overlong_enable
+        self.overlong_buffer_len = overlong_buffer_len
+        self.overlong_penalty_factor = overlong_penalty_factor
+        self.max_response_length = max_response_length
+
+    def score(
+        self,
+        responses: Sequence[str],
+        response_lengths: Sequence[int] | torch.Tensor | None,
+        ground_truths: Sequence[str | None],
+        data_sources: Sequence[str],
+        extra_infos: Sequence[dict | None],
+    ) -> RewardBatch:
+        """Score B responses; ``response_lengths`` is (B,) in tokens, any device (may be None without shaping)."""
+        batch = len(responses)
+        for arg_name, arg in (
+            ("ground_truths", ground_truths),
+            ("data_sources", data_sources),
+            ("extra_infos", extra_infos),
+        ):
+            if len(arg) != batch:
+                raise ValueError(f"{arg_name} has {len(arg)} entries but there are {batch} responses")
+        lengths = self._lengths(response_lengths, batch)
+
+        outputs: list[RewardOutput] = []
+        num_errors = 0
+        fns: dict[str, RewardFn] = {}
+        for i, (response, gt, source, extra) in enumerate(zip(responses, ground_truths, data_sources, extra_infos)):
+            fn = self.custom_fn
+            if fn is None:
+                if source not in fns:
+                    fns[source] = get_reward_fn(source)
+                fn = fns[source]
+            fn_name = getattr(fn, "__qualname__", None) or repr(fn)
+            try:
+                # A copy, so a reward function cannot mutate the dataset's extra_info.
+                raw = fn(response, gt, dict(extra or {}))
+                out = normalize_reward(raw, fn_name=fn_name, response_text=response)
+            except Exception as e:
+                if self.on_error == "raise":
+                    raise RewardError(_failure_message(e, i, fn_name, source, gt, response)) from e
+                num_errors += 1
+                out = RewardOutput(score=0.0, acc=0.0)
+            outputs.append(out)
+
+        seq_reward = torch.tensor([o.score for o in outputs], dtype=torch.float32)
+        acc = torch.tensor([o.acc for o in outputs], dtype=torch.float32)
+        if self.overlong_enable and batch:
+            penalty = overlong_penalty(
+                lengths,
+                max_response_length=self.max_response_length,
+                buffer_len=self.overlong_buffer_len,
+                penalty_factor=self.overlong_penalty_factor,
+            )
+        else:
+            penalty = torch.zeros(batch, dtype=torch.float32)
+        final = seq_reward + penalty
+        extras = [o.extras for o in outputs]
+        return RewardBatch(
+            seq_reward=seq_reward,
+            seq_final_reward=final,
+            acc=acc,
+            overlong_penalty=penalty,
+            num_errors=num_errors,
+            metrics=_metrics(seq_reward, final, acc, penalty, num_errors, extras),
+            extras=extras,
+        )
+
+    def _lengths(self, response_lengths: Sequence[int] | torch.Tensor | None, batch: int) -> torch.Tensor | None:
+        if response_lengths is None:
+            if self.overlong_enable:
+                raise ValueError("response_lengths is required when overlong shaping is enabled")
+            return None
+        # Rewards are computed on CPU; lengths may arrive on the accelerator.
+        lengths = torch.as_tensor(response_lengths).detach().to("cpu")
+        if lengths.shape != (batch,):
+            raise ValueError(f"response_lengths must have shape ({batch},), got {tuple(lengths.shape)}")
+        return lengths
+
+
+def _failure_message(error: Exception, i: int, fn_name: str, source: str, gt: object, response: str) -> str:
+    context = f"sample {i}, data_source={source!r}, ground_truth={gt!r:.200}"
+    if isinstance(error, RewardError):  # invalid return value; the message already names fn and response
+        return f"invalid reward ({context}): {error}"
+    return (
+        f"reward function {fn_name!r} raised {type(error).__name__}: {error} ({context}); "
+        f"response: {preview(response)}"
+    )
+
+
+def _metrics(
+    seq_reward: torch.Tensor,
+    final: torch.Tensor,
+    acc: torch.Tensor,
+    penalty: torch.Tensor,
+    num_errors: int,
+    extras: list[dict[str, float]],
+) -> dict[str, float]:
+    metrics = {"reward/errors": float(num_errors)}
+    if seq_reward.numel() == 0:
+        return metrics
+    metrics.update(
+        {
+            "reward/score_mean": seq_reward.mean().item(),
+            "reward/final_mean": final.mean().item(),
+            "reward/acc_mean": acc.mean().item(),
+            "reward/overlong_penalty_mean": penalty.mean().item(),
+            "reward/overlong_ratio": (penalty != 0).float().mean().item(),
+        }
+    )
+    sums: dict[str, float] = defaultdict(float)
+    counts: dict[str, int] = defaultdict(int)
+    for extra in extras:
+        for key, value in extra.items():
+            sums[key] += value
+            counts[key] += 1
+    for key in sorted(sums):
+        metrics[f"reward/extra/{key}"] = sums[key] / counts[key]
+    return metrics

@@ -1,0 +1,111 @@
+"""Reward functions by data source, and loading a user's reward from a file."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+from typing import Callable
+
+from gspo.rewards.base import RewardError, RewardFn
+
+_REGISTRY: dict[str, RewardFn] = {}
+
+DEFAULT_CUSTOM_REWARD_NAME = "compute_score"  # verl's default name for a custom reward function
+
+
+def _same_function(a: RewardFn, b: RewardFn) -> bool:
+    # A module re-imported under another name (reload, pytest importlib mode) re-creates its functions.
+    code_a, code_b = getattr(a, "__code__", None), getattr(b, "__code__", None)
+    return a is b or (
+        code_a is not None
+        and code_b is not None
+        and a.__qualname__ == b.__qualname__
+        and code_a.co_filename == code_b.co_filename
+    )
+
+
+def register_reward(*names: str, override: bool = False) -> Callable[[RewardFn], RewardFn]:
+    """Decorator registering a reward function under one or more data_source names.
+
+    Registering a different function under a taken name raises
+    :class:`RewardError` unless ``override=True``.
+    """
+    if not names or not all(isinstance(n, str) and n for n in names):
+        raise ValueError(f"register_reward needs one or more non-empty names, got {names!r}")
+
+    def decorator(fn: RewardFn) -> RewardFn:
+        if not callable(fn):
+            raise TypeError(f"register_reward: {fn!r} is not callable")
+        for name in names:
+            existing = _REGISTRY.get(name)
+            if existing is not None and not override and not _same_function(existing, fn):
+                raise RewardError(
+                    f"reward name {name!r} is already registered to {_describe(existing)}; "
+                    "pass override=True to replace it"
+                )
+        for name in names:
+            _REGISTRY[name] = fn
+        return fn
+
+    return decorator
+
+
+def registered_rewards() -> list[str]:
+    """Sorted names of all registered reward functions."""
+    return sorted(_REGISTRY)
+
+
+def get_reward_fn(data_source: str) -> RewardFn:
+    """The reward function registered for ``data_source``; RewardError (listing the names) if none."""
+    try:
+        return _REGISTRY[data_source]
+    except KeyError:
+        raise RewardError(
+            f"no reward function registered for data_source {data_source!r}; registered: "
+            f"{registered_rewards()}; register one with @register_reward or pass a custom reward function"
+        ) from None
+
+
+def load_custom_reward(path: str | os.PathLike, name: str = DEFAULT_CUSTOM_REWARD_NAME) -> RewardFn:
+    """Import the Python file at ``path`` and return its attribute ``name`` (a reward function).
+
+    The file is imported as a fresh module (registered in ``sys.modules`` under a
+    name derived from its absolute path, so dataclasses and pickling work).
+
+    Raises:
+        RewardError: the file is missing, importing it raises (the exception is
+            shown and chained), it has no ``name`` (its callables are listed), or
+            ``name`` is not callable.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise RewardError(f"custom reward file not found: {path}")
+    abspath = os.path.abspath(path)
+    stem = os.path.splitext(os.path.basename(abspath))[0]
+    digest = hashlib.sha1(abspath.encode()).hexdigest()[:12]
+    module_name = f"gspo_custom_reward_{''.join(c if c.isalnum() else '_' for c in stem)}_{digest}"
+    spec = importlib.util.spec_from_file_location(module_name, abspath)
+    if spec is None or spec.loader is None:
+        raise RewardError(f"cannot import custom reward file {path}: not a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:
+        sys.modules.pop(module_name, None)
+        raise RewardError(f"importing custom reward file {path} failed: {type(e).__name__}: {e}") from e
+    if not hasattr(module, name):
+        callables = sorted(k for k, v in vars(module).items() if callable(v) and not k.startswith("_"))
+        raise RewardError(
+            f"custom reward file {path} has no function {name!r}; callables in it: {callables or 'none'}"
+        )
+    fn = getattr(module, name)
+    if not callable(fn):
+        raise RewardError(f"{name!r} in custom reward file {path} is a {type(fn).__name__}, not a function")
+    return fn
+
+
+def _describe(fn: RewardFn) -> str:
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"

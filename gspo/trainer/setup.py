@@ -1,0 +1,59 @@
+"""Building the run's data and reward pieces from the config, shared by the trainer and ``gspo validate``."""
+
+from __future__ import annotations
+
+from gspo.config import ConfigError, GSPOConfig
+from gspo.data import DataError, PromptDataset
+from gspo.resources import resolve_path
+from gspo.rewards import RewardManager, get_reward_fn, load_custom_reward
+
+
+def build_dataset(cfg: GSPOConfig, key: str, tokenizer) -> PromptDataset:
+    """The prompts of ``data.train_files`` or ``data.val_files`` (``key``); errors name the key and the file."""
+    data = cfg.data
+    files = getattr(data, key.split(".")[-1])
+    try:
+        return PromptDataset.from_files([str(resolve_path(f)) for f in files], tokenizer,
+                                        prompt_key=data.prompt_key, max_prompt_length=data.max_prompt_length,
+                                        filter_overlong_prompts=data.filter_overlong_prompts,
+                                        apply_chat_template=data.apply_chat_template)
+    except DataError as exc:
+        raise DataError(f"{key}: {exc}") from exc
+
+
+def build_reward_manager(cfg: GSPOConfig) -> RewardManager:
+    custom = cfg.custom_reward_function
+    buffer = cfg.reward_model.overlong_buffer
+    return RewardManager(load_custom_reward(custom.path, custom.name) if custom.path else None,
+                         on_error=cfg.reward_model.on_error, overlong_enable=buffer.enable,
+                         overlong_buffer_len=buffer.len, overlong_penalty_factor=buffer.penalty_factor,
+                         max_response_length=cfg.data.max_response_length)
+
+
+def check_runnable(cfg: GSPOConfig, train_data: PromptDataset) -> None:
+    """Settings that type-check but cannot run on this data: fail before any generation."""
+    if cfg.data.train_batch_size > len(train_data):
+        raise ConfigError(f"data.train_batch_size: {cfg.data.train_batch_size} is larger than the "
+                          f"{len(train_data)} usable prompts in data.train_files")
+    gen_batch = cfg.data.gen_batch_size or cfg.data.train_batch_size
+    if gen_batch > len(train_data):
+        raise ConfigError(f"data.gen_batch_size: {gen_batch} is larger than the {len(train_data)} usable prompts "
+                          f"in data.train_files")
+    if not cfg.custom_reward_function.path:
+        for source in sorted({item.data_source for item in train_data}):
+            get_reward_fn(source)  # raises, listing the registered rewards
+
+
+def preflight(cfg: GSPOConfig) -> str:
+    """Everything ``gspo train`` would check before its first step, without loading weights or generating."""
+    from gspo.models import check_model_path, load_tokenizer
+
+    model_dir = check_model_path(cfg.actor_rollout_ref.model.path)
+    tokenizer = load_tokenizer(cfg.actor_rollout_ref.model.path)
+    train = build_dataset(cfg, "data.train_files", tokenizer)
+    check_runnable(cfg, train)
+    val = build_dataset(cfg, "data.val_files", tokenizer) if cfg.data.val_files else None
+    build_reward_manager(cfg)
+    reward = cfg.custom_reward_function.path or "registry by data_source"
+    return (f"ok: model {model_dir}; {len(train)} train prompts ({train.num_dropped} overlong dropped); "
+            f"{len(val) if val else 0} val prompts; reward: {reward}")

@@ -1,0 +1,122 @@
+"""Integration: real training steps of a tiny Qwen2 on CPU (seconds), no mocks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from gspo.trainer import DynamicSamplingError, Trainer
+
+
+def _params(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.named_parameters()}
+
+
+# Constant reward for prompts whose first operand is < 5, a length-dependent reward otherwise: the first
+# kind of group is all-equal and must be dropped; the second varies and must be kept.
+HALF_CONSTANT_REWARD = '''
+def compute_score(response_text, ground_truth, extra_info):
+    if int(extra_info["row_index"]) % 2 == 0:
+        return 1.0
+    return float(len(response_text) % 2)
+'''
+
+
+def test_train_step_updates_parameters_with_finite_loss(make_config):
+    trainer = Trainer(make_config("algorithm.filter_groups.enable=false", "actor_rollout_ref.actor.optim.lr=1e-2"))
+    before = _params(trainer.model)
+    metrics = trainer.train_step()
+    assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
+    changed = [k for k, v in trainer.model.named_parameters() if not torch.equal(v, before[k])]
+    assert changed, "no parameter changed after a training step"
+    assert metrics["train/num_gen_batches"] == 1.0
+    for key in ("actor/pg_clipfrac_lower", "actor/pg_clipfrac_upper", "actor/seq_importance_ratio",
+                "actor/entropy", "actor/grad_norm", "actor/lr", "timing/gen", "timing/update", "timing/step",
+                "perf/gen_tokens_per_s", "perf/train_tokens_per_s", "response_length/clip_ratio"):
+        assert key in metrics, key
+
+
+def test_dynamic_sampling_drops_all_equal_groups_and_trims_whole_groups(make_config, tmp_path):
+    reward = tmp_path / "reward.py"
+    reward.write_text(HALF_CONSTANT_REWARD)
+    trainer = Trainer(make_config(f"custom_reward_function.path={reward}", "algorithm.filter_groups.metric=seq_reward",
+                                  "data.train_batch_size=4", "data.gen_batch_size=8", "actor_rollout_ref.rollout.n=8"))
+    timings: dict[str, float] = {}
+    batch, metrics = trainer.collect_train_batch(timings)
+    # Exactly train_batch_size whole groups of n rows each.
+    groups, counts = torch.unique(batch.group_ids, return_counts=True)
+    assert groups.numel() == 4 and counts.tolist() == [8, 8, 8, 8]
+    # Every kept group varies; none of the constant (even row_index) prompts survived.
+    for gid in groups:
+        rewards = batch.seq_reward[batch.group_ids == gid]
+        assert rewards.std(unbiased=False) > 0
+    kept_rows = {trainer.train_data[i].extra_info["row_index"] for i in batch.prompt_index.tolist()}
+    assert all(r % 2 == 1 for r in kept_rows)
+    # Some generated groups were constant and dropped; the counts agree with the ratio.
+    assert 0 < metrics["train/filtered_prompts_ratio"] < 1
+    assert metrics["train/kept_prompts"] >= 4
+    assert metrics["train/kept_prompts"] == pytest.approx(
+        metrics["train/generated_prompts"] * (1 - metrics["train/filtered_prompts_ratio"]))
+    assert metrics["train/generated_prompts"] == 8 * metrics["train/num_gen_batches"]
+
+
+def test_cap_error_names_counts_and_remedies(make_config, tmp_path):
+    reward = tmp_path / "constant.py"
+    reward.write_text("def compute_score(response_text, ground_truth, extra_info):\n    return 1.0\n")
+    trainer = Trainer(make_config(f"custom_reward_function.path={reward}",
+                                  "algorithm.filter_groups.max_num_gen_batches=2"))
+    with pytest.raises(DynamicSamplingError) as info:
+        trainer.train_step()
+    message = str(info.value)
+    assert "kept 0 of 16 prompt groups in 2 generation batches" in message
+    assert "max_num_gen_batches" in message and "0 = unlimited" in message and "metric" in message
+
+
+def test_off_policy_mini_batches_clip(make_config):
+    # 2 mini-batches per train batch: the second is taken after one optimizer step, so ratios leave the
+    # 3e-4 / 4e-4 band and some tokens are clipped.
+    trainer = Trainer(make_config("algorithm.filter_groups.enable=false", "data.train_batch_size=8",
+                                  "actor_rollout_ref.actor.ppo_mini_batch_size=4", "actor_rollout_ref.rollout.n=8",
+                                  "actor_rollout_ref.actor.optim.lr=5e-2"))
+    metrics = trainer.train_step()
+    assert metrics["actor/pg_clipfrac"] > 0
+    assert metrics["actor/pg_clipfrac"] == pytest.approx(
+        metrics["actor/pg_clipfrac_lower"] + metrics["actor/pg_clipfrac_upper"], abs=1e-6)
+    assert metrics["timing/old_log_prob"] > 0
+
+
+def test_on_policy_step_skips_old_log_prob_forward(make_config):
+    trainer = Trainer(make_config("algorithm.filter_groups.enable=false"))
+    metrics = trainer.train_step()
+    assert "timing/old_log_prob" not in metrics
+    assert metrics["actor/seq_importance_ratio"] == pytest.approx(1.0, abs=1e-6)
+    assert metrics["actor/pg_clipfrac"] == 0.0
+
+
+def test_fit_writes_metrics_checkpoint_and_loadable_final_model(make_config, tmp_path):
+    cfg = make_config("algorithm.filter_groups.enable=false", "trainer.val_before_train=true",
+                      "trainer.test_freq=1", "trainer.save_freq=1")
+    Trainer(cfg).fit()
+    run = tmp_path / "run"
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [0, 1, 2]
+    assert all("val/acc_mean" in line and "val/score_mean" in line for line in lines)
+    assert (run / "checkpoints" / "latest").read_text().strip() == "global_step_2"
+    assert (run / "config.yaml").is_file()
+    model = AutoModelForCausalLM.from_pretrained(run / "final_model")
+    tokenizer = AutoTokenizer.from_pretrained(run / "final_model")
+    ids = tokenizer("3+4=", return_tensors="pt").input_ids
+    out = model.generate(ids, max_new_tokens=3, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    assert out.shape[1] > ids.shape[1]
+
+
+def test_kl_loss_loads_reference_and_reports_kl(make_config):
+    trainer = Trainer(make_config("algorithm.filter_groups.enable=false", "actor_rollout_ref.actor.use_kl_loss=true",
+                                  "actor_rollout_ref.actor.ppo_mini_batch_size=2"))
+    assert trainer.ref_model is not None
+    metrics = trainer.train_step()
+    assert "actor/kl_loss" in metrics and metrics["actor/kl_loss"] >= 0
+    assert Trainer(make_config()).ref_model is None
