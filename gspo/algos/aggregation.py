@@ -1,7 +1,7 @@
 """Aggregation of a per-token loss matrix into the scalar that is differentiated.
 
 The mode decides how tokens and sequences are weighted, which matters for
-GSPO (Zheng et al. 2025, arXiv:2507.18071, eq. 5-7: a length-normalised
+GSPO (Zheng et al. 2025, arXiv:2507.18071, Sec. 4.1: a length-normalised
 sequence objective averaged over the group) and for Dr. GRPO (Liu et al. 2025,
 arXiv:2503.20783: a constant normaliser instead of the response length).
 

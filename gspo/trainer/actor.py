@@ -67,8 +67,8 @@ class UpdateSchedule:
 
 
 def update_policy(model: PreTrainedModel, optimizer: torch.optim.Optimizer, batch: RolloutBatch,
-                  cfg: ActorConfig, *, n: int, temperature: float, autocast_dtype: torch.dtype | None
-                  ) -> dict[str, float]:
+                  cfg: ActorConfig, *, n: int, temperature: float, autocast_dtype: torch.dtype | None,
+                  max_response_length: int) -> dict[str, float]:
     """PPO-style epochs over mini-batches of ``cfg.ppo_mini_batch_size`` prompts (x n sequences).
 
     ``batch.old_log_probs`` None means the update is exactly on-policy: the current log-probs (detached) stand
@@ -81,20 +81,24 @@ def update_policy(model: PreTrainedModel, optimizer: torch.optim.Optimizer, batc
     model.train()
     for _ in range(cfg.ppo_epochs):
         for mini_batch in batch.split(mini_batch_rows):
-            mini_metrics = _optimizer_step(model, optimizer, mini_batch, cfg, temperature, autocast_dtype)
+            mini_metrics = _optimizer_step(model, optimizer, mini_batch, cfg, temperature, autocast_dtype,
+                                           max_response_length)
             metrics.add(mini_metrics)
     return metrics.reduce()
 
 
 def _optimizer_step(model: PreTrainedModel, optimizer: torch.optim.Optimizer, mini_batch: RolloutBatch,
-                    cfg: ActorConfig, temperature: float, autocast_dtype: torch.dtype | None) -> dict[str, float]:
-    num_tokens = mini_batch.response_mask.sum().item()
-    num_seqs = (mini_batch.response_mask.sum(-1) > 0).sum().item()
+                    cfg: ActorConfig, temperature: float, autocast_dtype: torch.dtype | None,
+                    max_response_length: int) -> dict[str, float]:
+    # Mini-batch-global denominators: micro-batch losses then sum to the mini-batch loss exactly.
+    counts = dict(global_num_tokens=mini_batch.response_mask.sum().item(),
+                  global_num_seqs=(mini_batch.response_mask.sum(-1) > 0).sum().item(),
+                  max_response_len=max_response_length)
     optimizer.zero_grad(set_to_none=True)
     micro_metrics = MetricAccumulator()
     pg_loss_total = 0.0
     for micro in mini_batch.split(cfg.ppo_micro_batch_size_per_gpu):
-        loss, metrics = _micro_batch_loss(model, micro, cfg, temperature, autocast_dtype, num_tokens, num_seqs)
+        loss, metrics = _micro_batch_loss(model, micro, cfg, temperature, autocast_dtype, counts)
         loss.backward()
         pg_loss_total += metrics.pop("actor/pg_loss")
         micro_metrics.add(metrics, weight=micro.response_mask.sum().item())
@@ -111,7 +115,7 @@ def _optimizer_step(model: PreTrainedModel, optimizer: torch.optim.Optimizer, mi
 
 
 def _micro_batch_loss(model: PreTrainedModel, micro: RolloutBatch, cfg: ActorConfig, temperature: float,
-                      autocast_dtype: torch.dtype | None, num_tokens: float, num_seqs: float
+                      autocast_dtype: torch.dtype | None, counts: dict
                       ) -> tuple[torch.Tensor, dict[str, float]]:
     """This micro-batch's share of the mini-batch loss (global denominators), and its metrics."""
     log_probs, entropy = forward_response(model, micro, temperature=temperature, autocast_dtype=autocast_dtype,
@@ -119,7 +123,6 @@ def _micro_batch_loss(model: PreTrainedModel, micro: RolloutBatch, cfg: ActorCon
     mask = micro.response_mask
     old_log_probs = micro.old_log_probs if micro.old_log_probs is not None else log_probs.detach()
     advantages = micro.advantages[:, None].expand_as(log_probs)  # (n, R): one advantage per sequence
-    counts = dict(global_num_tokens=num_tokens, global_num_seqs=num_seqs)
     pg_loss, metrics = compute_policy_loss(
         old_log_probs, log_probs, advantages, mask, loss_mode=cfg.policy_loss.loss_mode,
         clip_ratio_low=cfg.clip_ratio_low, clip_ratio_high=cfg.clip_ratio_high, clip_ratio_c=cfg.clip_ratio_c,

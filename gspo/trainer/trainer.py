@@ -172,7 +172,8 @@ class Trainer:
         metrics = update_policy(self.model, self.optimizer, batch, self.config.actor_rollout_ref.actor,
                                 n=self.config.actor_rollout_ref.rollout.n,
                                 temperature=self.config.actor_rollout_ref.rollout.temperature,
-                                autocast_dtype=self.autocast_dtype)
+                                autocast_dtype=self.autocast_dtype,
+                                max_response_length=self.config.data.max_response_length)
         metrics["actor/lr"] = self.scheduler.get_last_lr()[0]
         self.scheduler.step()
         return metrics

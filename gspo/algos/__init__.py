@@ -1,0 +1,42 @@
+"""Pure tensor algorithms for GSPO / GRPO / DAPO post-training (torch only, no I/O).
+
+Depends on nothing but torch and the standard library, so it can be tested
+and reused without the rest of ``gspo``.
+"""
+
+from .advantages import broadcast_to_tokens, compute_grpo_advantages
+from .aggregation import LOSS_AGG_MODES, agg_loss, check_loss_agg_mode
+from .filtering import filter_groups, group_keep_mask
+from .kl import KL_TYPES, kl_penalty
+from .logprob import entropy_from_logits, log_probs_from_logits
+from .losses import (
+    POLICY_LOSSES,
+    compute_policy_loss,
+    compute_policy_loss_gspo,
+    compute_policy_loss_vanilla,
+    get_policy_loss_fn,
+    register_policy_loss,
+)
+from .masked import masked_mean, masked_sum
+
+__all__ = [
+    "KL_TYPES",
+    "LOSS_AGG_MODES",
+    "POLICY_LOSSES",
+    "agg_loss",
+    "broadcast_to_tokens",
+    "check_loss_agg_mode",
+    "compute_grpo_advantages",
+    "compute_policy_loss",
+    "compute_policy_loss_gspo",
+    "compute_policy_loss_vanilla",
+    "entropy_from_logits",
+    "filter_groups",
+    "get_policy_loss_fn",
+    "group_keep_mask",
+    "kl_penalty",
+    "log_probs_from_logits",
+    "masked_mean",
+    "masked_sum",
+    "register_policy_loss",
+]
