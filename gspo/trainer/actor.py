@@ -31,7 +31,6 @@ def forward_response(model: PreTrainedModel, batch: RolloutBatch, *, temperature
     response_len = batch.response_ids.shape[1]
     with _autocast(batch.response_ids.device, autocast_dtype):
         logits = model(**inputs, use_cache=False, logits_to_keep=response_len + 1).logits[:, :-1]  # (N, R, V)
-    logits = logits.float()
     if temperature != 1.0:
         logits = logits / temperature  # log-probs of the distribution the rollout actually sampled from
     log_probs = log_probs_from_logits(logits, batch.response_ids)
