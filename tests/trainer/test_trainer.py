@@ -120,3 +120,16 @@ def test_kl_loss_loads_reference_and_reports_kl(make_config):
     metrics = trainer.train_step()
     assert "actor/kl_loss" in metrics and metrics["actor/kl_loss"] >= 0
     assert Trainer(make_config()).ref_model is None
+
+
+def test_tensorboard_logger_writes_events(make_config, tmp_path):
+    pytest.importorskip("tensorboard")
+    Trainer(make_config("algorithm.filter_groups.enable=false", "trainer.logger=[tensorboard]",
+                        "trainer.total_training_steps=1")).fit()
+    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_total_training_steps_wins_over_epochs(make_config):
+    assert Trainer(make_config("trainer.total_epochs=5", "trainer.total_training_steps=3")).total_steps == 3
+    # 64 prompts / 8 per generation batch = 8 steps per epoch.
+    assert Trainer(make_config("trainer.total_epochs=2", "trainer.total_training_steps=null")).total_steps == 16

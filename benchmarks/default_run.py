@@ -1,0 +1,55 @@
+"""Benchmark the embedded default: `gspo train` with no arguments, on this machine's CPU.
+
+Prints one JSON line: start / end validation accuracy (greedy, held-out prompts), the gain, wall time,
+peak RSS of the training process, and whether the targets (<= 300 s, >= +0.20 accuracy) are met.
+
+    python benchmarks/default_run.py [key=value ...]   # extra overrides are passed to `gspo train`
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TARGET_SECONDS = 300.0
+TARGET_GAIN = 0.20
+
+
+def main(overrides: list[str]) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "run"
+        cmd = [sys.executable, "-m", "gspo", "train", f"trainer.default_local_dir={out}", *overrides]
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        wall = time.perf_counter() - start
+        if proc.returncode != 0:
+            sys.stderr.write(proc.stderr[-4000:])
+            raise SystemExit(f"gspo train failed with exit code {proc.returncode}")
+        rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    val = [(row["step"], row["val/acc_mean"]) for row in rows if "val/acc_mean" in row]
+    peak_rss_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # Linux: KiB
+    result = {
+        "benchmark": "default_run",
+        "start_val_acc": val[0][1],
+        "end_val_acc": val[-1][1],
+        "val_acc_gain": val[-1][1] - val[0][1],
+        "val_acc_curve": val,
+        "steps": max(row["step"] for row in rows),
+        "wall_s": round(wall, 1),
+        "peak_rss_mib": round(peak_rss_mib, 1),
+        "cpu_threads": os.cpu_count(),
+        "machine": platform.processor() or platform.machine(),
+    }
+    result["meets_targets"] = result["wall_s"] <= TARGET_SECONDS and result["val_acc_gain"] >= TARGET_GAIN
+    return result
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(sys.argv[1:])))
