@@ -16,6 +16,7 @@ import torch
 
 from gspo.algos import filter_groups
 from gspo.trainer.batch import RolloutBatch
+from gspo.trainer.metrics import MetricAccumulator
 
 
 class DynamicSamplingError(RuntimeError):
@@ -59,9 +60,14 @@ class GenerationStats:
     _num_sequences: int = 0
     _max_length: int = 0
     _num_clipped: int = 0
+    _num_reward_errors: int = 0
+    _reward_metrics: MetricAccumulator = field(default_factory=MetricAccumulator)
 
-    def add(self, generated: RolloutBatch, kept: RolloutBatch) -> None:
+    def add(self, generated: RolloutBatch, kept: RolloutBatch, reward_metrics: dict[str, float]) -> None:
+        """Record one generation batch, the groups kept from it, and its reward-function metrics."""
         self.num_gen_batches += 1
+        self._reward_metrics.add(reward_metrics, weight=generated.num_sequences)
+        self._num_reward_errors += int(reward_metrics.get("reward/errors", 0))
         self.num_groups += count_groups(generated)
         self.num_kept_groups += count_groups(kept)
         self._num_sequences += generated.num_sequences
@@ -88,7 +94,8 @@ class GenerationStats:
 
     def metrics(self) -> dict[str, float]:
         n = max(self._num_sequences, 1)
-        return {
+        reward_metrics = {**self._reward_metrics.reduce(), "reward/errors": float(self._num_reward_errors)}
+        return {**reward_metrics,
             "train/num_gen_batches": float(self.num_gen_batches),
             "train/generated_prompts": float(self.num_groups),
             "train/kept_prompts": float(self.num_kept_groups),

@@ -131,11 +131,11 @@ class Trainer:
             with _timer(timings, "timing/reward"):
                 reward_metrics = self.score(batch, prompts)
             kept_now = keep_informative_groups(batch, filtering.metric) if filtering.enable else batch
-            stats.add(batch, kept_now)
+            stats.add(batch, kept_now, reward_metrics)
             kept.append(kept_now)
         train_batch = take_groups(RolloutBatch.concat(kept, self.tokenizer.pad_token_id), needed)
         assert count_groups(train_batch) == needed
-        return train_batch, {**stats.metrics(), **reward_metrics}
+        return train_batch, stats.metrics()
 
     def generate(self, prompts: list[PromptItem], params: SamplingParams, *, first_group_id: int = 0
                  ) -> RolloutBatch:
@@ -146,15 +146,15 @@ class Trainer:
         return RolloutBatch.from_generation(generation, group_ids=group_ids, prompt_index=prompt_index).to("cpu")
 
     def score(self, batch: RolloutBatch, prompts: list[PromptItem]) -> dict[str, float]:
-        """Fill ``seq_reward`` / ``seq_final_reward`` / ``acc`` in place; return the reward metrics."""
+        """Fill ``seq_reward`` / ``seq_final_reward`` / ``acc`` in place; return the reward function's metrics
+        (errors, overlong shaping, extras); the means are recomputed over all batches by the caller."""
         n = batch.num_sequences // len(prompts)
         rows = [p for p in prompts for _ in range(n)]
         texts = self.tokenizer.batch_decode(batch.response_ids, skip_special_tokens=True)
         rewards = self.rewards.score(texts, batch.response_lengths, [p.ground_truth for p in rows],
                                      [p.data_source for p in rows], [p.extra_info for p in rows])
         batch.seq_reward, batch.seq_final_reward, batch.acc = rewards.seq_reward, rewards.seq_final_reward, rewards.acc
-        return {k: v for k, v in rewards.metrics.items()
-                if k.startswith("reward/") and not k.endswith(("score_mean", "final_mean", "acc_mean"))}
+        return {k: v for k, v in rewards.metrics.items() if not k.endswith(("/score_mean", "/final_mean", "/acc_mean"))}
 
     def compute_reference_log_probs(self, batch: RolloutBatch, timings: dict[str, float]) -> None:
         """Old-policy log-probs (skipped when the update is exactly on-policy) and reference log-probs (KL)."""
@@ -226,7 +226,8 @@ class Trainer:
                     self.save_checkpoint()
                 self._log(logger, self.global_step, metrics)
                 progress.update(1)
-                progress.write(summary_line(self.global_step, metrics)) if "console" in cfg.logger else None
+                if "console" in cfg.logger:
+                    progress.write(summary_line(self.global_step, metrics))
                 last = metrics
             progress.close()
             self.save_final_model()
@@ -241,7 +242,7 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------ checkpoints
     def _trainer_state(self) -> dict:
-        return {"sampler": self.sampler.state_dict(), "numpy_rng": None}
+        return {"sampler": self.sampler.state_dict()}
 
     def save_checkpoint(self) -> Path | None:
         if not self.is_main:

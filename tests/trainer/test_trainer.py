@@ -133,3 +133,29 @@ def test_total_training_steps_wins_over_epochs(make_config):
     assert Trainer(make_config("trainer.total_epochs=5", "trainer.total_training_steps=3")).total_steps == 3
     # 64 prompts / 8 per generation batch = 8 steps per epoch.
     assert Trainer(make_config("trainer.total_epochs=2", "trainer.total_training_steps=null")).total_steps == 16
+
+
+FLAKY_REWARD = '''
+def compute_score(response_text, ground_truth, extra_info):
+    if int(extra_info["row_index"]) % 2 == 0:
+        raise RuntimeError("boom")
+    return float(len(response_text) % 2)
+'''
+
+
+def test_reward_errors_are_counted_over_all_generation_batches(make_config, tmp_path):
+    from gspo.rewards import RewardError
+
+    reward = tmp_path / "flaky.py"
+    reward.write_text(FLAKY_REWARD)
+    trainer = Trainer(make_config(f"custom_reward_function.path={reward}", "reward_model.on_error=zero",
+                                  "algorithm.filter_groups.enable=false", "data.gen_batch_size=2"))
+    batch, metrics = trainer.collect_train_batch({})
+    assert metrics["train/num_gen_batches"] == 2.0
+    even_rows = sum(trainer.train_data[i].extra_info["row_index"] % 2 == 0 for i in batch.prompt_index.tolist())
+    assert metrics["reward/errors"] == even_rows  # one error per failed sequence, summed over batches
+    assert even_rows > 0
+    strict = Trainer(make_config(f"custom_reward_function.path={reward}", "reward_model.on_error=raise"))
+    with pytest.raises(RewardError, match="boom"):
+        for _ in range(3):
+            strict.train_step()
