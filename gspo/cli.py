@@ -1,4 +1,4 @@
-"""Command line: ``gspo train|validate [--config FILE] [key=value ...]``."""
+"""Command line: ``gspo train|validate|eval|report|data`` (``gspo COMMAND --help`` for each)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 from gspo.config import ConfigError, GSPOConfig, load_config, to_yaml
 
 EXIT_USAGE = 2
+EXIT_MISSING_DEPENDENCY = 1
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -19,19 +20,46 @@ def _parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=text, description=text)
         sub.add_argument("--config", help="YAML file with config groups (data, actor_rollout_ref, ...)")
         sub.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, applied last")
+
+    text = "sample n responses per prompt with a local model, score them, report pass@1, pass@k, maj@k"
+    sub = commands.add_parser("eval", help=text, description=text + ". Keys: n, k, temperature, top_p, top_k, "
+                              "max_response_length, max_prompt_length, batch_size, limit, output_dir, chat_template, "
+                              "prompt_key, reward_path, reward_name, device, seed (see gspo/evaluate.py).")
+    sub.add_argument("--model", required=True, help="local HF model folder (e.g. RUN_DIR/final_model)")
+    sub.add_argument("--data", required=True, action="append", metavar="FILE",
+                     help="prompt file (.parquet / .jsonl), as data.val_files; repeat for several")
+    sub.add_argument("overrides", nargs="*", metavar="key=value", help="evaluation settings, e.g. n=16 temperature=1")
+
+    text = "plot RUN_DIR/metrics.jsonl into RUN_DIR/report.png and summarise it in RUN_DIR/report.md"
+    sub = commands.add_parser("report", help=text, description=text + " (needs pip install 'gspo[report]')")
+    sub.add_argument("run_dir", metavar="RUN_DIR", help="a run's trainer.default_local_dir")
+
+    text = "prepare a dataset as prompt Parquet files"
+    datasets = commands.add_parser("data", help=text, description=text).add_subparsers(dest="dataset", required=True)
+    text = "GSM8K original JSONL (train.jsonl, test.jsonl) -> train.parquet, test.parquet"
+    sub = datasets.add_parser("gsm8k", help=text, description=text)
+    sub.add_argument("--input", required=True, metavar="DIR", help="folder with the original train.jsonl, test.jsonl")
+    sub.add_argument("--output", required=True, metavar="DIR", help="folder for train.parquet, test.parquet")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    name = f"data {args.dataset}" if args.command == "data" else args.command
     try:
+        if args.command == "eval":
+            return evaluate(args.model, args.data, args.overrides)
+        if args.command == "report":
+            return report(args.run_dir)
+        if args.command == "data":
+            return prepare_data(args.dataset, args.input, args.output)
         config = load_config(args.config, args.overrides)
         if args.command == "validate":
             return validate(config)
         return train(config)
     except (ConfigError, FileNotFoundError, PermissionError, ValueError) as exc:
-        print(f"gspo {args.command}: error: {exc}", file=sys.stderr)
+        print(f"gspo {name}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
 
@@ -46,11 +74,44 @@ def validate(config: GSPOConfig) -> int:
 
 
 def train(config: GSPOConfig) -> int:
-    from gspo.trainer import Trainer
+    from gspo.trainer import Trainer, TrainingInterrupted
 
-    metrics = Trainer(config).fit()
+    try:
+        metrics = Trainer(config).fit()
+    except TrainingInterrupted as stop:
+        print(f"gspo train: {stop}", file=sys.stderr)
+        return stop.exit_code
     if "val/acc_mean" in metrics:
         print(f"final val/acc_mean={metrics['val/acc_mean']:.4f}")
+    return 0
+
+
+def evaluate(model: str, data: list[str], overrides: list[str]) -> int:
+    from gspo.evaluate import evaluate as run_eval, format_summary, parse_eval_args
+
+    cfg = parse_eval_args(overrides)  # before loading anything: a typo fails in a second, not after the model
+    print(format_summary(run_eval(model, data, cfg)))
+    return 0
+
+
+def report(run_dir: str) -> int:
+    from gspo.report import write_report
+
+    try:
+        png, md, _ = write_report(run_dir)
+    except ImportError as exc:  # matplotlib is optional: a missing install is not a usage error
+        print(f"gspo report: error: {exc}", file=sys.stderr)
+        return EXIT_MISSING_DEPENDENCY
+    print(f"wrote {png}" if png else "no known metric logged: no plot written")
+    print(f"wrote {md}")
+    return 0
+
+
+def prepare_data(dataset: str, input_dir: str, output_dir: str) -> int:
+    from gspo.data.gsm8k import prepare_gsm8k
+
+    counts = prepare_gsm8k(input_dir, output_dir)
+    print(", ".join(f"{output_dir}/{split}.parquet: {num} rows" for split, num in counts.items()))
     return 0
 
 

@@ -160,6 +160,10 @@ class TrainerConfig:
     val_before_train: bool = True
     resume_mode: str = "auto"
     resume_from_path: Optional[str] = None
+    # Checkpoints kept on disk (oldest deleted first); <= 0 keeps all.
+    max_actor_ckpt_to_keep: int = 2
+    # Optimizer steps in a row skipped for a non-finite loss or gradient before the run stops.
+    max_consecutive_skips: int = 5
     logger: list[str] = field(default_factory=lambda: ["console"])
     seed: int = 1
     device: str = "auto"
@@ -370,3 +374,4 @@ def validate_config(cfg: GSPOConfig) -> None:
     for logger in trainer.logger:
         _one_of(logger, LOGGERS, "trainer.logger")
     _one_of(trainer.device, DEVICES, "trainer.device")
+    _require(trainer.max_consecutive_skips >= 1, "trainer.max_consecutive_skips", "must be >= 1")

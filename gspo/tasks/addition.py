@@ -50,7 +50,7 @@ CHARACTERS = "0123456789+="  # ids 3 .. 14
 DEFAULT_SEED = 0
 DEFAULT_NUM_DIGITS = 3
 DEFAULT_NUM_VAL = 512
-DEFAULT_NUM_TRAIN = 20000
+DEFAULT_NUM_TRAIN = 6144
 MODEL_MAX_LENGTH = 32
 
 __all__ = [
@@ -203,7 +203,7 @@ def make_addition_splits(
 def write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
     with open(path, "w", encoding="utf-8") as f:
         for r in rows:
-            f.write(json.dumps(r, sort_keys=True) + "\n")
+            f.write(json.dumps(r, sort_keys=True, separators=(",", ":")) + "\n")
 
 
 def read_jsonl(path: str | Path) -> list[dict]:

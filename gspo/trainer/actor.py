@@ -77,13 +77,16 @@ def update_policy(model: PreTrainedModel, optimizer: torch.optim.Optimizer, batc
     """
     metrics = MetricAccumulator()
     mini_batch_rows = cfg.ppo_mini_batch_size * n
+    num_updates = num_skipped = 0
     model.train()
     for _ in range(cfg.ppo_epochs):
         for mini_batch in batch.split(mini_batch_rows):
             mini_metrics = _optimizer_step(model, optimizer, mini_batch, cfg, temperature, autocast_dtype,
                                            max_response_length)
+            num_updates += 1
+            num_skipped += int(mini_metrics.pop("actor/skipped"))
             metrics.add(mini_metrics)
-    return metrics.reduce()
+    return {**metrics.reduce(), "actor/num_updates": float(num_updates), "actor/skipped_updates": float(num_skipped)}
 
 
 def _optimizer_step(model: PreTrainedModel, optimizer: torch.optim.Optimizer, mini_batch: RolloutBatch,
@@ -108,8 +111,7 @@ def _optimizer_step(model: PreTrainedModel, optimizer: torch.optim.Optimizer, mi
     else:
         optimizer.step()
     result = micro_metrics.reduce()
-    result.update({"actor/pg_loss": pg_loss_total, "actor/grad_norm": grad_norm,
-                   "actor/skipped_updates": float(skipped)})
+    result.update({"actor/pg_loss": pg_loss_total, "actor/grad_norm": grad_norm, "actor/skipped": float(skipped)})
     return result
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 LATEST = "latest"
@@ -35,21 +36,30 @@ def _fsync_tree(folder: Path) -> None:
 
 
 def save_checkpoint(root: Path, step: int, *, model, tokenizer, optimizer, scheduler,
-                    trainer_state: dict[str, Any], max_to_keep: int | None = None) -> Path:
-    """Write ``root/global_step_<step>`` atomically and point ``root/latest`` at it."""
+                    trainer_state: dict[str, Any], config_yaml: str = "", max_to_keep: int | None = None) -> Path:
+    """Write ``root/global_step_<step>`` atomically and point ``root/latest`` at it.
+
+    A crash at any moment leaves either the previous checkpoint or the new one complete: files are written into a
+    hidden temporary folder, fsynced, and only then renamed into place; ``latest`` is replaced last.
+    """
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"{STEP_PREFIX}{step}"
+    for stale in root.glob(f".tmp_{STEP_PREFIX}*"):  # left behind by a run killed mid-write
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = root / f".tmp_{STEP_PREFIX}{step}"
-    shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     model.save_pretrained(tmp / "model", safe_serialization=True)
     tokenizer.save_pretrained(tmp / "model")
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "torch_rng": torch.get_rng_state(),
+                "numpy_rng": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
                tmp / "optimizer.pt")
-    state = {"step": step, "python_rng": _python_rng_to_json(random.getstate()), **trainer_state}
+    _, _, numpy_pos, numpy_has_gauss, numpy_gauss = np.random.get_state()
+    state = {"step": step, "python_rng": _python_rng_to_json(random.getstate()),
+             "numpy_rng": [int(numpy_pos), int(numpy_has_gauss), float(numpy_gauss)], **trainer_state}
     (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
+    (tmp / "config.yaml").write_text(config_yaml)
     _fsync_tree(tmp)
     if final.exists():
         shutil.rmtree(final)
@@ -113,6 +123,8 @@ def load_checkpoint(path: Path, *, model, optimizer, scheduler) -> CheckpointSta
         torch.cuda.set_rng_state_all(blob["cuda_rng"])
     state = json.loads((path / "trainer_state.json").read_text())
     random.setstate(_python_rng_from_json(state.pop("python_rng")))
+    pos, has_gauss, gauss = state.pop("numpy_rng")
+    np.random.set_state(("MT19937", blob["numpy_rng"].numpy().astype(np.uint32), pos, has_gauss, gauss))
     return CheckpointState(step=int(state.pop("step")), trainer_state=state)
 
 

@@ -49,15 +49,25 @@ class MetricsLogger:
     Only rank 0 should construct one; other ranks log nothing.
     """
 
-    def __init__(self, output_dir: Path, loggers: Iterable[str]):
+    def __init__(self, output_dir: Path, loggers: Iterable[str], *, resume_step: int = 0):
         output_dir.mkdir(parents=True, exist_ok=True)
         self.path = output_dir / "metrics.jsonl"
+        self._drop_steps_after(resume_step)
         self._file = self.path.open("a", encoding="utf-8")
         self._tensorboard = None
         if "tensorboard" in loggers:
             from torch.utils.tensorboard import SummaryWriter  # optional dependency: gspo[tensorboard]
 
             self._tensorboard = SummaryWriter(log_dir=str(output_dir / "tensorboard"))
+
+    def _drop_steps_after(self, step: int) -> None:
+        """A resumed run redoes the steps after its checkpoint: forget what the killed run logged for them."""
+        if not self.path.is_file():
+            return
+        lines = self.path.read_text(encoding="utf-8").splitlines(keepends=True)
+        kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
+        if len(kept) != len(lines):
+            self.path.write_text("".join(kept), encoding="utf-8")
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         self._file.write(json.dumps({"step": step, **metrics}, sort_keys=True) + "\n")

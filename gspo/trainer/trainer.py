@@ -25,6 +25,7 @@ from gspo.trainer.dynamic_sampling import (GenerationStats, keep_informative_gro
 from gspo.trainer.metrics import MetricsLogger, summary_line
 from gspo.trainer.optim import build_optimizer, build_scheduler
 from gspo.trainer.setup import build_dataset, build_reward_manager, check_runnable
+from gspo.trainer.signals import StopRequest, TrainingInterrupted
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ class Trainer:
         self.schedule = UpdateSchedule(num_mini_batches=cfg.data.train_batch_size // actor.ppo_mini_batch_size,
                                        ppo_epochs=actor.ppo_epochs)
         self.global_step = 0
+        self._consecutive_skips = 0
         self._maybe_resume()
 
     # ------------------------------------------------------------------------------------------------ setup
@@ -176,7 +178,18 @@ class Trainer:
                                 max_response_length=self.config.data.max_response_length)
         metrics["actor/lr"] = self.scheduler.get_last_lr()[0]
         self.scheduler.step()
+        self._track_skips(int(metrics["actor/skipped_updates"]), int(metrics["actor/num_updates"]))
         return metrics
+
+    def _track_skips(self, skipped: int, attempted: int) -> None:
+        """Stop after ``max_consecutive_skips`` optimizer steps in a row dropped for non-finite gradients."""
+        self._consecutive_skips = self._consecutive_skips + skipped if skipped == attempted else skipped
+        limit = self.config.trainer.max_consecutive_skips
+        if self._consecutive_skips >= limit:
+            raise FloatingPointError(
+                f"{self._consecutive_skips} optimizer steps in a row had a non-finite loss or gradient "
+                f"(trainer.max_consecutive_skips={limit}). Lower actor_rollout_ref.actor.optim.lr, check the "
+                f"reward for NaN/inf, or resume from the last checkpoint.")
 
     def _throughput(self, batch: RolloutBatch, metrics: dict[str, float]) -> dict[str, float]:
         generated = metrics["response_length/mean"] * metrics["train/generated_prompts"] \
@@ -204,37 +217,48 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------------- loop
     def fit(self) -> dict[str, float]:
-        """Train for ``total_steps``; validate and checkpoint on schedule. Returns the last step's metrics."""
+        """Train for ``total_steps``; validate and checkpoint on schedule. Returns the last step's metrics.
+
+        SIGINT / SIGTERM let the current step finish, write a checkpoint and raise :class:`TrainingInterrupted`.
+        """
         cfg = self.config.trainer
-        logger = MetricsLogger(self.output_dir, cfg.logger) if self.is_main else None
+        logger = MetricsLogger(self.output_dir, cfg.logger, resume_step=self.global_step) if self.is_main else None
         if self.is_main:
             (self.output_dir / "config.yaml").write_text(to_yaml(self.config))
         last: dict[str, float] = {}
         try:
-            if cfg.val_before_train and self.global_step == 0:
-                last = self.validate()
-                self._log(logger, 0, last)
-            progress = tqdm(total=self.total_steps, initial=self.global_step, desc="training steps",
-                            disable=not self.is_main, dynamic_ncols=True)
-            while self.global_step < self.total_steps:
-                metrics = self.train_step()
-                self.global_step += 1
-                is_last = self.global_step == self.total_steps
-                if (cfg.test_freq > 0 and self.global_step % cfg.test_freq == 0) or is_last:
-                    metrics.update(self.validate())
-                if (cfg.save_freq > 0 and self.global_step % cfg.save_freq == 0) or is_last:
-                    self.save_checkpoint()
-                self._log(logger, self.global_step, metrics)
-                progress.update(1)
-                if "console" in cfg.logger:
-                    progress.write(summary_line(self.global_step, metrics))
-                last = metrics
-            progress.close()
+            with StopRequest() as stop:
+                if cfg.val_before_train and self.global_step == 0:
+                    last = self.validate()
+                    self._log(logger, 0, last)
+                progress = tqdm(total=self.total_steps, initial=self.global_step, desc="training steps",
+                                disable=not self.is_main, dynamic_ncols=True)
+                while self.global_step < self.total_steps:
+                    last = self._fit_one_step(logger, progress)
+                    if stop.signal_name is not None:
+                        path = self.save_checkpoint()
+                        raise TrainingInterrupted(stop.signal_name, self.global_step, path)
+                progress.close()
             self.save_final_model()
         finally:
             if logger is not None:
                 logger.close()
         return last
+
+    def _fit_one_step(self, logger: MetricsLogger | None, progress: tqdm) -> dict[str, float]:
+        cfg = self.config.trainer
+        metrics = self.train_step()
+        self.global_step += 1
+        is_last = self.global_step == self.total_steps
+        if (cfg.test_freq > 0 and self.global_step % cfg.test_freq == 0) or is_last:
+            metrics.update(self.validate())
+        if (cfg.save_freq > 0 and self.global_step % cfg.save_freq == 0) or is_last:
+            self.save_checkpoint()
+        self._log(logger, self.global_step, metrics)
+        progress.update(1)
+        if "console" in cfg.logger:
+            progress.write(summary_line(self.global_step, metrics))
+        return metrics
 
     def _log(self, logger: MetricsLogger | None, step: int, metrics: dict[str, float]) -> None:
         if logger is not None and metrics:
@@ -249,7 +273,8 @@ class Trainer:
             return None
         return save_checkpoint(self.output_dir / "checkpoints", self.global_step, model=self.model,
                                tokenizer=self.tokenizer, optimizer=self.optimizer, scheduler=self.scheduler,
-                               trainer_state=self._trainer_state())
+                               trainer_state=self._trainer_state(), config_yaml=to_yaml(self.config),
+                               max_to_keep=self.config.trainer.max_actor_ckpt_to_keep)
 
     def save_final_model(self) -> Path:
         """The trained policy as a plain HF folder (safetensors + tokenizer)."""

@@ -1,0 +1,258 @@
+"""``gspo eval --model PATH --data FILE [key=value ...]``: sample n responses per prompt, score, report pass@k.
+
+Generation is :class:`gspo.rollout.HFRolloutEngine`, prompts are :class:`gspo.data.PromptDataset` (the chat-template
+logic of training) and scoring is :class:`gspo.rewards.RewardManager` (the reward registry by ``data_source``, or a
+custom reward file), so an eval number means what the training metrics mean. Metrics, over P prompts:
+
+    pass@1   mean ``acc`` over all P*n responses
+    mean@n   mean reward ``score`` over all P*n responses (differs from pass@1 for partial-credit rewards)
+    pass@k   mean over prompts of 1 - C(n-c, k) / C(n, k), c = responses with acc >= 0.5 (unbiased; Chen et al. 2021)
+    maj@k    share of prompts whose majority answer over the first k responses is correct
+
+Outputs in ``output_dir``: ``generations.jsonl`` (one line per prompt) and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Optional, get_type_hints
+
+import torch
+import yaml
+
+from gspo.config import ConfigError
+
+CORRECT_ACC = 0.5  # a response counts as correct for pass@k / maj@k when its acc reaches this
+GSM8K_SOURCES = ("openai/gsm8k", "gsm8k")
+
+
+@dataclasses.dataclass
+class EvalConfig:
+    """``key=value`` settings of ``gspo eval``; lengths in tokens, batch_size in prompts."""
+
+    n: int = 1  # responses per prompt
+    k: Optional[int] = None  # the k of pass@k and maj@k, 1 <= k <= n; None = n
+    temperature: float = 0.0  # 0 = greedy decoding (then n must be 1)
+    top_p: float = 1.0
+    top_k: int = -1  # -1: disabled
+    max_response_length: int = 1024
+    max_prompt_length: int = 1024  # a longer prompt is an error: dropping it would change the denominator
+    batch_size: int = 32  # prompts per generate() call, one progress-bar step
+    limit: int = 0  # evaluate only the first `limit` prompts; 0 = all
+    output_dir: Optional[str] = None  # None = outputs/eval/<model folder>-<data file stem>
+    chat_template: str = "auto"  # auto | always | never, as data.apply_chat_template
+    prompt_key: str = "prompt"
+    reward_path: Optional[str] = None  # custom reward file, as custom_reward_function.path
+    reward_name: str = "compute_score"
+    device: str = "auto"  # auto | cpu | cuda
+    seed: int = 0
+
+    @property
+    def pass_k(self) -> int:
+        return self.k if self.k is not None else self.n
+
+
+def parse_eval_args(overrides: list[str]) -> EvalConfig:
+    """``key=value`` strings -> a checked :class:`EvalConfig`; a :class:`ConfigError` names the bad key."""
+    types = get_type_hints(EvalConfig)
+    values = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"argument {item!r} is not of the form key=value")
+        if key not in types:
+            near = difflib.get_close_matches(key, list(types), n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            raise ConfigError(f"unknown eval key {key!r}{hint} Valid keys: {', '.join(types)}.")
+        values[key] = _convert(key, raw, types[key])
+    cfg = EvalConfig(**values)
+    _check(cfg)
+    return cfg
+
+
+def _convert(key: str, raw: str, kind) -> object:
+    optional = kind in (Optional[int], Optional[str])
+    if optional and raw.strip().lower() in ("null", "none", ""):
+        return None
+    if kind in (str, Optional[str]):
+        return raw  # verbatim: a path like "1e-6" or "007" stays a string
+    value = yaml.safe_load(raw)
+    if kind in (int, Optional[int]) and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    expected = "an integer" if kind in (int, Optional[int]) else "a number"
+    raise ConfigError(f"{key}: cannot take {raw!r}; expected {expected}")
+
+
+def _check(cfg: EvalConfig) -> None:
+    def require(ok: bool, key: str, message: str) -> None:
+        if not ok:
+            raise ConfigError(f"{key}: {message}")
+
+    require(cfg.n >= 1, "n", f"{cfg.n} must be >= 1")
+    require(1 <= cfg.pass_k <= cfg.n, "k", f"{cfg.pass_k} must lie in [1, n={cfg.n}]")
+    require(cfg.temperature >= 0, "temperature", f"{cfg.temperature} must be >= 0")
+    require(cfg.n == 1 or cfg.temperature > 0, "temperature",
+            f"n={cfg.n} responses per prompt need temperature > 0 (greedy decoding repeats one response)")
+    require(0 < cfg.top_p <= 1, "top_p", f"{cfg.top_p} must lie in (0, 1]")
+    require(cfg.top_k == -1 or cfg.top_k >= 1, "top_k", f"{cfg.top_k} must be -1 or >= 1")
+    for key in ("max_response_length", "max_prompt_length", "batch_size"):
+        require(getattr(cfg, key) >= 1, key, f"{getattr(cfg, key)} must be >= 1")
+    require(cfg.limit >= 0, "limit", f"{cfg.limit} must be >= 0 (0 = all prompts)")
+    require(cfg.chat_template in ("auto", "always", "never"), "chat_template",
+            f"{cfg.chat_template!r} is not one of auto, always, never")
+    require(cfg.device in ("auto", "cpu", "cuda"), "device", f"{cfg.device!r} is not one of auto, cpu, cuda")
+
+
+# ------------------------------------------------------------------------------------------------------ metrics
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples of which c are correct: 1 - C(n-c, k) / C(n, k).
+
+    >>> pass_at_k(4, 0, 2), pass_at_k(4, 1, 2), pass_at_k(4, 3, 2)
+    (0.0, 0.5, 1.0)
+    """
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"need 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def majority_vote(answers: list[str | None], accs: list[float]) -> tuple[str | None, float]:
+    """The most frequent non-None answer (ties: the earliest) and the acc of its first response.
+
+    Unparsable responses (None) do not vote; with no votes the result is ``(None, 0.0)``.
+
+    >>> majority_vote(["7", None, "5", "5", "7"], [1.0, 0.0, 0.0, 0.0, 1.0])
+    ('7', 1.0)
+    """
+    counts = Counter(a for a in answers if a is not None)
+    if not counts:
+        return None, 0.0
+    best = max(counts.values())
+    winner = next(a for a in answers if a is not None and counts[a] == best)
+    return winner, accs[answers.index(winner)]
+
+
+def extract_answer(response: str, data_source: str, extra_info: dict) -> str | None:
+    """The answer that votes in maj@k: GSM8K's extracted number (the reward's method), else the stripped text."""
+    if data_source in GSM8K_SOURCES:
+        from gspo.rewards import extract_solution
+
+        return extract_solution(response, method=(extra_info or {}).get("method", "strict"))
+    return response.strip()
+
+
+def score_prompt(answers: list[str | None], scores: list[float], accs: list[float], k: int) -> dict:
+    """Per-prompt metrics over its n responses (the ``pass@k`` / ``maj@k`` here are 0/1 or estimates)."""
+    correct = sum(a >= CORRECT_ACC for a in accs)
+    majority, majority_acc = majority_vote(answers[:k], accs[:k])
+    return {"num_correct": correct, "pass@k": pass_at_k(len(accs), correct, k), "majority_answer": majority,
+            "maj@k": float(majority_acc >= CORRECT_ACC), "mean_score": sum(scores) / len(scores),
+            "mean_acc": sum(accs) / len(accs)}
+
+
+# --------------------------------------------------------------------------------------------------------- run
+def default_output_dir(model_path: str, data_files: list[str]) -> Path:
+    return Path("outputs") / "eval" / f"{Path(model_path).expanduser().resolve().name}-{Path(data_files[0]).stem}"
+
+
+def evaluate(model_path: str, data_files: list[str], cfg: EvalConfig) -> dict:
+    """Generate, score and write ``generations.jsonl`` + ``summary.json``; returns the summary."""
+    from tqdm.auto import tqdm
+
+    from gspo.data import PromptDataset
+    from gspo.models import ModelLoadError, autocast_dtype, load_causal_lm, load_tokenizer, resolve_device
+    from gspo.rewards import RewardManager, load_custom_reward
+    from gspo.rollout import HFRolloutEngine, SamplingParams
+
+    start = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    device = resolve_device(cfg.device)
+    try:
+        tokenizer = load_tokenizer(model_path)
+    except ModelLoadError as exc:  # its messages name the training key; here the flag is --model
+        raise ModelLoadError(str(exc).replace("actor_rollout_ref.model.path", "--model", 1)) from None
+    # Data and reward before the weights: a bad file fails in seconds, not after loading a 3B model.
+    items = list(PromptDataset.from_files(data_files, tokenizer, prompt_key=cfg.prompt_key,
+                                          max_prompt_length=cfg.max_prompt_length,
+                                          apply_chat_template=cfg.chat_template))[:cfg.limit or None]
+    rewards = RewardManager(load_custom_reward(cfg.reward_path, cfg.reward_name) if cfg.reward_path else None)
+    model = load_causal_lm(model_path, device)
+    eos_ids = _eos_token_ids(tokenizer, model)
+    engine = HFRolloutEngine(model, pad_token_id=tokenizer.pad_token_id, eos_token_ids=eos_ids,
+                             autocast_dtype=autocast_dtype(device))
+    params = SamplingParams(n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
+                            do_sample=cfg.temperature > 0, max_new_tokens=cfg.max_response_length)
+    out_dir = Path(cfg.output_dir).expanduser() if cfg.output_dir else default_output_dir(model_path, data_files)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    records: list[dict] = []
+    lengths: list[int] = []
+    num_truncated = 0
+    with open(out_dir / "generations.jsonl", "w", encoding="utf-8") as sink:
+        for first in tqdm(range(0, len(items), cfg.batch_size), desc="eval", unit="batch", dynamic_ncols=True):
+            batch = items[first:first + cfg.batch_size]
+            generation = engine.generate([p.prompt_ids for p in batch], params)
+            texts = tokenizer.batch_decode(generation.response_ids, skip_special_tokens=True)
+            rows = [p for p in batch for _ in range(cfg.n)]
+            scored = rewards.score(texts, generation.response_lengths, [p.ground_truth for p in rows],
+                                   [p.data_source for p in rows], [p.extra_info for p in rows])
+            batch_lengths = generation.response_lengths.tolist()
+            lengths += batch_lengths
+            num_truncated += _count_truncated(generation, eos_ids, cfg.max_response_length)
+            for i, item in enumerate(batch):
+                span = slice(i * cfg.n, (i + 1) * cfg.n)
+                answers = [extract_answer(t, item.data_source, item.extra_info) for t in texts[span]]
+                scores, accs = scored.seq_reward[span].tolist(), scored.acc[span].tolist()
+                record = {"index": item.index, "data_source": item.data_source, "prompt": item.prompt_text,
+                          "ground_truth": item.ground_truth, "responses": texts[span], "answers": answers,
+                          "scores": scores, "accs": accs, "response_lengths": batch_lengths[span],
+                          **score_prompt(answers, scores, accs, cfg.pass_k)}
+                sink.write(json.dumps(record, ensure_ascii=False) + "\n")
+                records.append(record)
+    summary = summarize(records, cfg, lengths, num_truncated)
+    summary.update(model=str(model_path), data=[str(f) for f in data_files], output_dir=str(out_dir),
+                   wall_s=round(time.perf_counter() - start, 2))
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def summarize(records: list[dict], cfg: EvalConfig, lengths: list[int], num_truncated: int) -> dict:
+    """Dataset-level metrics from per-prompt records (every prompt has n responses, so means are flat)."""
+    num, k = max(len(records), 1), cfg.pass_k
+    summary = {"num_prompts": len(records), "n": cfg.n, "k": k, "temperature": cfg.temperature,
+               "top_p": cfg.top_p, "top_k": cfg.top_k, "max_response_length": cfg.max_response_length,
+               "pass@1": sum(r["mean_acc"] for r in records) / num,
+               f"mean@{cfg.n}": sum(r["mean_score"] for r in records) / num}
+    if k > 1:  # for k = 1 the estimator is the thresholded mean acc; pass@1 stays the plain mean acc
+        summary[f"pass@{k}"] = sum(r["pass@k"] for r in records) / num
+    summary[f"maj@{k}"] = sum(r["maj@k"] for r in records) / num
+    summary["response_length_mean"] = sum(lengths) / max(len(lengths), 1)
+    summary["truncated_ratio"] = num_truncated / max(len(lengths), 1)
+    return summary
+
+
+def _eos_token_ids(tokenizer, model) -> list[int]:
+    """The tokenizer's EOS plus the checkpoint's generation EOS ids (Qwen's chat models stop on either)."""
+    generation_eos = getattr(model.generation_config, "eos_token_id", None)
+    ids = {tokenizer.eos_token_id, *(generation_eos if isinstance(generation_eos, list) else [generation_eos])}
+    return sorted(i for i in ids if i is not None)
+
+
+def _count_truncated(generation, eos_ids: list[int], max_response_length: int) -> int:
+    """Responses that reached ``max_response_length`` tokens without emitting EOS."""
+    eos = torch.tensor(eos_ids, device=generation.response_ids.device)
+    has_eos = (torch.isin(generation.response_ids, eos) & (generation.response_mask > 0)).any(-1)
+    return int((~has_eos & (generation.response_lengths >= max_response_length)).sum().item())
+
+
+def format_summary(summary: dict) -> str:
+    keys = [key for key in summary if "@" in key] + ["response_length_mean", "truncated_ratio"]
+    metrics = " ".join(f"{key}={summary[key]:.4f}" for key in keys)
+    return (f"{summary['num_prompts']} prompts x n={summary['n']}: {metrics}\n"
+            f"wrote {summary['output_dir']}/generations.jsonl and summary.json ({summary['wall_s']:.1f} s)")
