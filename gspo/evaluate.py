@@ -26,7 +26,8 @@ from typing import Optional, get_type_hints
 import torch
 import yaml
 
-from gspo.config import ConfigError
+from gspo.config import CHAT_TEMPLATE_MODES, DEVICES, ConfigError
+from gspo.rewards import extract_solution
 
 CORRECT_ACC = 0.5  # a response counts as correct for pass@k / maj@k when its acc reaches this
 GSM8K_SOURCES = ("openai/gsm8k", "gsm8k")
@@ -106,9 +107,8 @@ def _check(cfg: EvalConfig) -> None:
     for key in ("max_response_length", "max_prompt_length", "batch_size"):
         require(getattr(cfg, key) >= 1, key, f"{getattr(cfg, key)} must be >= 1")
     require(cfg.limit >= 0, "limit", f"{cfg.limit} must be >= 0 (0 = all prompts)")
-    require(cfg.chat_template in ("auto", "always", "never"), "chat_template",
-            f"{cfg.chat_template!r} is not one of auto, always, never")
-    require(cfg.device in ("auto", "cpu", "cuda"), "device", f"{cfg.device!r} is not one of auto, cpu, cuda")
+    for key, choices in (("chat_template", CHAT_TEMPLATE_MODES), ("device", DEVICES)):
+        require(getattr(cfg, key) in choices, key, f"{getattr(cfg, key)!r} is not one of {', '.join(choices)}")
 
 
 # ------------------------------------------------------------------------------------------------------ metrics
@@ -142,8 +142,6 @@ def majority_vote(answers: list[str | None], accs: list[float]) -> tuple[str | N
 def extract_answer(response: str, data_source: str, extra_info: dict) -> str | None:
     """The answer that votes in maj@k: GSM8K's extracted number (the reward's method), else the stripped text."""
     if data_source in GSM8K_SOURCES:
-        from gspo.rewards import extract_solution
-
         return extract_solution(response, method=(extra_info or {}).get("method", "strict"))
     return response.strip()
 
@@ -159,7 +157,12 @@ def score_prompt(answers: list[str | None], scores: list[float], accs: list[floa
 
 # --------------------------------------------------------------------------------------------------------- run
 def default_output_dir(model_path: str, data_files: list[str]) -> Path:
-    return Path("outputs") / "eval" / f"{Path(model_path).expanduser().resolve().name}-{Path(data_files[0]).stem}"
+    """``outputs/eval/<model folder>-<first data file stem>``, relative to the working directory.
+
+    >>> str(default_output_dir("runs/gsm8k/final_model", ["data/gsm8k/test.parquet"]))
+    'outputs/eval/final_model-test'
+    """
+    return Path("outputs") / "eval" / f"{Path(model_path).name}-{Path(data_files[0]).stem}"
 
 
 def evaluate(model_path: str, data_files: list[str], cfg: EvalConfig) -> dict:
@@ -168,6 +171,7 @@ def evaluate(model_path: str, data_files: list[str], cfg: EvalConfig) -> dict:
 
     from gspo.data import PromptDataset
     from gspo.models import ModelLoadError, autocast_dtype, load_causal_lm, load_tokenizer, resolve_device
+    from gspo.resources import resolve_path
     from gspo.rewards import RewardManager, load_custom_reward
     from gspo.rollout import HFRolloutEngine, SamplingParams
 
@@ -179,9 +183,10 @@ def evaluate(model_path: str, data_files: list[str], cfg: EvalConfig) -> dict:
     except ModelLoadError as exc:  # its messages name the training key; here the flag is --model
         raise ModelLoadError(str(exc).replace("actor_rollout_ref.model.path", "--model", 1)) from None
     # Data and reward before the weights: a bad file fails in seconds, not after loading a 3B model.
-    items = list(PromptDataset.from_files(data_files, tokenizer, prompt_key=cfg.prompt_key,
-                                          max_prompt_length=cfg.max_prompt_length,
-                                          apply_chat_template=cfg.chat_template))[:cfg.limit or None]
+    files = [resolve_path(f) for f in data_files]
+    items = list(PromptDataset.from_files(files, tokenizer, prompt_key=cfg.prompt_key, apply_chat_template=
+                                          cfg.chat_template, max_prompt_length=cfg.max_prompt_length))
+    items = items[:cfg.limit or None]
     rewards = RewardManager(load_custom_reward(cfg.reward_path, cfg.reward_name) if cfg.reward_path else None)
     model = load_causal_lm(model_path, device)
     eos_ids = _eos_token_ids(tokenizer, model)
@@ -191,9 +196,7 @@ def evaluate(model_path: str, data_files: list[str], cfg: EvalConfig) -> dict:
                             do_sample=cfg.temperature > 0, max_new_tokens=cfg.max_response_length)
     out_dir = Path(cfg.output_dir).expanduser() if cfg.output_dir else default_output_dir(model_path, data_files)
     out_dir.mkdir(parents=True, exist_ok=True)
-    records: list[dict] = []
-    lengths: list[int] = []
-    num_truncated = 0
+    records, num_truncated = [], 0
     with open(out_dir / "generations.jsonl", "w", encoding="utf-8") as sink:
         for first in tqdm(range(0, len(items), cfg.batch_size), desc="eval", unit="batch", dynamic_ncols=True):
             batch = items[first:first + cfg.batch_size]
@@ -202,29 +205,35 @@ def evaluate(model_path: str, data_files: list[str], cfg: EvalConfig) -> dict:
             rows = [p for p in batch for _ in range(cfg.n)]
             scored = rewards.score(texts, generation.response_lengths, [p.ground_truth for p in rows],
                                    [p.data_source for p in rows], [p.extra_info for p in rows])
-            batch_lengths = generation.response_lengths.tolist()
-            lengths += batch_lengths
             num_truncated += _count_truncated(generation, eos_ids, cfg.max_response_length)
-            for i, item in enumerate(batch):
-                span = slice(i * cfg.n, (i + 1) * cfg.n)
-                answers = [extract_answer(t, item.data_source, item.extra_info) for t in texts[span]]
-                scores, accs = scored.seq_reward[span].tolist(), scored.acc[span].tolist()
-                record = {"index": item.index, "data_source": item.data_source, "prompt": item.prompt_text,
-                          "ground_truth": item.ground_truth, "responses": texts[span], "answers": answers,
-                          "scores": scores, "accs": accs, "response_lengths": batch_lengths[span],
-                          **score_prompt(answers, scores, accs, cfg.pass_k)}
+            for record in _prompt_records(batch, texts, scored, generation.response_lengths.tolist(), cfg):
                 sink.write(json.dumps(record, ensure_ascii=False) + "\n")
                 records.append(record)
-    summary = summarize(records, cfg, lengths, num_truncated)
+    summary = summarize(records, cfg, num_truncated)
     summary.update(model=str(model_path), data=[str(f) for f in data_files], output_dir=str(out_dir),
                    wall_s=round(time.perf_counter() - start, 2))
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 
-def summarize(records: list[dict], cfg: EvalConfig, lengths: list[int], num_truncated: int) -> dict:
+def _prompt_records(batch: list, texts: list[str], scored, lengths: list[int], cfg: EvalConfig) -> list[dict]:
+    """One ``generations.jsonl`` record per prompt; prompt i owns responses ``[i*n, (i+1)*n)``."""
+    records = []
+    for i, item in enumerate(batch):
+        span = slice(i * cfg.n, (i + 1) * cfg.n)
+        answers = [extract_answer(text, item.data_source, item.extra_info) for text in texts[span]]
+        scores, accs = scored.seq_reward[span].tolist(), scored.acc[span].tolist()
+        records.append({"index": item.index, "data_source": item.data_source, "prompt": item.prompt_text,
+                        "ground_truth": item.ground_truth, "responses": texts[span], "answers": answers,
+                        "scores": scores, "accs": accs, "response_lengths": lengths[span],
+                        **score_prompt(answers, scores, accs, cfg.pass_k)})
+    return records
+
+
+def summarize(records: list[dict], cfg: EvalConfig, num_truncated: int) -> dict:
     """Dataset-level metrics from per-prompt records (every prompt has n responses, so means are flat)."""
     num, k = max(len(records), 1), cfg.pass_k
+    lengths = [length for r in records for length in r["response_lengths"]]
     summary = {"num_prompts": len(records), "n": cfg.n, "k": k, "temperature": cfg.temperature,
                "top_p": cfg.top_p, "top_k": cfg.top_k, "max_response_length": cfg.max_response_length,
                "pass@1": sum(r["mean_acc"] for r in records) / num,

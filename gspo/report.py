@@ -122,7 +122,9 @@ def _draw(ax, rows: list[dict], metrics: list[tuple[str, str]], kind: str) -> No
         right = ax.twinx()
         right.plot(right_steps, right_values, marker=".", color="tab:orange", label=right_label)
         right.set_ylabel(right_label)
-        right.legend(loc="upper right", fontsize=8)
+        # One legend on the twin axis, which is drawn last: the right-axis line cannot cross it.
+        right.legend(ax.get_lines() + right.get_lines(), [label, right_label], loc="upper left", fontsize=8)
+        return
     else:
         for name, label, steps, values in present:
             is_val = name.startswith("val/")  # logged every test_freq steps: markers keep sparse points visible

@@ -72,13 +72,13 @@ def test_score_prompt_by_hand():
 
 def test_summarize_names_metrics_by_n_and_k():
     cfg = EvalConfig(n=4, k=2, temperature=1.0)
-    records = [score_prompt(["1", "1", "2", "2"], [1, 1, 0, 0], [1, 1, 0, 0], k=2),
-               score_prompt(["3", "4", "4", "4"], [0, 0, 0, 1], [0, 0, 0, 0.5], k=2)]
-    summary = summarize(records, cfg, lengths=[3] * 8, num_truncated=2)
+    records = [{**score_prompt(["1", "1", "2", "2"], [1, 1, 0, 0], [1, 1, 0, 0], k=2), "response_lengths": [3] * 4},
+               {**score_prompt(["3", "4", "4", "4"], [0, 0, 0, 1], [0, 0, 0, 0.5], k=2), "response_lengths": [5] * 4}]
+    summary = summarize(records, cfg, num_truncated=2)
     # pass@1 = mean acc = (0.5 + 0.125) / 2; pass@2: (1 - C(2,2)/C(4,2)) and (1 - C(3,2)/C(4,2)) -> (5/6 + 1/2) / 2
     assert summary["pass@1"] == pytest.approx(0.3125) and summary["mean@4"] == pytest.approx(0.375)
     assert summary["pass@2"] == pytest.approx((5 / 6 + 0.5) / 2)
-    assert summary["maj@2"] == 0.5 and summary["truncated_ratio"] == 0.25
+    assert summary["maj@2"] == 0.5 and summary["truncated_ratio"] == 0.25 and summary["response_length_mean"] == 4
 
 
 def test_parse_eval_args_types_and_defaults():

@@ -21,7 +21,8 @@ def synthetic_rows(num_steps: int = 30, test_freq: int = 5) -> list[dict]:
     rows = [{"step": 0, "val/acc_mean": 0.20, "val/score_mean": 0.20, "timing/val": 12.0}]
     for step in range(1, num_steps + 1):
         progress = step / num_steps
-        row = {"step": step, "reward/all/acc_mean": 0.2 + 0.5 * progress, "reward/kept/acc_mean": 0.45 + 0.1 * progress,
+        row = {"step": step, "reward/all/acc_mean": 0.2 + 0.5 * progress,
+               "reward/kept/acc_mean": 0.45 + 0.1 * progress,
                "train/filtered_prompts_ratio": 0.2 + 0.4 * progress, "train/num_gen_batches": 1 + (step % 3 == 0),
                "actor/pg_clipfrac_lower": 0.01 * (1 + math.sin(step)), "actor/pg_clipfrac_upper": 0.02 * progress,
                "actor/seq_importance_ratio": 1.0 + 1e-4 * math.cos(step),
@@ -54,7 +55,8 @@ def test_full_report(tmp_path):
     assert summary["step_time_mean_s"] == pytest.approx((29 * 32 + 52) / 30)
     assert summary["filtered_ratio_mean"] == pytest.approx(0.2 + 0.4 * 15.5 / 30)
     assert summary["clipfrac_upper_end"] == pytest.approx(0.02)
-    assert "| training steps | 30 (30 logged) |" in text and "0.2000 (step 0) / 0.6000 (step 30) / 0.6167 (step 25)" in text
+    assert "| training steps | 30 (30 logged) |" in text
+    assert "| val acc: start / end / best | 0.2000 (step 0) / 0.6000 (step 30) / 0.6167 (step 25) |" in text
     assert "| mean step time | 32.67 s |" in text and "![training curves](report.png)" in text
 
 
