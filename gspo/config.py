@@ -63,7 +63,7 @@ class PolicyLossConfig:
 
 @dataclass
 class OptimConfig:
-    lr: float = 2e-3
+    lr: float = 1e-4
     lr_warmup_steps_ratio: float = 0.0
     weight_decay: float = 0.0
 
@@ -153,10 +153,10 @@ class CustomRewardFunctionConfig:
 @dataclass
 class TrainerConfig:
     default_local_dir: str = "outputs/gspo-addition"
-    total_training_steps: Optional[int] = 60
+    total_training_steps: Optional[int] = 150
     total_epochs: int = 1
     save_freq: int = -1
-    test_freq: int = 10
+    test_freq: int = 15
     val_before_train: bool = True
     resume_mode: str = "auto"
     resume_from_path: Optional[str] = None

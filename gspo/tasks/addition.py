@@ -12,7 +12,13 @@ the reward is 1 for the exact sum. Everything here is built locally (no Hub acce
   whose prompts never appear in training.
 * :data:`ADDITION_ASSET_DIR` - the package folder holding the shipped warm-started
   checkpoint, tokenizer and ``train.jsonl`` / ``val.jsonl``
-  (built by ``scripts/build_addition_checkpoint.py``).
+  (built by ``scripts/build_addition_checkpoint.py``; see its ``README.md``);
+  :func:`load_addition_rows` reads those splits.
+
+The reward (exact match of the stripped response) lives in :mod:`gspo.rewards.addition`.
+
+Defaults: operands uniform in ``[0, 1000)`` (up to 3 digits), so a response is at
+most 4 digits + EOS = :func:`max_response_tokens` (5) tokens.
 
 >>> tok = build_addition_tokenizer()
 >>> tok("37+48=").input_ids == [tok.convert_tokens_to_ids(c) for c in "37+48="]
@@ -63,6 +69,7 @@ __all__ = [
     "build_addition_model_config",
     "build_addition_tokenizer",
     "make_addition_rows",
+    "load_addition_rows",
     "make_addition_splits",
     "max_response_tokens",
     "read_jsonl",
@@ -209,3 +216,10 @@ def write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
 def read_jsonl(path: str | Path) -> list[dict]:
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def load_addition_rows(split: str = "train", asset_dir: str | Path | None = None) -> list[dict]:
+    """Rows of the shipped ``train`` or ``val`` split (``{asset_dir}/{split}.jsonl``)."""
+    if split not in ("train", "val"):
+        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    return read_jsonl(Path(asset_dir or ADDITION_ASSET_DIR) / f"{split}.jsonl")
