@@ -85,7 +85,7 @@ class MetricsLogger:
 def summary_line(step: int, metrics: dict[str, float]) -> str:
     """The one-line console summary of a training step."""
     parts = [f"step {step}"]
-    for label, key, fmt in (("acc", "reward/kept/acc_mean", ".3f"), ("acc_all", "reward/all/acc_mean", ".3f"),
+    for label, key, fmt in (("acc_all", "reward/all/acc_mean", ".3f"), ("acc_kept", "reward/kept/acc_mean", ".3f"),
                             ("val_acc", "val/acc_mean", ".3f"), ("gen_batches", "train/num_gen_batches", ".0f"),
                             ("filtered", "train/filtered_prompts_ratio", ".2f"),
                             ("clip", "actor/pg_clipfrac", ".4f"), ("len", "response_length/mean", ".1f"),
