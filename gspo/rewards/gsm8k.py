@@ -19,14 +19,22 @@ _FLEXIBLE = re.compile(r"(\-?[0-9\.\,\$]+)")
 
 
 def _clean(number: str) -> str:
-    return number.replace(",", "").replace("$", "").rstrip(".")
+    """Drop commas and ``$``; write decimals canonically so ``18.00`` matches ``18`` (and ``2.50`` matches ``2.5``).
+
+    >>> _clean("$1,234.00"), _clean("2.50"), _clean("72."), _clean("100")
+    ('1234', '2.5', '72', '100')
+    """
+    text = number.replace(",", "").replace("$", "").rstrip(".")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text
 
 
 def extract_solution(text: str, method: str = "strict") -> str | None:
     """The final numeric answer in ``text``, or None.
 
     strict: the last ``#### N``; flexible: the last number anywhere. Commas and
-    ``$`` are removed and a trailing ``.`` is stripped.
+    ``$`` are removed, a trailing ``.`` is stripped and decimal trailing zeros are dropped.
 
     >>> extract_solution("so 3 + 4 = 7\\n#### 7")
     '7'

@@ -16,6 +16,12 @@ from gspo.rewards import extract_solution, get_reward_fn, gsm8k_reward
         ("#### -5", "5", "strict", 0.0),
         ("#### 72.", "72", "strict", 1.0),
         ("#### 72.5", "72", "strict", 0.0),
+        ("#### 18.00", "18", "strict", 1.0),  # same number written with decimals
+        ("#### 2.50", "2.5", "strict", 1.0),
+        ("#### 18.01", "18", "strict", 0.0),
+        ("#### 180", "18", "strict", 0.0),  # only zeros after a decimal point are dropped
+        ("#### $18", "18", "strict", 1.0),
+        ("She pays $18 in total.", "18", "flexible", 1.0),
         ("#### 71\nwait, no\n#### 72", "72", "strict", 1.0),  # last match wins
         ("I think it is 72", "72", "strict", 0.0),  # strict ignores a number without ####
         ("####72", "72", "strict", 0.0),  # verl's format requires the space
