@@ -22,11 +22,9 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-POLICY_LOSS_MODES = ("gspo", "vanilla")
-LOSS_AGG_MODES = ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm")
+from gspo.algos import ADV_ESTIMATORS, KL_TYPES, LOSS_AGG_MODES, POLICY_LOSSES
+
 FILTER_METRICS = ("seq_reward", "seq_final_reward", "acc")
-KL_LOSS_TYPES = ("kl", "abs", "mse", "low_var_kl")
-ADV_ESTIMATORS = ("grpo",)
 RESUME_MODES = ("auto", "disable", "resume_path")
 DEVICES = ("auto", "cpu", "cuda")
 LOGGERS = ("console", "tensorboard")
@@ -324,7 +322,7 @@ def validate_config(cfg: GSPOConfig) -> None:
     _require(data.gen_batch_size is None or data.gen_batch_size >= 1, "data.gen_batch_size", "must be >= 1")
     _one_of(data.apply_chat_template, CHAT_TEMPLATE_MODES, "data.apply_chat_template")
 
-    _one_of(actor.policy_loss.loss_mode, POLICY_LOSS_MODES, "actor_rollout_ref.actor.policy_loss.loss_mode")
+    _one_of(actor.policy_loss.loss_mode, tuple(POLICY_LOSSES), "actor_rollout_ref.actor.policy_loss.loss_mode")
     _one_of(actor.loss_agg_mode, LOSS_AGG_MODES, "actor_rollout_ref.actor.loss_agg_mode")
     for name in ("clip_ratio_low", "clip_ratio_high"):
         value = getattr(actor, name)
@@ -340,7 +338,7 @@ def validate_config(cfg: GSPOConfig) -> None:
              "must be >= 1")
     _require(actor.ppo_epochs >= 1, "actor_rollout_ref.actor.ppo_epochs", "must be >= 1")
     _require(actor.grad_clip > 0, "actor_rollout_ref.actor.grad_clip", "must be > 0")
-    _one_of(actor.kl_loss_type, KL_LOSS_TYPES, "actor_rollout_ref.actor.kl_loss_type")
+    _one_of(actor.kl_loss_type, KL_TYPES, "actor_rollout_ref.actor.kl_loss_type")
     _require(actor.optim.lr > 0, "actor_rollout_ref.actor.optim.lr", "must be > 0")
     _require(0.0 <= actor.optim.lr_warmup_steps_ratio < 1.0, "actor_rollout_ref.actor.optim.lr_warmup_steps_ratio",
              "must lie in [0, 1)")
@@ -354,7 +352,7 @@ def validate_config(cfg: GSPOConfig) -> None:
         _require(params.top_k == -1 or params.top_k >= 1, f"actor_rollout_ref.{prefix}.top_k", "must be -1 or >= 1")
     _require(rollout.temperature > 0, "actor_rollout_ref.rollout.temperature", "training samples need > 0")
 
-    _one_of(cfg.algorithm.adv_estimator, ADV_ESTIMATORS, "algorithm.adv_estimator")
+    _one_of(cfg.algorithm.adv_estimator, tuple(ADV_ESTIMATORS), "algorithm.adv_estimator")
     _one_of(cfg.algorithm.filter_groups.metric, FILTER_METRICS, "algorithm.filter_groups.metric")
 
     buffer = cfg.reward_model.overlong_buffer

@@ -4,7 +4,7 @@ Depends on nothing but torch and the standard library, so it can be tested
 and reused without the rest of ``gspo``.
 """
 
-from .advantages import broadcast_to_tokens, compute_grpo_advantages
+from .advantages import ADV_ESTIMATORS, broadcast_to_tokens, compute_grpo_advantages
 from .aggregation import LOSS_AGG_MODES, agg_loss, check_loss_agg_mode
 from .filtering import filter_groups, group_keep_mask
 from .kl import KL_TYPES, kl_penalty
@@ -20,6 +20,7 @@ from .losses import (
 from .masked import masked_mean, masked_sum
 
 __all__ = [
+    "ADV_ESTIMATORS",
     "KL_TYPES",
     "LOSS_AGG_MODES",
     "POLICY_LOSSES",

@@ -9,7 +9,7 @@ import torch
 
 from ._groups import as_float_values, group_stats
 
-__all__ = ["compute_grpo_advantages", "broadcast_to_tokens"]
+__all__ = ["ADV_ESTIMATORS", "compute_grpo_advantages", "broadcast_to_tokens"]
 
 
 def compute_grpo_advantages(
@@ -63,3 +63,7 @@ def broadcast_to_tokens(advantages: torch.Tensor, response_mask: torch.Tensor) -
             f"and {tuple(response_mask.shape)}"
         )
     return advantages.unsqueeze(-1) * response_mask.to(advantages.dtype)
+
+
+# ``algorithm.adv_estimator`` -> function(scores (B,), group_ids (B,), *, norm_adv_by_std) -> advantages (B,).
+ADV_ESTIMATORS = {"grpo": compute_grpo_advantages}

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from gspo.algos import compute_grpo_advantages
+from gspo.algos import ADV_ESTIMATORS
 from gspo.config import GSPOConfig, to_yaml
 from gspo.data import PromptItem, PromptSampler
 from gspo.models import autocast_dtype, load_causal_lm, load_tokenizer, resolve_device
@@ -103,7 +103,7 @@ class Trainer:
         with _timer(timings, "timing/step"):
             batch, metrics = self.collect_train_batch(timings)
             with _timer(timings, "timing/adv"):
-                batch.advantages = compute_grpo_advantages(
+                batch.advantages = ADV_ESTIMATORS[self.config.algorithm.adv_estimator](
                     batch.seq_final_reward, batch.group_ids,
                     norm_adv_by_std=self.config.algorithm.norm_adv_by_std_in_grpo)
             batch = batch.to(self.device)
