@@ -52,6 +52,8 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     path: str = "embedded://addition"
+    # Recompute activations in the backward pass: less memory, about one extra forward of compute.
+    enable_gradient_checkpointing: bool = False
 
 
 @dataclass

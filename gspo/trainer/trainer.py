@@ -49,6 +49,8 @@ class Trainer:
         model_path = cfg.actor_rollout_ref.model.path
         self.tokenizer = load_tokenizer(model_path)
         self.model = load_causal_lm(model_path, self.device)
+        if cfg.actor_rollout_ref.model.enable_gradient_checkpointing:
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.ref_model = self._build_ref_model(model_path)
         self.train_data = build_dataset(cfg, "data.train_files", self.tokenizer)
         self.val_data = build_dataset(cfg, "data.val_files", self.tokenizer) if cfg.data.val_files else None

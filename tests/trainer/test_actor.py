@@ -52,6 +52,16 @@ def test_micro_batching_gives_the_full_batch_update(batch_and_model, agg):
     assert full_metrics["actor/pg_loss"] == pytest.approx(micro_metrics["actor/pg_loss"], rel=1e-10)
 
 
+def test_gradient_checkpointing_gives_the_same_update(batch_and_model):
+    batch, model = batch_and_model
+    plain, _ = _updated(model, batch)
+    checkpointed = copy.deepcopy(model)
+    checkpointed.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    recomputed, _ = _updated(checkpointed, batch)
+    for a, b in zip(plain.parameters(), recomputed.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
 def test_on_policy_shortcut_equals_explicit_old_log_probs(batch_and_model):
     batch, model = batch_and_model
     with_old = replace(batch, old_log_probs=compute_log_probs(model, batch, micro_batch_size=4, temperature=1.0,
