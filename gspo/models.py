@@ -60,3 +60,12 @@ def resolve_device(name: str) -> torch.device:
 def autocast_dtype(device: torch.device) -> torch.dtype | None:
     """bf16 autocast on CUDA; full fp32 on CPU (CPU bf16 is slow and buys nothing for tiny models)."""
     return torch.bfloat16 if device.type == "cuda" else None
+
+
+def enable_activation_checkpointing(model: PreTrainedModel) -> None:
+    """Recompute activations in backward (transformers 5 renamed the method; 4.x only has the old name)."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)

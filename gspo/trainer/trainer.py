@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from gspo.algos import ADV_ESTIMATORS
 from gspo.config import GSPOConfig, to_yaml
 from gspo.data import PromptItem, PromptSampler
-from gspo.models import autocast_dtype, load_causal_lm, load_tokenizer, resolve_device
+from gspo.models import autocast_dtype, enable_activation_checkpointing, load_causal_lm, load_tokenizer, resolve_device
 from gspo.rollout import HFRolloutEngine, SamplingParams
 from gspo.trainer.actor import UpdateSchedule, compute_log_probs, update_policy
 from gspo.trainer.batch import RolloutBatch
@@ -50,7 +50,7 @@ class Trainer:
         self.tokenizer = load_tokenizer(model_path)
         self.model = load_causal_lm(model_path, self.device)
         if cfg.actor_rollout_ref.model.enable_gradient_checkpointing:
-            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            enable_activation_checkpointing(self.model)
         self.ref_model = self._build_ref_model(model_path)
         self.train_data = build_dataset(cfg, "data.train_files", self.tokenizer)
         self.val_data = build_dataset(cfg, "data.val_files", self.tokenizer) if cfg.data.val_files else None

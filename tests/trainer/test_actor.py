@@ -10,6 +10,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from gspo.config import ActorConfig
+from gspo.models import enable_activation_checkpointing
 from gspo.trainer.actor import compute_log_probs, update_policy
 from gspo.trainer.batch import RolloutBatch
 
@@ -56,7 +57,7 @@ def test_gradient_checkpointing_gives_the_same_update(batch_and_model):
     batch, model = batch_and_model
     plain, _ = _updated(model, batch)
     checkpointed = copy.deepcopy(model)
-    checkpointed.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    enable_activation_checkpointing(checkpointed)
     recomputed, _ = _updated(checkpointed, batch)
     for a, b in zip(plain.parameters(), recomputed.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
