@@ -80,6 +80,13 @@ class ActorConfig:
     # Sequences per forward/backward; gradients accumulate over micro-batches.
     ppo_micro_batch_size_per_gpu: int = 256
     ppo_epochs: int = 1
+    # Pack sequences by length into micro-batches of at most ppo_max_token_len_per_gpu tokens (prompt + response)
+    # instead of a fixed ppo_micro_batch_size_per_gpu; the update is unchanged, padding work is not done.
+    use_dynamic_bsz: bool = False
+    ppo_max_token_len_per_gpu: int = 16384
+    # Compute log-probs / entropy over the vocabulary in chunks of this many positions (0: all at once); bounds
+    # the float32 logits copy for large vocabularies.
+    logits_chunk_size: int = 0
     grad_clip: float = 1.0
     entropy_coeff: float = 0.0
     use_kl_loss: bool = False
@@ -116,11 +123,29 @@ class ActorRolloutRefConfig:
 
 
 @dataclass
+class PrefilterConfig:
+    """Skip, before generation, prompts whose recent groups were all-equal (solved or failed every time)."""
+
+    enable: bool = False
+    # Consecutive all-equal visits after which a prompt is skipped.
+    min_constant_visits: int = 2
+    # Chance that a skipped prompt is generated anyway, so none is lost for good.
+    readmit_prob: float = 0.1
+
+
+@dataclass
 class FilterGroupsConfig:
     enable: bool = True
     metric: str = "acc"
     # Generation batches per training step before giving up; <= 0: unlimited.
     max_num_gen_batches: int = 10
+    # Carry kept groups beyond train_batch_size into the next step instead of dropping them (verl drops them).
+    keep_surplus: bool = False
+    # Surplus groups older than this many steps are dropped (their samples come from an older policy).
+    max_surplus_age: int = 1
+    # Size each generation batch from the running keep ratio so one batch usually fills the train batch.
+    adaptive_gen_batch_size: bool = False
+    prefilter: PrefilterConfig = field(default_factory=PrefilterConfig)
 
 
 @dataclass
@@ -339,6 +364,11 @@ def validate_config(cfg: GSPOConfig) -> None:
     _require(actor.ppo_micro_batch_size_per_gpu >= 1, "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu",
              "must be >= 1")
     _require(actor.ppo_epochs >= 1, "actor_rollout_ref.actor.ppo_epochs", "must be >= 1")
+    _require(actor.ppo_max_token_len_per_gpu >= data.max_prompt_length + data.max_response_length,
+             "actor_rollout_ref.actor.ppo_max_token_len_per_gpu",
+             f"{actor.ppo_max_token_len_per_gpu} must hold one sequence "
+             f"(max_prompt_length + max_response_length = {data.max_prompt_length + data.max_response_length})")
+    _require(actor.logits_chunk_size >= 0, "actor_rollout_ref.actor.logits_chunk_size", "must be >= 0")
     _require(actor.grad_clip > 0, "actor_rollout_ref.actor.grad_clip", "must be > 0")
     _one_of(actor.kl_loss_type, KL_TYPES, "actor_rollout_ref.actor.kl_loss_type")
     _require(actor.optim.lr > 0, "actor_rollout_ref.actor.optim.lr", "must be > 0")
@@ -355,7 +385,15 @@ def validate_config(cfg: GSPOConfig) -> None:
     _require(rollout.temperature > 0, "actor_rollout_ref.rollout.temperature", "training samples need > 0")
 
     _one_of(cfg.algorithm.adv_estimator, tuple(ADV_ESTIMATORS), "algorithm.adv_estimator")
-    _one_of(cfg.algorithm.filter_groups.metric, FILTER_METRICS, "algorithm.filter_groups.metric")
+    groups = cfg.algorithm.filter_groups
+    _one_of(groups.metric, FILTER_METRICS, "algorithm.filter_groups.metric")
+    _require(groups.enable or not groups.prefilter.enable, "algorithm.filter_groups.prefilter.enable",
+             "needs algorithm.filter_groups.enable=true (the prefilter learns from the group filter's verdicts)")
+    _require(groups.max_surplus_age >= 1, "algorithm.filter_groups.max_surplus_age", "must be >= 1")
+    _require(groups.prefilter.min_constant_visits >= 1, "algorithm.filter_groups.prefilter.min_constant_visits",
+             "must be >= 1")
+    _require(0.0 <= groups.prefilter.readmit_prob <= 1.0, "algorithm.filter_groups.prefilter.readmit_prob",
+             "must lie in [0, 1]")
 
     buffer = cfg.reward_model.overlong_buffer
     if buffer.enable:

@@ -26,6 +26,7 @@ class RolloutBatch:
     response_mask: torch.Tensor = field(metadata=_RIGHT)  # (N, R) float32, up to and incl. EOS
     group_ids: torch.Tensor  # (N,) int64, unique per prompt group within a step
     prompt_index: torch.Tensor  # (N,) int64, the prompt's index in its dataset
+    generation_step: Optional[torch.Tensor] = None  # (N,) int64, the training step whose policy sampled it
     seq_reward: Optional[torch.Tensor] = None  # (N,) float32, reward function score before shaping
     seq_final_reward: Optional[torch.Tensor] = None  # (N,) float32, after overlong shaping
     acc: Optional[torch.Tensor] = None  # (N,) float32
@@ -34,10 +35,11 @@ class RolloutBatch:
     ref_log_probs: Optional[torch.Tensor] = field(default=None, metadata=_RIGHT)  # (N, R) float32
 
     @classmethod
-    def from_generation(cls, gen: Generation, *, group_ids: torch.Tensor, prompt_index: torch.Tensor
-                        ) -> RolloutBatch:
+    def from_generation(cls, gen: Generation, *, group_ids: torch.Tensor, prompt_index: torch.Tensor,
+                        generation_step: int = 0) -> RolloutBatch:
         return cls(prompt_ids=gen.prompt_ids, prompt_mask=gen.prompt_mask, response_ids=gen.response_ids,
-                   response_mask=gen.response_mask, group_ids=group_ids, prompt_index=prompt_index)
+                   response_mask=gen.response_mask, group_ids=group_ids, prompt_index=prompt_index,
+                   generation_step=torch.full_like(group_ids, generation_step))
 
     @property
     def num_sequences(self) -> int:

@@ -1,8 +1,8 @@
 """Atomic checkpoints: written to a temporary folder, flushed, then renamed; ``latest`` is updated last.
 
 Layout of ``<default_local_dir>/checkpoints/global_step_<N>/``: ``model/`` (HF folder, safetensors + tokenizer),
-``optimizer.pt`` (optimizer + LR scheduler + RNG tensors, loaded with ``weights_only=True``), and
-``trainer_state.json`` (step, data order, dynamic-sampling state, Python RNG).
+``optimizer.pt`` (optimizer + LR scheduler + RNG tensors + surplus groups, loaded with ``weights_only=True``),
+``trainer_state.json`` (step, data order, dynamic-sampling state, Python / NumPy RNG) and ``config.yaml``.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ STEP_PREFIX = "global_step_"
 class CheckpointState:
     step: int
     trainer_state: dict[str, Any]
+    tensors: dict[str, torch.Tensor]
 
 
 def _fsync_tree(folder: Path) -> None:
@@ -36,7 +37,8 @@ def _fsync_tree(folder: Path) -> None:
 
 
 def save_checkpoint(root: Path, step: int, *, model, tokenizer, optimizer, scheduler,
-                    trainer_state: dict[str, Any], config_yaml: str = "", max_to_keep: int | None = None) -> Path:
+                    trainer_state: dict[str, Any], tensors: dict[str, torch.Tensor] | None = None,
+                    config_yaml: str = "", max_to_keep: int | None = None) -> Path:
     """Write ``root/global_step_<step>`` atomically and point ``root/latest`` at it.
 
     A crash at any moment leaves either the previous checkpoint or the new one complete: files are written into a
@@ -53,7 +55,8 @@ def save_checkpoint(root: Path, step: int, *, model, tokenizer, optimizer, sched
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "torch_rng": torch.get_rng_state(),
                 "numpy_rng": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
-                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "tensors": tensors or {}},
                tmp / "optimizer.pt")
     _, _, numpy_pos, numpy_has_gauss, numpy_gauss = np.random.get_state()
     state = {"step": step, "python_rng": _python_rng_to_json(random.getstate()),
@@ -125,7 +128,7 @@ def load_checkpoint(path: Path, *, model, optimizer, scheduler) -> CheckpointSta
     random.setstate(_python_rng_from_json(state.pop("python_rng")))
     pos, has_gauss, gauss = state.pop("numpy_rng")
     np.random.set_state(("MT19937", blob["numpy_rng"].numpy().astype(np.uint32), pos, has_gauss, gauss))
-    return CheckpointState(step=int(state.pop("step")), trainer_state=state)
+    return CheckpointState(step=int(state.pop("step")), trainer_state=state, tensors=blob.get("tensors", {}))
 
 
 def _python_rng_to_json(state: tuple) -> list:

@@ -29,11 +29,11 @@ def keep_informative_groups(batch: RolloutBatch, metric: str) -> RolloutBatch:
     return batch.select(filter_groups(values, batch.group_ids))
 
 
-def take_groups(batch: RolloutBatch, num_groups: int) -> RolloutBatch:
-    """Rows of the first ``num_groups`` prompt groups, in order: whole groups only."""
+def split_groups(batch: RolloutBatch, num_groups: int) -> tuple[RolloutBatch, RolloutBatch]:
+    """(rows of the first ``num_groups`` prompt groups in order, rows of the rest): whole groups only."""
     _, first_seen = _unique_in_order(batch.group_ids)
-    chosen = first_seen[:num_groups]
-    return batch.select(torch.isin(batch.group_ids, chosen))
+    chosen = torch.isin(batch.group_ids, first_seen[:num_groups])
+    return batch.select(chosen), batch.select(~chosen)
 
 
 def count_groups(batch: RolloutBatch) -> int:
@@ -61,7 +61,19 @@ class GenerationStats:
     _max_length: int = 0
     _num_clipped: int = 0
     _num_reward_errors: int = 0
+    _num_prefiltered: int = 0
+    _surplus_groups: int = 0
+    _surplus_age_sum: float = 0.0
     _reward_metrics: MetricAccumulator = field(default_factory=MetricAccumulator)
+
+    def add_surplus(self, surplus: RolloutBatch, step: int) -> None:
+        """Groups carried over from earlier steps count as kept, not as generated."""
+        self.num_kept_groups += count_groups(surplus)
+        self._surplus_groups += count_groups(surplus)
+        self._surplus_age_sum += (step - surplus.generation_step).float().mean().item() * count_groups(surplus)
+
+    def add_prefiltered(self, num_skipped: int) -> None:
+        self._num_prefiltered += num_skipped
 
     def add(self, generated: RolloutBatch, kept: RolloutBatch, reward_metrics: dict[str, float]) -> None:
         """Record one generation batch, the groups kept from it, and its reward-function metrics."""
@@ -99,11 +111,15 @@ class GenerationStats:
             "train/num_gen_batches": float(self.num_gen_batches),
             "train/generated_prompts": float(self.num_groups),
             "train/kept_prompts": float(self.num_kept_groups),
-            "train/filtered_prompts_ratio": 1.0 - self.num_kept_groups / max(self.num_groups, 1),
-            "reward/all/score_mean": self._sums["seq_reward"] / n,
-            "reward/all/final_reward_mean": self._sums["seq_final_reward"] / n,
-            "reward/all/acc_mean": self._sums["acc"] / n,
-            "response_length/mean": self._sums["length"] / n,
+            "train/filtered_prompts_ratio": 1.0 - (self.num_kept_groups - self._surplus_groups) / max(self.num_groups, 1),
+            "train/prefiltered_prompts": float(self._num_prefiltered),
+            "train/surplus_groups_used": float(self._surplus_groups),
+            "train/surplus_age_mean": self._surplus_age_sum / max(self._surplus_groups, 1),
+            "train/generated_tokens": self._sums.get("length", 0.0),
+            "reward/all/score_mean": self._sums.get("seq_reward", 0.0) / n,
+            "reward/all/final_reward_mean": self._sums.get("seq_final_reward", 0.0) / n,
+            "reward/all/acc_mean": self._sums.get("acc", 0.0) / n,
+            "response_length/mean": self._sums.get("length", 0.0) / n,
             "response_length/max": float(self._max_length),
             "response_length/clip_ratio": self._num_clipped / n,
         }

@@ -20,8 +20,9 @@ from gspo.rollout import HFRolloutEngine, SamplingParams
 from gspo.trainer.actor import UpdateSchedule, compute_log_probs, update_policy
 from gspo.trainer.batch import RolloutBatch
 from gspo.trainer.checkpoint import find_latest, load_checkpoint, save_checkpoint
-from gspo.trainer.dynamic_sampling import (GenerationStats, keep_informative_groups, take_groups,
-                                          trained_batch_metrics, count_groups)
+from gspo.trainer.dynamic_sampling import (GenerationStats, count_groups, keep_informative_groups, split_groups,
+                                          trained_batch_metrics)
+from gspo.trainer.sampling_state import DynamicSamplingState
 from gspo.trainer.metrics import MetricsLogger, summary_line
 from gspo.trainer.optim import build_optimizer, build_scheduler
 from gspo.trainer.setup import build_dataset, build_reward_manager, check_runnable
@@ -67,7 +68,11 @@ class Trainer:
         actor = cfg.actor_rollout_ref.actor
         self.schedule = UpdateSchedule(num_mini_batches=cfg.data.train_batch_size // actor.ppo_mini_batch_size,
                                        ppo_epochs=actor.ppo_epochs)
+        self.sampling_state = DynamicSamplingState(
+            cfg.algorithm.filter_groups, default_gen_batch_size=cfg.data.gen_batch_size or cfg.data.train_batch_size,
+            num_prompts=len(self.train_data))
         self.global_step = 0
+        self._next_group_id = 0
         self._consecutive_skips = 0
         self._maybe_resume()
 
@@ -126,28 +131,46 @@ class Trainer:
         stats = GenerationStats(eos_token_ids=self.engine.eos_token_ids,
                                 max_response_length=cfg.data.max_response_length)
         kept: list[RolloutBatch] = []
+        surplus = self.sampling_state.take_surplus(self.global_step)
+        if surplus is not None:  # kept groups left over from the last step go first, so none grows stale
+            stats.add_surplus(surplus, self.global_step)
+            kept.append(surplus)
         while stats.num_kept_groups < needed:
             if filtering.enable and 0 < cap <= stats.num_gen_batches:
                 raise stats.cap_error(needed, cap, filtering.metric)
-            prompts = [self.train_data[i] for i in self.sampler.take(cfg.data.gen_batch_size or needed)]
+            prompts = self._draw_prompts(needed - stats.num_kept_groups, stats)
             with _timer(timings, "timing/gen"):
-                batch = self.generate(prompts, self._sampling_params(), first_group_id=stats.num_groups)
+                batch = self.generate(prompts, self._sampling_params())
             with _timer(timings, "timing/reward"):
                 reward_metrics = self.score(batch, prompts)
+            if filtering.enable:
+                self.sampling_state.observe(batch, filtering.metric)
             kept_now = keep_informative_groups(batch, filtering.metric) if filtering.enable else batch
             stats.add(batch, kept_now, reward_metrics)
             kept.append(kept_now)
-        train_batch = take_groups(RolloutBatch.concat(kept, self.tokenizer.pad_token_id), needed)
+        train_batch, leftover = split_groups(RolloutBatch.concat(kept, self.tokenizer.pad_token_id), needed)
+        self.sampling_state.store_surplus(leftover)
         assert count_groups(train_batch) == needed
         return train_batch, stats.metrics()
 
-    def generate(self, prompts: list[PromptItem], params: SamplingParams, *, first_group_id: int = 0
-                 ) -> RolloutBatch:
-        """Sample ``params.n`` responses per prompt; rows of a group are contiguous."""
+    def _draw_prompts(self, groups_needed: int, stats: GenerationStats) -> list[PromptItem]:
+        """The next generation batch's prompts, sized and prefiltered by the dynamic-sampling state."""
+        while True:
+            drawn = self.sampler.take(self.sampling_state.gen_batch_size(groups_needed))
+            admitted, skipped = self.sampling_state.admit(drawn)
+            stats.add_prefiltered(skipped)
+            if admitted:
+                return [self.train_data[i] for i in admitted]
+
+    def generate(self, prompts: list[PromptItem], params: SamplingParams) -> RolloutBatch:
+        """Sample ``params.n`` responses per prompt; rows of a group are contiguous, group ids never repeat."""
         generation = self.engine.generate([p.prompt_ids for p in prompts], params)
-        group_ids = torch.arange(first_group_id, first_group_id + len(prompts)).repeat_interleave(params.n)
+        first = self._next_group_id
+        self._next_group_id += len(prompts)
+        group_ids = torch.arange(first, first + len(prompts)).repeat_interleave(params.n)
         prompt_index = torch.tensor([p.index for p in prompts]).repeat_interleave(params.n)
-        return RolloutBatch.from_generation(generation, group_ids=group_ids, prompt_index=prompt_index).to("cpu")
+        return RolloutBatch.from_generation(generation, group_ids=group_ids, prompt_index=prompt_index,
+                                            generation_step=self.global_step).to("cpu")
 
     def score(self, batch: RolloutBatch, prompts: list[PromptItem]) -> dict[str, float]:
         """Fill ``seq_reward`` / ``seq_final_reward`` / ``acc`` in place; return the reward function's metrics
@@ -194,10 +217,8 @@ class Trainer:
                 f"reward for NaN/inf, or resume from the last checkpoint.")
 
     def _throughput(self, batch: RolloutBatch, metrics: dict[str, float]) -> dict[str, float]:
-        generated = metrics["response_length/mean"] * metrics["train/generated_prompts"] \
-            * self.config.actor_rollout_ref.rollout.n
         trained = batch.response_mask.sum().item() + batch.prompt_mask.sum().item()
-        return {"perf/gen_tokens_per_s": generated / max(metrics["timing/gen"], 1e-9),
+        return {"perf/gen_tokens_per_s": metrics["train/generated_tokens"] / max(metrics.get("timing/gen", 0.0), 1e-9),
                 "perf/train_tokens_per_s": trained / max(metrics["timing/update"], 1e-9)}
 
     # ------------------------------------------------------------------------------------------ validation
@@ -267,15 +288,18 @@ class Trainer:
             logger.log(step, metrics)
 
     # ------------------------------------------------------------------------------------------ checkpoints
-    def _trainer_state(self) -> dict:
-        return {"sampler": self.sampler.state_dict()}
+    def _trainer_state(self) -> tuple[dict, dict[str, torch.Tensor]]:
+        sampling, surplus = self.sampling_state.state_dict()
+        return ({"sampler": self.sampler.state_dict(), "dynamic_sampling": sampling,
+                 "next_group_id": self._next_group_id}, surplus)
 
     def save_checkpoint(self) -> Path | None:
         if not self.is_main:
             return None
+        state, tensors = self._trainer_state()
         return save_checkpoint(self.output_dir / "checkpoints", self.global_step, model=self.model,
                                tokenizer=self.tokenizer, optimizer=self.optimizer, scheduler=self.scheduler,
-                               trainer_state=self._trainer_state(), config_yaml=to_yaml(self.config),
+                               trainer_state=state, tensors=tensors, config_yaml=to_yaml(self.config),
                                max_to_keep=self.config.trainer.max_actor_ckpt_to_keep)
 
     def save_final_model(self) -> Path:
@@ -296,6 +320,8 @@ class Trainer:
             return
         state = load_checkpoint(path, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler)
         self.sampler.load_state_dict(state.trainer_state["sampler"])
+        self.sampling_state.load_state_dict(state.trainer_state["dynamic_sampling"], state.tensors)
+        self._next_group_id = state.trainer_state["next_group_id"]
         self.global_step = state.step
         log.info("resumed from %s at step %d", path, state.step)
 
