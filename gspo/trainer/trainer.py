@@ -47,17 +47,18 @@ class Trainer:
         self.device = resolve_device(cfg.trainer.device)
         self.autocast_dtype = autocast_dtype(self.device)
 
+        # Cheap checks first (data, reward), so bad input fails before model weights are loaded.
         model_path = cfg.actor_rollout_ref.model.path
         self.tokenizer = load_tokenizer(model_path)
+        self.train_data = build_dataset(cfg, "data.train_files", self.tokenizer)
+        self.val_data = build_dataset(cfg, "data.val_files", self.tokenizer) if cfg.data.val_files else None
+        check_runnable(cfg, self.train_data)
+        self.rewards = build_reward_manager(cfg)
+        self.sampler = PromptSampler(len(self.train_data), seed=cfg.trainer.seed, shuffle=cfg.data.shuffle)
         self.model = load_causal_lm(model_path, self.device)
         if cfg.actor_rollout_ref.model.enable_gradient_checkpointing:
             enable_activation_checkpointing(self.model)
         self.ref_model = self._build_ref_model(model_path)
-        self.train_data = build_dataset(cfg, "data.train_files", self.tokenizer)
-        self.val_data = build_dataset(cfg, "data.val_files", self.tokenizer) if cfg.data.val_files else None
-        check_runnable(cfg, self.train_data)
-        self.sampler = PromptSampler(len(self.train_data), seed=cfg.trainer.seed, shuffle=cfg.data.shuffle)
-        self.rewards = build_reward_manager(cfg)
         self.engine = HFRolloutEngine(self.model, pad_token_id=self.tokenizer.pad_token_id,
                                       eos_token_ids=self._eos_token_ids(),
                                       micro_batch_size=cfg.actor_rollout_ref.rollout.micro_batch_size,
