@@ -80,8 +80,8 @@ class ActorConfig:
     # Sequences per forward/backward; gradients accumulate over micro-batches.
     ppo_micro_batch_size_per_gpu: int = 256
     ppo_epochs: int = 1
-    # Pack sequences by length into micro-batches of at most ppo_max_token_len_per_gpu tokens (prompt + response)
-    # instead of a fixed ppo_micro_batch_size_per_gpu; the update is unchanged, padding work is not done.
+    # Pack sequences by length into micro-batches of at most ppo_max_token_len_per_gpu padded tokens (rows x longest
+    # prompt + response) instead of ppo_micro_batch_size_per_gpu rows; the update is unchanged, less padding work.
     use_dynamic_bsz: bool = False
     ppo_max_token_len_per_gpu: int = 16384
     # Compute log-probs / entropy over the vocabulary in chunks of this many positions (0: all at once); bounds

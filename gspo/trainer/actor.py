@@ -13,6 +13,11 @@ from gspo.algos import agg_loss, compute_policy_loss, entropy_from_logits, kl_pe
 from gspo.config import ActorConfig
 from gspo.trainer.batch import RolloutBatch
 from gspo.trainer.metrics import MetricAccumulator
+from gspo.trainer.packing import pack_micro_batches
+
+# Policy-loss metrics that are means over the micro-batch's non-empty sequences (all others are token means); they
+# are re-weighted by sequence counts so the mini-batch value does not depend on how it was cut into micro-batches.
+_SEQUENCE_MEAN_METRICS = frozenset({"actor/seq_importance_ratio"})
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None):
@@ -20,36 +25,58 @@ def _autocast(device: torch.device, dtype: torch.dtype | None):
 
 
 def forward_response(model: PreTrainedModel, batch: RolloutBatch, *, temperature: float,
-                     autocast_dtype: torch.dtype | None, with_entropy: bool
+                     autocast_dtype: torch.dtype | None, with_entropy: bool, logits_chunk_size: int = 0
                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs (N, R) of the response tokens under ``model`` at the sampling temperature, and entropy (N, R).
 
     Only the R+1 last positions go through the LM head (``logits_to_keep``), so prompt positions cost no
-    vocabulary-sized work.
+    vocabulary-sized work. No log_softmax copy of the logits is made (label logit minus logsumexp);
+    ``logits_chunk_size`` > 0 also bounds the float32 upcast / softmax to that many positions at a time.
+    Without autograd the temperature is applied in place, so the logits exist once.
     """
     inputs = batch.model_inputs()
     response_len = batch.response_ids.shape[1]
     with _autocast(batch.response_ids.device, autocast_dtype):
         logits = model(**inputs, use_cache=False, logits_to_keep=response_len + 1).logits[:, :-1]  # (N, R, V)
-    if temperature != 1.0:
-        logits = logits / temperature  # log-probs of the distribution the rollout actually sampled from
-    log_probs = log_probs_from_logits(logits, batch.response_ids)
-    entropy = entropy_from_logits(logits) if with_entropy else None
+    if temperature != 1.0:  # log-probs of the distribution the rollout actually sampled from
+        logits = logits / temperature if torch.is_grad_enabled() else logits.div_(temperature)
+    chunk_size = logits_chunk_size if logits_chunk_size > 0 else None
+    log_probs = log_probs_from_logits(logits, batch.response_ids, chunk_size=chunk_size)
+    entropy = entropy_from_logits(logits, chunk_size=chunk_size) if with_entropy else None
     return log_probs, entropy
 
 
 @torch.no_grad()
 def compute_log_probs(model: PreTrainedModel, batch: RolloutBatch, *, micro_batch_size: int, temperature: float,
-                      autocast_dtype: torch.dtype | None) -> torch.Tensor:
-    """(N, R) response log-probs in micro-batches, without gradients (old policy or reference)."""
+                      autocast_dtype: torch.dtype | None, max_token_len: int | None = None,
+                      logits_chunk_size: int = 0) -> torch.Tensor:
+    """(N, R) response log-probs in micro-batches, without gradients (old policy or reference); 0 at padding.
+
+    ``max_token_len`` (``use_dynamic_bsz``): micro-batches are packed by length to at most that many tokens each
+    (rows x the longest prompt + response length, see ``packing.pack_by_tokens``) and trimmed of all-padding
+    columns, instead of ``micro_batch_size`` consecutive rows; the rows are scattered back to the batch's order and
+    width, so the result is the same tensor.
+    """
     was_training = model.training
     model.eval()
+    forward = dict(temperature=temperature, autocast_dtype=autocast_dtype, with_entropy=False,
+                   logits_chunk_size=logits_chunk_size)
     try:
-        parts = [forward_response(model, micro, temperature=temperature, autocast_dtype=autocast_dtype,
-                                  with_entropy=False)[0] for micro in batch.split(micro_batch_size)]
+        if max_token_len:
+            log_probs = None
+            for index, micro in pack_micro_batches(batch, max_token_len):
+                part = forward_response(model, micro, **forward)[0]
+                if log_probs is None:
+                    log_probs = part.new_zeros(batch.response_ids.shape)
+                log_probs[index, :part.shape[1]] = part
+            if log_probs is None:  # no rows
+                log_probs = torch.zeros(batch.response_ids.shape, device=batch.response_ids.device)
+        else:
+            log_probs = torch.cat([forward_response(model, micro, **forward)[0]
+                                   for micro in batch.split(micro_batch_size)])
     finally:
         model.train(was_training)
-    return torch.cat(parts)
+    return torch.where(batch.response_mask.bool(), log_probs, torch.zeros_like(log_probs))
 
 
 @dataclass
@@ -73,7 +100,9 @@ def update_policy(model: PreTrainedModel, optimizer: torch.optim.Optimizer, batc
     ``batch.old_log_probs`` None means the update is exactly on-policy: the current log-probs (detached) stand
     in for them, which skips a forward pass and gives ratio 1 by construction.
     Losses are normalised by the mini-batch's token / sequence counts, so micro-batching (and later data
-    parallelism) leaves the gradient unchanged.
+    parallelism) leaves the gradient unchanged. Micro-batches are ``cfg.ppo_micro_batch_size_per_gpu``
+    consecutive rows, or with ``cfg.use_dynamic_bsz`` rows packed by length to at most
+    ``cfg.ppo_max_token_len_per_gpu`` tokens (rows x longest real length) and trimmed of all-padding columns.
     """
     metrics = MetricAccumulator()
     mini_batch_rows = cfg.ppo_mini_batch_size * n
@@ -99,11 +128,18 @@ def _optimizer_step(model: PreTrainedModel, optimizer: torch.optim.Optimizer, mi
     optimizer.zero_grad(set_to_none=True)
     micro_metrics = MetricAccumulator()
     pg_loss_total = 0.0
-    for micro in mini_batch.split(cfg.ppo_micro_batch_size_per_gpu):
+    if cfg.use_dynamic_bsz:
+        micro_batches = [micro for _, micro in pack_micro_batches(mini_batch, cfg.ppo_max_token_len_per_gpu)]
+    else:
+        micro_batches = mini_batch.split(cfg.ppo_micro_batch_size_per_gpu)
+    for micro in micro_batches:
         loss, metrics = _micro_batch_loss(model, micro, cfg, temperature, autocast_dtype, counts)
         loss.backward()
         pg_loss_total += metrics.pop("actor/pg_loss")
-        micro_metrics.add(metrics, weight=micro.response_mask.sum().item())
+        response_lengths = micro.response_mask.sum(-1)
+        num_tokens, num_seqs = response_lengths.sum().item(), (response_lengths > 0).sum().item()
+        for name, value in metrics.items():
+            micro_metrics.add({name: value}, weight=num_seqs if name in _SEQUENCE_MEAN_METRICS else num_tokens)
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip).item()
     skipped = not math.isfinite(grad_norm)
     if skipped:  # a NaN/inf gradient would poison AdamW's moments for good; drop this step instead
@@ -120,7 +156,7 @@ def _micro_batch_loss(model: PreTrainedModel, micro: RolloutBatch, cfg: ActorCon
                       ) -> tuple[torch.Tensor, dict[str, float]]:
     """This micro-batch's share of the mini-batch loss (global denominators), and its metrics."""
     log_probs, entropy = forward_response(model, micro, temperature=temperature, autocast_dtype=autocast_dtype,
-                                          with_entropy=True)
+                                          with_entropy=True, logits_chunk_size=cfg.logits_chunk_size)
     mask = micro.response_mask
     old_log_probs = micro.old_log_probs if micro.old_log_probs is not None else log_probs.detach()
     advantages = micro.advantages[:, None].expand_as(log_probs)  # (n, R): one advantage per sequence

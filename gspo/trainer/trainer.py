@@ -188,7 +188,8 @@ class Trainer:
         """Old-policy log-probs (skipped when the update is exactly on-policy) and reference log-probs (KL)."""
         rollout_cfg, actor = self.config.actor_rollout_ref.rollout, self.config.actor_rollout_ref.actor
         common = dict(micro_batch_size=actor.ppo_micro_batch_size_per_gpu, temperature=rollout_cfg.temperature,
-                      autocast_dtype=self.autocast_dtype)
+                      autocast_dtype=self.autocast_dtype, logits_chunk_size=actor.logits_chunk_size,
+                      max_token_len=actor.ppo_max_token_len_per_gpu if actor.use_dynamic_bsz else None)
         if not self.schedule.is_on_policy:
             with _timer(timings, "timing/old_log_prob"):
                 batch.old_log_probs = compute_log_probs(self.model, batch, **common)

@@ -1,4 +1,5 @@
-"""The actor update: micro-batching and the on-policy shortcut leave the update unchanged."""
+"""The actor update: micro-batching (fixed or packed by tokens), logits chunking and the on-policy shortcut
+leave the update unchanged."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from transformers import AutoModelForCausalLM
 
 from gspo.config import ActorConfig
 from gspo.models import enable_activation_checkpointing
-from gspo.trainer.actor import compute_log_probs, update_policy
+from gspo.trainer.actor import compute_log_probs, forward_response, update_policy
 from gspo.trainer.batch import RolloutBatch
 
 
@@ -72,3 +73,84 @@ def test_on_policy_shortcut_equals_explicit_old_log_probs(batch_and_model):
     for a, b in zip(shortcut.parameters(), explicit.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
     assert metrics["actor/seq_importance_ratio"] == pytest.approx(1.0, abs=1e-9)
+
+
+def _off_policy(batch, model):
+    """Old and reference log-probs from the starting model: with two epochs the second sees ratios != 1."""
+    old = compute_log_probs(model, batch, micro_batch_size=6, temperature=1.0, autocast_dtype=None)
+    return replace(batch, old_log_probs=old, ref_log_probs=old - 0.05 * batch.response_mask)
+
+
+_LEAN = dict(ppo_mini_batch_size=1, ppo_epochs=2, entropy_coeff=0.01, use_kl_loss=True, kl_loss_coef=0.1,
+             ppo_micro_batch_size_per_gpu=6, clip_ratio_low=0.2, clip_ratio_high=0.2)
+
+
+def _assert_same_update(expected, actual, rtol=1e-9):
+    (model_a, metrics_a), (model_b, metrics_b) = expected, actual
+    for (name, a), b in zip(model_a.named_parameters(), model_b.parameters()):
+        torch.testing.assert_close(a, b, rtol=rtol, atol=1e-12, msg=name)
+    assert metrics_a.keys() == metrics_b.keys()
+    for name, value in metrics_a.items():
+        assert metrics_b[name] == pytest.approx(value, rel=rtol, abs=1e-12), name
+
+
+# Real lengths (prompt + response) are 7, 5, 7, 6, 8, 9: a budget of 9 forces one sequence per micro-batch (row 0
+# alone then loses two prompt columns, row 1 four response columns), 16 packs pairs, 64 takes a mini-batch whole.
+@pytest.mark.parametrize("max_tokens", [9, 16, 64])
+def test_packed_micro_batches_give_the_same_update(batch_and_model, max_tokens):
+    batch, model = batch_and_model
+    batch = _off_policy(batch, model)
+    fixed = _updated(model, batch, **_LEAN)
+    packed = _updated(model, batch, **_LEAN, use_dynamic_bsz=True, ppo_max_token_len_per_gpu=max_tokens)
+    _assert_same_update(fixed, packed)
+    assert fixed[1]["actor/seq_importance_ratio"] != pytest.approx(1.0, abs=1e-6)  # the off-policy path ran
+
+
+@pytest.mark.parametrize("agg", ["token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"])
+def test_packing_is_exact_for_every_aggregation(batch_and_model, agg):
+    batch, model = batch_and_model
+    fixed = _updated(model, batch, loss_agg_mode=agg, ppo_micro_batch_size_per_gpu=4)
+    packed = _updated(model, batch, loss_agg_mode=agg, use_dynamic_bsz=True, ppo_max_token_len_per_gpu=30)
+    _assert_same_update(fixed, packed)
+
+
+@pytest.mark.parametrize("max_tokens", [9, 16, 64])
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_packed_compute_log_probs_returns_the_same_tensor(batch_and_model, max_tokens, temperature):
+    batch, model = batch_and_model
+    common = dict(micro_batch_size=4, temperature=temperature, autocast_dtype=None)
+    fixed = compute_log_probs(model, batch, **common)
+    packed = compute_log_probs(model, batch, **common, max_token_len=max_tokens)
+    assert packed.shape == batch.response_mask.shape
+    torch.testing.assert_close(packed, fixed, rtol=1e-10, atol=1e-12)
+    assert (packed[batch.response_mask == 0] == 0).all()
+    # The in-place temperature of the no-grad path matches the autograd path.
+    with torch.enable_grad():
+        reference, _ = forward_response(model, batch, temperature=temperature, autocast_dtype=None, with_entropy=False)
+    torch.testing.assert_close(fixed, reference.detach() * batch.response_mask, rtol=1e-10, atol=1e-12)
+
+
+def test_chunked_logits_give_the_same_loss_and_gradients(batch_and_model):
+    batch, model = batch_and_model
+    batch = _off_policy(batch, model)
+    plain = _updated(model, batch, **_LEAN)
+    chunked = _updated(model, batch, **_LEAN, logits_chunk_size=7)  # 7 does not divide the N*R = 30 positions
+    _assert_same_update(plain, chunked)
+    both = _updated(model, batch, **_LEAN, logits_chunk_size=2, use_dynamic_bsz=True, ppo_max_token_len_per_gpu=16)
+    _assert_same_update(plain, both)
+
+
+def test_chunked_log_probs_and_entropy_match_plain(batch_and_model):
+    batch, model = batch_and_model
+    grads = []
+    for chunk in (0, 4):
+        model.zero_grad(set_to_none=True)
+        log_probs, entropy = forward_response(model, batch, temperature=0.8, autocast_dtype=None, with_entropy=True,
+                                              logits_chunk_size=chunk)
+        ((log_probs * batch.response_mask).sum() + (entropy * batch.response_mask).sum()).backward()
+        grads.append((log_probs.detach(), entropy.detach(), [p.grad.clone() for p in model.parameters()]))
+    (lp_a, ent_a, grad_a), (lp_b, ent_b, grad_b) = grads
+    torch.testing.assert_close(lp_a, lp_b, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ent_a, ent_b, rtol=1e-12, atol=1e-12)
+    for a, b in zip(grad_a, grad_b):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
