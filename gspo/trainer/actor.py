@@ -25,7 +25,8 @@ def _autocast(device: torch.device, dtype: torch.dtype | None):
 
 
 def forward_response(model: PreTrainedModel, batch: RolloutBatch, *, temperature: float,
-                     autocast_dtype: torch.dtype | None, with_entropy: bool, logits_chunk_size: int = 0
+                     autocast_dtype: torch.dtype | None, with_entropy: bool, logits_chunk_size: int = 0,
+                     entropy_grad: bool = False
                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs (N, R) of the response tokens under ``model`` at the sampling temperature, and entropy (N, R).
 
@@ -42,7 +43,10 @@ def forward_response(model: PreTrainedModel, batch: RolloutBatch, *, temperature
         logits = logits / temperature if torch.is_grad_enabled() else logits.div_(temperature)
     chunk_size = logits_chunk_size if logits_chunk_size > 0 else None
     log_probs = log_probs_from_logits(logits, batch.response_ids, chunk_size=chunk_size)
-    entropy = entropy_from_logits(logits, chunk_size=chunk_size) if with_entropy else None
+    entropy = None
+    if with_entropy:  # kept out of the autograd graph unless the entropy bonus needs its gradient
+        with torch.set_grad_enabled(torch.is_grad_enabled() and entropy_grad):
+            entropy = entropy_from_logits(logits, chunk_size=chunk_size)
     return log_probs, entropy
 
 
@@ -156,7 +160,8 @@ def _micro_batch_loss(model: PreTrainedModel, micro: RolloutBatch, cfg: ActorCon
                       ) -> tuple[torch.Tensor, dict[str, float]]:
     """This micro-batch's share of the mini-batch loss (global denominators), and its metrics."""
     log_probs, entropy = forward_response(model, micro, temperature=temperature, autocast_dtype=autocast_dtype,
-                                          with_entropy=True, logits_chunk_size=cfg.logits_chunk_size)
+                                          with_entropy=True, entropy_grad=cfg.entropy_coeff != 0.0,
+                                          logits_chunk_size=cfg.logits_chunk_size)
     mask = micro.response_mask
     old_log_probs = micro.old_log_probs if micro.old_log_probs is not None else log_probs.detach()
     advantages = micro.advantages[:, None].expand_as(log_probs)  # (n, R): one advantage per sequence
@@ -165,9 +170,8 @@ def _micro_batch_loss(model: PreTrainedModel, micro: RolloutBatch, cfg: ActorCon
         clip_ratio_low=cfg.clip_ratio_low, clip_ratio_high=cfg.clip_ratio_high, clip_ratio_c=cfg.clip_ratio_c,
         loss_agg_mode=cfg.loss_agg_mode, **counts)
     loss = pg_loss
-    entropy_loss = agg_loss(entropy, mask, cfg.loss_agg_mode, **counts)
     if cfg.entropy_coeff != 0.0:
-        loss = loss - cfg.entropy_coeff * entropy_loss
+        loss = loss - cfg.entropy_coeff * agg_loss(entropy, mask, cfg.loss_agg_mode, **counts)
     metrics["actor/entropy"] = _token_mean(entropy.detach(), mask)
     if cfg.use_kl_loss:
         kl = kl_penalty(log_probs, micro.ref_log_probs, cfg.kl_loss_type)
