@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import subprocess
 import sys
 
 from gspo.config import ConfigError, GSPOConfig, load_config, to_yaml
@@ -53,7 +55,9 @@ def _quiet_transformers() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    rank = int(os.environ.get("RANK", "0"))  # under torchrun, only rank 0 reports progress
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
     _quiet_transformers()
     name = f"data {args.dataset}" if args.command == "data" else args.command
     try:
@@ -66,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config, args.overrides)
         if args.command == "validate":
             return validate(config)
+        if launch := torchrun_command(config, argv if argv is not None else sys.argv[1:]):
+            return subprocess.call(launch)
         return train(config)
     except (ConfigError, FileNotFoundError, PermissionError, ValueError) as exc:
         print(f"gspo {name}: error: {exc}", file=sys.stderr)
@@ -80,6 +86,28 @@ def validate(config: GSPOConfig) -> int:
     print(to_yaml(config))
     print(report)
     return 0
+
+
+def torchrun_command(config: GSPOConfig, argv: list[str]) -> list[str] | None:
+    """The torchrun line that re-runs this ``gspo train`` on trainer.nnodes x trainer.n_gpus_per_node processes;
+    None when one process is asked for or we already run under torchrun.
+
+    Multi-node: run the same command on every node with MASTER_ADDR, MASTER_PORT (default 29500) and NODE_RANK set.
+    """
+    nnodes, per_node = config.trainer.nnodes, config.trainer.n_gpus_per_node
+    if nnodes * per_node <= 1 or "WORLD_SIZE" in os.environ:
+        return None
+    command = [sys.executable, "-m", "torch.distributed.run", f"--nnodes={nnodes}", f"--nproc_per_node={per_node}"]
+    if nnodes == 1:
+        command.append("--standalone")
+    else:
+        missing = [name for name in ("MASTER_ADDR", "NODE_RANK") if name not in os.environ]
+        if missing:
+            raise ConfigError(f"trainer.nnodes={nnodes}: set {' and '.join(missing)} (and MASTER_PORT) on every "
+                              f"node, or launch with torchrun yourself")
+        command += [f"--node_rank={os.environ['NODE_RANK']}", f"--master_addr={os.environ['MASTER_ADDR']}",
+                    f"--master_port={os.environ.get('MASTER_PORT', '29500')}"]
+    return command + ["-m", "gspo.train", *argv[1:]]  # argv[0] is "train"
 
 
 def train(config: GSPOConfig) -> int:

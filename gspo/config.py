@@ -69,6 +69,16 @@ class OptimConfig:
 
 
 @dataclass
+class FSDPConfig:
+    """Data-parallel runs only (torchrun, more than one rank)."""
+
+    # Keep sharded parameters, gradients and optimizer state on the CPU and run the optimizer step there; FSDP2
+    # offloads the three together, so either switch turns it on. Saves GPU memory, costs step time.
+    param_offload: bool = False
+    optimizer_offload: bool = False
+
+
+@dataclass
 class ActorConfig:
     policy_loss: PolicyLossConfig = field(default_factory=PolicyLossConfig)
     clip_ratio_low: float = 3e-4
@@ -93,6 +103,7 @@ class ActorConfig:
     kl_loss_coef: float = 0.001
     kl_loss_type: str = "low_var_kl"
     optim: OptimConfig = field(default_factory=OptimConfig)
+    fsdp_config: FSDPConfig = field(default_factory=FSDPConfig)
 
 
 @dataclass
@@ -192,6 +203,10 @@ class TrainerConfig:
     logger: list[str] = field(default_factory=lambda: ["console"])
     seed: int = 1
     device: str = "auto"
+    # `gspo train` launches nnodes x n_gpus_per_node processes through torchrun when this is more than one (and
+    # it is not already running under torchrun); on CPU, n_gpus_per_node counts processes.
+    nnodes: int = 1
+    n_gpus_per_node: int = 1
 
 
 @dataclass
@@ -413,3 +428,9 @@ def validate_config(cfg: GSPOConfig) -> None:
         _one_of(logger, LOGGERS, "trainer.logger")
     _one_of(trainer.device, DEVICES, "trainer.device")
     _require(trainer.max_consecutive_skips >= 1, "trainer.max_consecutive_skips", "must be >= 1")
+    _require(trainer.nnodes >= 1, "trainer.nnodes", "must be >= 1")
+    _require(trainer.n_gpus_per_node >= 1, "trainer.n_gpus_per_node", "must be >= 1")
+    world_size = trainer.nnodes * trainer.n_gpus_per_node
+    _require((actor.ppo_mini_batch_size * rollout.n) % world_size == 0, "actor_rollout_ref.actor.ppo_mini_batch_size",
+             f"x actor_rollout_ref.rollout.n = {actor.ppo_mini_batch_size * rollout.n} sequences per mini-batch must "
+             f"split evenly over trainer.nnodes x trainer.n_gpus_per_node = {world_size} processes")

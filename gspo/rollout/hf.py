@@ -8,12 +8,15 @@ import torch
 from transformers import PreTrainedModel
 
 from gspo.rollout.base import Generation, SamplingParams, left_pad, pad_cat, response_mask_from_ids
+from gspo.rollout.seeded import SeededSampler
 
 
 class HFRolloutEngine:
-    """Generates with the live policy module itself, so weights never need syncing.
+    """Generates with ``model`` (the policy itself, or its unsharded rollout copy under FSDP).
 
     ``micro_batch_size`` bounds the sequences (prompts x n) per ``generate`` call; <= 0 means one call.
+    With ``sample_keys`` (one int64 per response, see :mod:`gspo.rollout.seeded`) sampling is seeded per
+    response, so the result does not depend on micro-batching or on which rank generated it.
     """
 
     def __init__(self, model: PreTrainedModel, *, pad_token_id: int, eos_token_ids: list[int],
@@ -25,20 +28,24 @@ class HFRolloutEngine:
         self.autocast_dtype = autocast_dtype
 
     @torch.no_grad()
-    def generate(self, prompts: list[list[int]], params: SamplingParams) -> Generation:
+    def generate(self, prompts: list[list[int]], params: SamplingParams,
+                 sample_keys: torch.Tensor | None = None) -> Generation:
         prompts_per_call = len(prompts)
         if self.micro_batch_size > 0:
             prompts_per_call = max(1, self.micro_batch_size // params.n)
         was_training = self.model.training
         self.model.eval()
         try:
-            chunks = [self._generate_chunk(prompts[i:i + prompts_per_call], params)
+            chunks = [self._generate_chunk(prompts[i:i + prompts_per_call], params,
+                                           None if sample_keys is None
+                                           else sample_keys[i * params.n:(i + prompts_per_call) * params.n])
                       for i in range(0, len(prompts), prompts_per_call)]
         finally:
             self.model.train(was_training)
         return _concat(chunks, self.pad_token_id)
 
-    def _generate_chunk(self, prompts: list[list[int]], params: SamplingParams) -> Generation:
+    def _generate_chunk(self, prompts: list[list[int]], params: SamplingParams,
+                        sample_keys: torch.Tensor | None) -> Generation:
         device = next(self.model.parameters()).device
         prompt_ids, prompt_mask = left_pad(prompts, self.pad_token_id)
         prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
@@ -47,7 +54,15 @@ class HFRolloutEngine:
         knobs = dict(do_sample=params.do_sample, repetition_penalty=1.0, num_return_sequences=params.n,
                      max_new_tokens=params.max_new_tokens, min_new_tokens=0, pad_token_id=self.pad_token_id,
                      eos_token_id=self.eos_token_ids)
-        if params.do_sample:
+        if params.do_sample and sample_keys is not None:  # greedy decoding over seeded Gumbel-perturbed logits
+            # HF's greedy mode has no num_return_sequences; expanding the prompts is what it does internally.
+            prompt_ids = prompt_ids.repeat_interleave(params.n, dim=0)
+            prompt_mask = prompt_mask.repeat_interleave(params.n, dim=0)
+            knobs.update(do_sample=False, num_return_sequences=1,
+                         logits_processor=[SeededSampler(sample_keys, prompt_ids.shape[1],
+                                                         temperature=params.temperature, top_k=params.top_k,
+                                                         top_p=params.top_p)])
+        elif params.do_sample:
             knobs.update(temperature=params.temperature, top_p=params.top_p,
                          top_k=params.top_k if params.top_k > 0 else 0)
         autocast = (torch.autocast(device.type, dtype=self.autocast_dtype) if self.autocast_dtype
@@ -57,8 +72,9 @@ class HFRolloutEngine:
         response_ids = output[:, prompt_ids.shape[1]:]  # (b*n, r)
         response_mask = response_mask_from_ids(response_ids, self.eos_token_ids)
         response_ids = response_ids.masked_fill(response_mask == 0, self.pad_token_id)
-        return Generation(prompt_ids=prompt_ids.repeat_interleave(params.n, dim=0),
-                          prompt_mask=prompt_mask.repeat_interleave(params.n, dim=0),
+        copies = params.n if prompt_ids.shape[0] < response_ids.shape[0] else 1
+        return Generation(prompt_ids=prompt_ids.repeat_interleave(copies, dim=0),
+                          prompt_mask=prompt_mask.repeat_interleave(copies, dim=0),
                           response_ids=response_ids, response_mask=response_mask)
 
 

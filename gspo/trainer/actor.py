@@ -11,9 +11,13 @@ from transformers import PreTrainedModel
 
 from gspo.algos import agg_loss, compute_policy_loss, entropy_from_logits, kl_penalty, log_probs_from_logits
 from gspo.config import ActorConfig
+from gspo.distributed import DistContext
 from gspo.trainer.batch import RolloutBatch
 from gspo.trainer.metrics import MetricAccumulator
 from gspo.trainer.packing import pack_micro_batches
+from gspo.trainer.parallel import full_grad_norm
+
+_SINGLE = DistContext()
 
 # Policy-loss metrics that are means over the micro-batch's non-empty sequences (all others are token means); they
 # are re-weighted by sequence counts so the mini-batch value does not depend on how it was cut into micro-batches.
@@ -50,10 +54,25 @@ def forward_response(model: PreTrainedModel, batch: RolloutBatch, *, temperature
     return log_probs, entropy
 
 
+def even_out(micro_batches: list[RolloutBatch], dist: DistContext) -> list[tuple[RolloutBatch, bool]]:
+    """``(micro_batch, is_real)`` pairs, as many on every rank.
+
+    FSDP runs collectives inside every forward and backward, so all ranks must run the same number of
+    micro-batches; a rank with fewer (length packing differs per rank) repeats a one-row micro-batch whose
+    result is discarded and whose loss is multiplied by zero.
+    """
+    pairs = [(micro, True) for micro in micro_batches]
+    target = dist.all_reduce_max(len(pairs)) if dist.is_distributed else len(pairs)
+    if target > len(pairs):
+        filler = micro_batches[-1].select(torch.tensor([0]))
+        pairs += [(filler, False)] * (target - len(pairs))
+    return pairs
+
+
 @torch.no_grad()
 def compute_log_probs(model: PreTrainedModel, batch: RolloutBatch, *, micro_batch_size: int, temperature: float,
                       autocast_dtype: torch.dtype | None, max_token_len: int | None = None,
-                      logits_chunk_size: int = 0) -> torch.Tensor:
+                      logits_chunk_size: int = 0, dist: DistContext = _SINGLE) -> torch.Tensor:
     """(N, R) response log-probs in micro-batches, without gradients (old policy or reference); 0 at padding.
 
     ``max_token_len`` (``use_dynamic_bsz``): micro-batches are packed by length to at most that many tokens each
@@ -67,17 +86,21 @@ def compute_log_probs(model: PreTrainedModel, batch: RolloutBatch, *, micro_batc
                    logits_chunk_size=logits_chunk_size)
     try:
         if max_token_len:
-            log_probs = None
-            for index, micro in pack_micro_batches(batch, max_token_len):
-                part = forward_response(model, micro, **forward)[0]
-                if log_probs is None:
-                    log_probs = part.new_zeros(batch.response_ids.shape)
-                log_probs[index, :part.shape[1]] = part
-            if log_probs is None:  # no rows
-                log_probs = torch.zeros(batch.response_ids.shape, device=batch.response_ids.device)
+            packs = pack_micro_batches(batch, max_token_len)
         else:
-            log_probs = torch.cat([forward_response(model, micro, **forward)[0]
-                                   for micro in batch.split(micro_batch_size)])
+            packs = [(torch.arange(start, start + micro.num_sequences), micro)
+                     for start, micro in zip(range(0, batch.num_sequences, micro_batch_size),
+                                             batch.split(micro_batch_size))]
+        log_probs = None
+        indices = [index for index, _ in packs]
+        for number, (micro, is_real) in enumerate(even_out([micro for _, micro in packs], dist)):
+            part = forward_response(model, micro, **forward)[0]
+            if log_probs is None:
+                log_probs = part.new_zeros(batch.response_ids.shape)
+            if is_real:
+                log_probs[indices[number], :part.shape[1]] = part
+        if log_probs is None:  # no rows
+            log_probs = torch.zeros(batch.response_ids.shape, device=batch.response_ids.device)
     finally:
         model.train(was_training)
     return torch.where(batch.response_mask.bool(), log_probs, torch.zeros_like(log_probs))
@@ -98,8 +121,11 @@ class UpdateSchedule:
 
 def update_policy(model: PreTrainedModel, optimizer: torch.optim.Optimizer, batch: RolloutBatch,
                   cfg: ActorConfig, *, n: int, temperature: float, autocast_dtype: torch.dtype | None,
-                  max_response_length: int) -> dict[str, float]:
+                  max_response_length: int, dist: DistContext = _SINGLE) -> dict[str, float]:
     """PPO-style epochs over mini-batches of ``cfg.ppo_mini_batch_size`` prompts (x n sequences).
+
+    Data parallel: ``batch`` holds this rank's rows (``parallel.local_rows``), mini-batches are
+    ``ppo_mini_batch_size * n / world_size`` local rows; counts and metrics are reduced over ranks.
 
     ``batch.old_log_probs`` None means the update is exactly on-policy: the current log-probs (detached) stand
     in for them, which skips a forward pass and gives ratio 1 by construction.
@@ -109,13 +135,13 @@ def update_policy(model: PreTrainedModel, optimizer: torch.optim.Optimizer, batc
     ``cfg.ppo_max_token_len_per_gpu`` tokens (rows x longest real length) and trimmed of all-padding columns.
     """
     metrics = MetricAccumulator()
-    mini_batch_rows = cfg.ppo_mini_batch_size * n
+    mini_batch_rows = cfg.ppo_mini_batch_size * n // dist.world_size
     num_updates = num_skipped = 0
     model.train()
     for _ in range(cfg.ppo_epochs):
         for mini_batch in batch.split(mini_batch_rows):
             mini_metrics = _optimizer_step(model, optimizer, mini_batch, cfg, temperature, autocast_dtype,
-                                           max_response_length)
+                                           max_response_length, dist)
             num_updates += 1
             num_skipped += int(mini_metrics.pop("actor/skipped"))
             metrics.add(mini_metrics)
@@ -124,10 +150,12 @@ def update_policy(model: PreTrainedModel, optimizer: torch.optim.Optimizer, batc
 
 def _optimizer_step(model: PreTrainedModel, optimizer: torch.optim.Optimizer, mini_batch: RolloutBatch,
                     cfg: ActorConfig, temperature: float, autocast_dtype: torch.dtype | None,
-                    max_response_length: int) -> dict[str, float]:
-    # Mini-batch-global denominators: micro-batch losses then sum to the mini-batch loss exactly.
-    counts = dict(global_num_tokens=mini_batch.response_mask.sum().item(),
-                  global_num_seqs=(mini_batch.response_mask.sum(-1) > 0).sum().item(),
+                    max_response_length: int, dist: DistContext) -> dict[str, float]:
+    # Mini-batch-global denominators (summed over ranks): micro-batch losses then sum to the mini-batch loss.
+    local_counts = torch.tensor([mini_batch.response_mask.sum().item(),
+                                 (mini_batch.response_mask.sum(-1) > 0).sum().item()], dtype=torch.float64)
+    num_tokens_total, num_seqs_total = dist.all_reduce_sum(local_counts).tolist()
+    counts = dict(global_num_tokens=num_tokens_total, global_num_seqs=num_seqs_total,
                   max_response_len=max_response_length)
     optimizer.zero_grad(set_to_none=True)
     micro_metrics = MetricAccumulator()
@@ -136,15 +164,23 @@ def _optimizer_step(model: PreTrainedModel, optimizer: torch.optim.Optimizer, mi
         micro_batches = [micro for _, micro in pack_micro_batches(mini_batch, cfg.ppo_max_token_len_per_gpu)]
     else:
         micro_batches = mini_batch.split(cfg.ppo_micro_batch_size_per_gpu)
-    for micro in micro_batches:
+    for micro, is_real in even_out(micro_batches, dist):
         loss, metrics = _micro_batch_loss(model, micro, cfg, temperature, autocast_dtype, counts)
-        loss.backward()
+        if not is_real:
+            (loss * 0.0).backward()  # takes part in FSDP's gradient reduction, adds nothing
+            continue
+        # FSDP averages gradients over ranks; the ranks' losses already sum to the mini-batch loss.
+        (loss * dist.world_size if dist.is_distributed else loss).backward()
         pg_loss_total += metrics.pop("actor/pg_loss")
         response_lengths = micro.response_mask.sum(-1)
         num_tokens, num_seqs = response_lengths.sum().item(), (response_lengths > 0).sum().item()
         for name, value in metrics.items():
             micro_metrics.add({name: value}, weight=num_seqs if name in _SEQUENCE_MEAN_METRICS else num_tokens)
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip).item()
+    if dist.is_distributed:
+        gathered = dist.all_gather_objects((micro_metrics, pg_loss_total))
+        micro_metrics = MetricAccumulator().merge(metrics for metrics, _ in gathered)
+        pg_loss_total = sum(loss for _, loss in gathered)
+    grad_norm = full_grad_norm(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
     skipped = not math.isfinite(grad_norm)
     if skipped:  # a NaN/inf gradient would poison AdamW's moments for good; drop this step instead
         optimizer.zero_grad(set_to_none=True)

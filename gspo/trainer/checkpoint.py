@@ -1,8 +1,16 @@
-"""Atomic checkpoints: written to a temporary folder, flushed, then renamed; ``latest`` is updated last.
+"""Atomic, sharded checkpoints: written to a temporary folder, flushed, then renamed; ``latest`` is updated last.
 
-Layout of ``<default_local_dir>/checkpoints/global_step_<N>/``: ``model/`` (HF folder, safetensors + tokenizer),
-``optimizer.pt`` (optimizer + LR scheduler + RNG tensors + surplus groups, loaded with ``weights_only=True``),
-``trainer_state.json`` (step, data order, dynamic-sampling state, Python / NumPy RNG) and ``config.yaml``.
+Layout of ``<default_local_dir>/checkpoints/global_step_<N>/``:
+
+- ``state/``: model and optimizer state in torch.distributed.checkpoint (DCP) format, one file per rank holding
+  that rank's shards, keyed by parameter name, so a run resumes on any number of ranks (DCP reshards on load);
+- ``model/``: the full model as a plain HF folder (safetensors + tokenizer; gathered to rank 0), for evaluation;
+- ``extra.pt``: LR scheduler and the surplus groups of dynamic sampling (loaded with ``weights_only=True``);
+- ``rng/rank_<r>.pt``: each rank's torch (and CUDA) RNG state;
+- ``trainer_state.json``: step, data order, dynamic-sampling state, Python / NumPy RNG; ``config.yaml``.
+
+Every rank calls :func:`save_checkpoint` and :func:`load_checkpoint`; only rank 0 writes the files that are not
+shards and renames the folder into place.
 """
 
 from __future__ import annotations
@@ -11,15 +19,23 @@ import json
 import os
 import random
 import shutil
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_state_dict,
+                                                     set_state_dict)
+
+from gspo.distributed import DistContext
 
 LATEST = "latest"
 STEP_PREFIX = "global_step_"
+_SINGLE = DistContext()
 
 
 @dataclass
@@ -36,41 +52,80 @@ def _fsync_tree(folder: Path) -> None:
                 os.fsync(handle.fileno())
 
 
-def save_checkpoint(root: Path, step: int, *, model, tokenizer, optimizer, scheduler,
+def full_model_state_dict(model: torch.nn.Module, dist: DistContext) -> dict[str, torch.Tensor]:
+    """The unsharded model state on rank 0 (on CPU under FSDP), empty on other ranks; every rank must call it."""
+    if not dist.is_distributed:
+        return model.state_dict()
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def save_hf_folder(folder: Path, *, hf_model, state_dict: dict[str, torch.Tensor], tokenizer) -> None:
+    """A plain HF folder: ``hf_model`` supplies the class and config, ``state_dict`` the weights.
+
+    A gathered state dict holds tied weights (e.g. ``lm_head.weight``) as separate copies; only the names
+    ``hf_model`` owns a parameter or buffer under are written, as ``save_pretrained`` does for its own weights.
+    """
+    owned = {name for name, _ in hf_model.named_parameters()} | {name for name, _ in hf_model.named_buffers()}
+    state_dict = {name: tensor for name, tensor in state_dict.items() if name in owned}
+    hf_model.save_pretrained(folder, state_dict=state_dict, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+
+
+def save_checkpoint(root: Path, step: int, *, model, hf_model, tokenizer, optimizer, scheduler,
                     trainer_state: dict[str, Any], tensors: dict[str, torch.Tensor] | None = None,
-                    config_yaml: str = "", max_to_keep: int | None = None) -> Path:
-    """Write ``root/global_step_<step>`` atomically and point ``root/latest`` at it.
+                    config_yaml: str = "", max_to_keep: int | None = None, dist: DistContext = _SINGLE) -> Path:
+    """Write ``root/global_step_<step>`` atomically and point ``root/latest`` at it (collective: all ranks call).
 
     A crash at any moment leaves either the previous checkpoint or the new one complete: files are written into a
     hidden temporary folder, fsynced, and only then renamed into place; ``latest`` is replaced last.
+    ``hf_model`` is an unsharded model of the same architecture used to write ``model/`` (the policy itself on
+    one process).
     """
-    root.mkdir(parents=True, exist_ok=True)
     final = root / f"{STEP_PREFIX}{step}"
-    for stale in root.glob(f".tmp_{STEP_PREFIX}*"):  # left behind by a run killed mid-write
-        shutil.rmtree(stale, ignore_errors=True)
     tmp = root / f".tmp_{STEP_PREFIX}{step}"
-    tmp.mkdir()
-    model.save_pretrained(tmp / "model", safe_serialization=True)
-    tokenizer.save_pretrained(tmp / "model")
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "torch_rng": torch.get_rng_state(),
-                "numpy_rng": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
-                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                "tensors": tensors or {}},
-               tmp / "optimizer.pt")
-    _, _, numpy_pos, numpy_has_gauss, numpy_gauss = np.random.get_state()
-    state = {"step": step, "python_rng": _python_rng_to_json(random.getstate()),
-             "numpy_rng": [int(numpy_pos), int(numpy_has_gauss), float(numpy_gauss)], **trainer_state}
-    (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
-    (tmp / "config.yaml").write_text(config_yaml)
-    _fsync_tree(tmp)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    _write_latest(root, final.name)
-    if max_to_keep is not None and max_to_keep > 0:
-        _prune(root, max_to_keep)
+    if dist.is_main:
+        root.mkdir(parents=True, exist_ok=True)
+        for stale in root.glob(f".tmp_{STEP_PREFIX}*"):  # left behind by a run killed mid-write
+            shutil.rmtree(stale, ignore_errors=True)
+        (tmp / "rng").mkdir(parents=True)
+    dist.barrier()
+    model_state, optimizer_state = get_state_dict(model, optimizer)
+    with _quiet_single_process():
+        dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=tmp / "state",
+                 no_dist=not dist.is_distributed)
+    torch.save({"torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+               tmp / "rng" / f"rank_{dist.rank}.pt")
+    full_state = full_model_state_dict(model, dist)
+    if dist.is_main:
+        save_hf_folder(tmp / "model", hf_model=hf_model, state_dict=full_state, tokenizer=tokenizer)
+        torch.save({"scheduler": scheduler.state_dict(), "tensors": tensors or {},
+                    "numpy_rng": torch.from_numpy(np.random.get_state()[1].astype(np.int64))}, tmp / "extra.pt")
+        _, _, numpy_pos, numpy_has_gauss, numpy_gauss = np.random.get_state()
+        state = {"step": step, "world_size": dist.world_size,
+                 "python_rng": _python_rng_to_json(random.getstate()),
+                 "numpy_rng": [int(numpy_pos), int(numpy_has_gauss), float(numpy_gauss)], **trainer_state}
+        (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
+        (tmp / "config.yaml").write_text(config_yaml)
+    dist.barrier()
+    if dist.is_main:
+        _fsync_tree(tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _write_latest(root, final.name)
+        if max_to_keep is not None and max_to_keep > 0:
+            _prune(root, max_to_keep)
+    dist.barrier()
     return final
+
+
+@contextmanager
+def _quiet_single_process():
+    """DCP warns on every single-process save / load that no process group exists; that is intended here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield
 
 
 def _write_latest(root: Path, name: str) -> None:
@@ -99,36 +154,42 @@ def find_latest(root: Path) -> Path | None:
 
 
 def _is_complete(path: Path) -> bool:
-    return (path / "trainer_state.json").is_file() and (path / "optimizer.pt").is_file() \
-        and (path / "model" / "config.json").is_file()
+    return (path / "trainer_state.json").is_file() and (path / "extra.pt").is_file() \
+        and (path / "state" / ".metadata").is_file()
 
 
-def load_checkpoint(path: Path, *, model, optimizer, scheduler) -> CheckpointState:
-    """Restore model, optimizer, scheduler and RNGs in place; return the step and the trainer state."""
-    from safetensors.torch import load_file
+def load_checkpoint(path: Path, *, model, optimizer, scheduler, dist: DistContext = _SINGLE) -> CheckpointState:
+    """Restore model, optimizer, scheduler and RNGs in place on every rank; return the step and trainer state.
 
+    The sharded state is resharded to this run's number of ranks; a rank with no saved RNG state (the run now
+    has more ranks than the one that wrote the checkpoint) keeps its seeded RNG.
+    """
     if not _is_complete(path):
-        raise FileNotFoundError(f"{path} is not a complete gspo checkpoint")
-    weights = {}
-    for shard in sorted((path / "model").glob("*.safetensors")):
-        weights.update(load_file(shard))
-    missing, unexpected = model.load_state_dict(weights, strict=False)
-    # Tied embeddings are saved once; anything else missing means a different architecture.
-    missing = [k for k in missing if not (k == "lm_head.weight" and getattr(model.config, "tie_word_embeddings", False))]
-    if missing or unexpected:
-        raise ValueError(f"{path}: checkpoint does not match the model (missing {missing[:5]}, "
-                         f"unexpected {unexpected[:5]})")
-    blob = torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu")
-    optimizer.load_state_dict(blob["optimizer"])
-    scheduler.load_state_dict(blob["scheduler"])
-    torch.set_rng_state(blob["torch_rng"])
-    if blob["cuda_rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(blob["cuda_rng"])
-    state = json.loads((path / "trainer_state.json").read_text())
-    random.setstate(_python_rng_from_json(state.pop("python_rng")))
-    pos, has_gauss, gauss = state.pop("numpy_rng")
-    np.random.set_state(("MT19937", blob["numpy_rng"].numpy().astype(np.uint32), pos, has_gauss, gauss))
-    return CheckpointState(step=int(state.pop("step")), trainer_state=state, tensors=blob.get("tensors", {}))
+        raise FileNotFoundError(f"{path} is not a complete gspo checkpoint (trainer.resume_from_path or "
+                                f"checkpoints/latest)")
+    model_state, optimizer_state = get_state_dict(model, optimizer)
+    state = {"model": model_state, "optimizer": optimizer_state}
+    try:
+        with _quiet_single_process():
+            dcp.load(state, checkpoint_id=path / "state", no_dist=not dist.is_distributed)
+    except Exception as exc:  # DCP reports a missing key as a planner error deep in a stack trace
+        raise ValueError(f"{path}: checkpoint does not match the model or optimizer: {exc}") from exc
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+    extra = torch.load(path / "extra.pt", weights_only=True, map_location="cpu")
+    scheduler.load_state_dict(extra["scheduler"])
+    rng_file = path / "rng" / f"rank_{dist.rank}.pt"
+    if rng_file.is_file():
+        rng = torch.load(rng_file, weights_only=True)
+        torch.set_rng_state(rng["torch_rng"])
+        if rng["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda_rng"])
+    trainer_state = json.loads((path / "trainer_state.json").read_text())
+    random.setstate(_python_rng_from_json(trainer_state.pop("python_rng")))
+    pos, has_gauss, gauss = trainer_state.pop("numpy_rng")
+    np.random.set_state(("MT19937", extra["numpy_rng"].numpy().astype(np.uint32), pos, has_gauss, gauss))
+    trainer_state.pop("world_size", None)
+    return CheckpointState(step=int(trainer_state.pop("step")), trainer_state=trainer_state,
+                           tensors=extra.get("tensors", {}))
 
 
 def _python_rng_to_json(state: tuple) -> list:

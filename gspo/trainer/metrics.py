@@ -20,6 +20,13 @@ class MetricAccumulator:
         for name, value in metrics.items():
             self._values[name].append((float(value), float(weight)))
 
+    def merge(self, others: Iterable[MetricAccumulator]) -> MetricAccumulator:
+        """This accumulator plus the (value, weight) pairs of ``others`` (e.g. gathered from other ranks)."""
+        for other in others:
+            for name, pairs in other._values.items():
+                self._values[name].extend(pairs)
+        return self
+
     def reduce(self) -> dict[str, float]:
         out = {}
         for name, pairs in self._values.items():

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
 from gspo.config import ConfigError, GSPOConfig
 from gspo.data import DataError, PromptDataset
 from gspo.resources import resolve_path
@@ -57,3 +63,19 @@ def preflight(cfg: GSPOConfig) -> str:
     reward = cfg.custom_reward_function.path or "registry by data_source"
     return (f"ok: model {model_dir}; {len(train)} train prompts ({train.num_dropped} overlong dropped); "
             f"{len(val) if val else 0} val prompts; reward: {reward}")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def check_writable(folder: Path, rank: int = 0) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write_test_{rank}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise PermissionError(f"trainer.default_local_dir: cannot write to {folder}: {exc}") from exc

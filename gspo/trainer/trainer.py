@@ -3,29 +3,31 @@
 from __future__ import annotations
 
 import logging
-import random
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from gspo.algos import ADV_ESTIMATORS
 from gspo.config import GSPOConfig, to_yaml
 from gspo.data import PromptItem, PromptSampler
+from gspo.distributed import init_distributed
 from gspo.models import autocast_dtype, enable_activation_checkpointing, load_causal_lm, load_tokenizer, resolve_device
-from gspo.rollout import HFRolloutEngine, SamplingParams
+from gspo.rollout import HFRolloutEngine, SamplingParams, sample_keys
 from gspo.trainer.actor import UpdateSchedule, compute_log_probs, update_policy
 from gspo.trainer.batch import RolloutBatch
-from gspo.trainer.checkpoint import find_latest, load_checkpoint, save_checkpoint
+from gspo.trainer.checkpoint import (find_latest, full_model_state_dict, load_checkpoint, save_checkpoint,
+                                     save_hf_folder)
 from gspo.trainer.dynamic_sampling import (GenerationStats, count_groups, keep_informative_groups, split_groups,
                                           trained_batch_metrics)
 from gspo.trainer.sampling_state import DynamicSamplingState
 from gspo.trainer.metrics import MetricsLogger, summary_line
 from gspo.trainer.optim import build_optimizer, build_scheduler
-from gspo.trainer.setup import build_dataset, build_reward_manager, check_runnable
+from gspo.trainer.parallel import (build_rollout_copy, check_data_parallel, local_rows, merge_rank_reward_metrics,
+                                   shard_model, sync_rollout_weights)
+from gspo.trainer.setup import build_dataset, build_reward_manager, check_runnable, check_writable, seed_everything
 from gspo.trainer.signals import StopRequest, TrainingInterrupted
 
 log = logging.getLogger(__name__)
@@ -34,17 +36,23 @@ log = logging.getLogger(__name__)
 class Trainer:
     """Builds everything a run needs from a :class:`GSPOConfig`, then ``fit()`` trains.
 
-    Single process today; every loss is normalised by batch-global counts and only ``is_main`` logs and writes,
-    so data parallelism slots in without touching the algorithm.
+    One trainer per process. Under ``torchrun`` every rank builds the same state from the same seed; prompts of
+    each generation batch are split across ranks and the scored groups gathered back, so the dynamic-sampling
+    decision is made identically everywhere; the update is data-parallel with FSDP2; only rank 0 logs and
+    writes files other than checkpoint shards.
     """
 
     def __init__(self, config: GSPOConfig):
         self.config = cfg = config
-        self.is_main = True
+        self.dist = init_distributed(cfg.trainer.device)
+        self.is_main = self.dist.is_main
+        check_data_parallel(cfg, self.dist.world_size)
         self.output_dir = Path(cfg.trainer.default_local_dir)
-        _check_writable(self.output_dir)
-        _seed_everything(cfg.trainer.seed)
+        check_writable(self.output_dir, self.dist.rank)
+        seed_everything(cfg.trainer.seed)
         self.device = resolve_device(cfg.trainer.device)
+        if self.device.type == "cuda" and self.dist.is_distributed:
+            self.device = torch.device("cuda", self.dist.local_rank)
         self.autocast_dtype = autocast_dtype(self.device)
 
         # Cheap checks first (data, reward), so bad input fails before model weights are loaded.
@@ -58,8 +66,13 @@ class Trainer:
         self.model = load_causal_lm(model_path, self.device)
         if cfg.actor_rollout_ref.model.enable_gradient_checkpointing:
             enable_activation_checkpointing(self.model)
+        self.rollout_model = self.model  # one process generates with the policy itself
+        if self.dist.is_distributed:
+            self.rollout_model = build_rollout_copy(self.model, dtype=self.autocast_dtype)
+            self._shard(self.model)
+        self._rollout_stale = False
         self.ref_model = self._build_ref_model(model_path)
-        self.engine = HFRolloutEngine(self.model, pad_token_id=self.tokenizer.pad_token_id,
+        self.engine = HFRolloutEngine(self.rollout_model, pad_token_id=self.tokenizer.pad_token_id,
                                       eos_token_ids=self._eos_token_ids(),
                                       micro_batch_size=cfg.actor_rollout_ref.rollout.micro_batch_size,
                                       autocast_dtype=self.autocast_dtype)
@@ -78,11 +91,19 @@ class Trainer:
         self._maybe_resume()
 
     # ------------------------------------------------------------------------------------------------ setup
+    def _shard(self, model) -> None:
+        """FSDP2 over the ranks; FSDP's bf16 parameter casting then replaces autocast on CUDA."""
+        fsdp = self.config.actor_rollout_ref.actor.fsdp_config
+        shard_model(model, bf16=self.device.type == "cuda", cpu_offload=fsdp.param_offload or fsdp.optimizer_offload)
+        self.autocast_dtype = None
+
     def _build_ref_model(self, model_path: str):
         if not self.config.actor_rollout_ref.actor.use_kl_loss:
             return None  # the reference model costs a full copy of the weights: load it only when used
         ref = load_causal_lm(model_path, self.device).eval()
         ref.requires_grad_(False)
+        if self.dist.is_distributed:
+            self._shard(ref)
         return ref
 
     def _eos_token_ids(self) -> list[int]:
@@ -115,9 +136,11 @@ class Trainer:
                     batch.seq_final_reward, batch.group_ids,
                     norm_adv_by_std=self.config.algorithm.norm_adv_by_std_in_grpo)
             batch = batch.to(self.device)
-            self.compute_reference_log_probs(batch, timings)
+            local = local_rows(batch, self.config.actor_rollout_ref.actor.ppo_mini_batch_size
+                               * self.config.actor_rollout_ref.rollout.n, self.dist)  # this rank's rows
+            self.compute_reference_log_probs(local, timings)
             with _timer(timings, "timing/update"):
-                metrics.update(self.update(batch))
+                metrics.update(self.update(local))
         metrics.update(trained_batch_metrics(batch))
         metrics.update(timings)
         metrics.update(self._throughput(batch, metrics))
@@ -140,10 +163,7 @@ class Trainer:
             if filtering.enable and 0 < cap <= stats.num_gen_batches:
                 raise stats.cap_error(needed, cap, filtering.metric)
             prompts = self._draw_prompts(needed - stats.num_kept_groups, stats)
-            with _timer(timings, "timing/gen"):
-                batch = self.generate(prompts, self._sampling_params())
-            with _timer(timings, "timing/reward"):
-                reward_metrics = self.score(batch, prompts)
+            batch, reward_metrics = self.generate_and_score(prompts, self._sampling_params(), timings)
             if filtering.enable:
                 self.sampling_state.observe(batch, filtering.metric)
             kept_now = keep_informative_groups(batch, filtering.metric) if filtering.enable else batch
@@ -163,15 +183,43 @@ class Trainer:
             if admitted:
                 return [self.train_data[i] for i in admitted]
 
-    def generate(self, prompts: list[PromptItem], params: SamplingParams) -> RolloutBatch:
-        """Sample ``params.n`` responses per prompt; rows of a group are contiguous, group ids never repeat."""
-        generation = self.engine.generate([p.prompt_ids for p in prompts], params)
-        first = self._next_group_id
-        self._next_group_id += len(prompts)
-        group_ids = torch.arange(first, first + len(prompts)).repeat_interleave(params.n)
+    def generate_and_score(self, prompts: list[PromptItem], params: SamplingParams,
+                           timings: dict[str, float] | None = None, group_ids: torch.Tensor | None = None
+                           ) -> tuple[RolloutBatch, dict[str, float]]:
+        """Generate and score ``prompts`` (each rank its contiguous share); every rank gets the whole batch.
+
+        ``group_ids`` (one per prompt) seed the sampling; by default the next unused training ids. Returns the
+        scored batch in prompt order and the reward function's metrics over all of it.
+        """
+        timings = {} if timings is None else timings
+        if group_ids is None:  # training group ids never repeat in a run
+            group_ids = torch.arange(self._next_group_id, self._next_group_id + len(prompts))
+            self._next_group_id += len(prompts)
+        start, stop = self.dist.shard(prompts)
+        part = None
+        if start < stop:
+            with _timer(timings, "timing/gen"):
+                batch = self.generate(prompts[start:stop], group_ids[start:stop], params)
+            with _timer(timings, "timing/reward"):
+                part = (batch, self.score(batch, prompts[start:stop]))
+        parts = [p for p in self.dist.all_gather_objects(part) if p is not None]
+        batch = RolloutBatch.concat([b for b, _ in parts], self.tokenizer.pad_token_id)
+        return batch, merge_rank_reward_metrics([(m, b.num_sequences) for b, m in parts])
+
+    def generate(self, prompts: list[PromptItem], group_ids: torch.Tensor, params: SamplingParams) -> RolloutBatch:
+        """Sample ``params.n`` responses per prompt; rows of a group are contiguous.
+
+        Sampling is seeded per response from (trainer.seed, group id, sample index), so a response does not depend
+        on its batch, its rank or a resume.
+        """
+        if self._rollout_stale and self.rollout_model is not self.model:
+            sync_rollout_weights(self.model, self.rollout_model)
+        self._rollout_stale = False
+        keys = sample_keys(self.config.trainer.seed, group_ids, params.n) if params.do_sample else None
+        generation = self.engine.generate([p.prompt_ids for p in prompts], params, keys)
         prompt_index = torch.tensor([p.index for p in prompts]).repeat_interleave(params.n)
-        return RolloutBatch.from_generation(generation, group_ids=group_ids, prompt_index=prompt_index,
-                                            generation_step=self.global_step).to("cpu")
+        return RolloutBatch.from_generation(generation, group_ids=group_ids.repeat_interleave(params.n),
+                                            prompt_index=prompt_index, generation_step=self.global_step).to("cpu")
 
     def score(self, batch: RolloutBatch, prompts: list[PromptItem]) -> dict[str, float]:
         """Fill ``seq_reward`` / ``seq_final_reward`` / ``acc`` in place; return the reward function's metrics
@@ -185,11 +233,13 @@ class Trainer:
         return {k: v for k, v in rewards.metrics.items() if not k.endswith(("/score_mean", "/final_mean", "/acc_mean"))}
 
     def compute_reference_log_probs(self, batch: RolloutBatch, timings: dict[str, float]) -> None:
-        """Old-policy log-probs (skipped when the update is exactly on-policy) and reference log-probs (KL)."""
+        """Old-policy log-probs (skipped when the update is exactly on-policy) and reference log-probs (KL),
+        for this rank's rows."""
         rollout_cfg, actor = self.config.actor_rollout_ref.rollout, self.config.actor_rollout_ref.actor
         common = dict(micro_batch_size=actor.ppo_micro_batch_size_per_gpu, temperature=rollout_cfg.temperature,
                       autocast_dtype=self.autocast_dtype, logits_chunk_size=actor.logits_chunk_size,
-                      max_token_len=actor.ppo_max_token_len_per_gpu if actor.use_dynamic_bsz else None)
+                      max_token_len=actor.ppo_max_token_len_per_gpu if actor.use_dynamic_bsz else None,
+                      dist=self.dist)
         if not self.schedule.is_on_policy:
             with _timer(timings, "timing/old_log_prob"):
                 batch.old_log_probs = compute_log_probs(self.model, batch, **common)
@@ -202,7 +252,8 @@ class Trainer:
                                 n=self.config.actor_rollout_ref.rollout.n,
                                 temperature=self.config.actor_rollout_ref.rollout.temperature,
                                 autocast_dtype=self.autocast_dtype,
-                                max_response_length=self.config.data.max_response_length)
+                                max_response_length=self.config.data.max_response_length, dist=self.dist)
+        self._rollout_stale = True
         metrics["actor/lr"] = self.scheduler.get_last_lr()[0]
         self.scheduler.step()
         self._track_skips(int(metrics["actor/skipped_updates"]), int(metrics["actor/num_updates"]))
@@ -219,6 +270,7 @@ class Trainer:
                 f"reward for NaN/inf, or resume from the last checkpoint.")
 
     def _throughput(self, batch: RolloutBatch, metrics: dict[str, float]) -> dict[str, float]:
+        """Tokens per second of the whole run (all ranks), from rank 0's timings."""
         trained = batch.response_mask.sum().item() + batch.prompt_mask.sum().item()
         return {"perf/gen_tokens_per_s": metrics["train/generated_tokens"] / max(metrics.get("timing/gen", 0.0), 1e-9),
                 "perf/train_tokens_per_s": trained / max(metrics["timing/update"], 1e-9)}
@@ -234,8 +286,10 @@ class Trainer:
                                 max_new_tokens=self.config.data.max_response_length)
         start = time.perf_counter()
         prompts = list(self.val_data)
-        batch = self.generate(prompts, params)
-        self.score(batch, prompts)
+        # Validation ids are their own (negative) space: the same noise at every evaluation (common random
+        # numbers make the curve smoother) and training samples do not depend on when validation ran.
+        val_ids = -1 - torch.tensor([p.index for p in prompts], dtype=torch.long)
+        batch, _ = self.generate_and_score(prompts, params, group_ids=val_ids)
         return {"val/score_mean": batch.seq_reward.mean().item(), "val/acc_mean": batch.acc.mean().item(),
                 "val/response_length_mean": batch.response_lengths.float().mean().item(),
                 "timing/val": time.perf_counter() - start}
@@ -260,9 +314,10 @@ class Trainer:
                                 disable=not self.is_main, dynamic_ncols=True)
                 while self.global_step < self.total_steps:
                     last = self._fit_one_step(logger, progress)
-                    if stop.signal_name is not None:
+                    # Ranks stop together: a signal that reached any rank stops all after this step.
+                    if self.dist.all_reduce_max(int(stop.signal_name is not None)):
                         path = self.save_checkpoint()
-                        raise TrainingInterrupted(stop.signal_name, self.global_step, path)
+                        raise TrainingInterrupted(stop.signal_name or "SIGTERM", self.global_step, path)
                 progress.close()
             self.save_final_model()
         finally:
@@ -281,7 +336,7 @@ class Trainer:
             self.save_checkpoint()
         self._log(logger, self.global_step, metrics)
         progress.update(1)
-        if "console" in cfg.logger:
+        if "console" in cfg.logger and self.is_main:
             progress.write(summary_line(self.global_step, metrics))
         return metrics
 
@@ -295,21 +350,22 @@ class Trainer:
         return ({"sampler": self.sampler.state_dict(), "dynamic_sampling": sampling,
                  "next_group_id": self._next_group_id}, surplus)
 
-    def save_checkpoint(self) -> Path | None:
-        if not self.is_main:
-            return None
+    def save_checkpoint(self) -> Path:
+        """Sharded checkpoint of this step (every rank calls it; see :mod:`gspo.trainer.checkpoint`)."""
         state, tensors = self._trainer_state()
         return save_checkpoint(self.output_dir / "checkpoints", self.global_step, model=self.model,
-                               tokenizer=self.tokenizer, optimizer=self.optimizer, scheduler=self.scheduler,
-                               trainer_state=state, tensors=tensors, config_yaml=to_yaml(self.config),
-                               max_to_keep=self.config.trainer.max_actor_ckpt_to_keep)
+                               hf_model=self.rollout_model, tokenizer=self.tokenizer, optimizer=self.optimizer,
+                               scheduler=self.scheduler, trainer_state=state, tensors=tensors,
+                               config_yaml=to_yaml(self.config),
+                               max_to_keep=self.config.trainer.max_actor_ckpt_to_keep, dist=self.dist)
 
     def save_final_model(self) -> Path:
-        """The trained policy as a plain HF folder (safetensors + tokenizer)."""
+        """The trained policy as a plain HF folder (safetensors + tokenizer), gathered to rank 0."""
         final = self.output_dir / "final_model"
+        state_dict = full_model_state_dict(self.model, self.dist)
         if self.is_main:
-            self.model.save_pretrained(final, safe_serialization=True)
-            self.tokenizer.save_pretrained(final)
+            save_hf_folder(final, hf_model=self.rollout_model, state_dict=state_dict, tokenizer=self.tokenizer)
+        self.dist.barrier()
         return final
 
     def _maybe_resume(self) -> None:
@@ -320,7 +376,9 @@ class Trainer:
                 else find_latest(self.output_dir / "checkpoints"))
         if path is None:
             return
-        state = load_checkpoint(path, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler)
+        state = load_checkpoint(path, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
+                                dist=self.dist)
+        self._rollout_stale = True
         self.sampler.load_state_dict(state.trainer_state["sampler"])
         self.sampling_state.load_state_dict(state.trainer_state["dynamic_sampling"], state.tensors)
         self._next_group_id = state.trainer_state["next_group_id"]
@@ -334,19 +392,3 @@ def _timer(timings: dict[str, float], name: str):
     start = time.perf_counter()
     yield
     timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def _check_writable(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".write_test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as exc:
-        raise PermissionError(f"trainer.default_local_dir: cannot write to {folder}: {exc}") from exc

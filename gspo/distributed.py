@@ -1,0 +1,115 @@
+"""The process group of a run launched by ``torchrun`` (or a single process), and the few collectives we use.
+
+``torchrun --nproc_per_node N -m gspo.train ...`` sets RANK / WORLD_SIZE / LOCAL_RANK; we join the default
+process group (NCCL on CUDA, gloo on CPU). Without those variables the run is one process and every collective
+below is the identity, so single-process code pays nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import torch
+import torch.distributed as dist
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Where this process sits in the run: ``rank`` of ``world_size``, ``local_rank`` on its node."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the only process that logs, prints and writes files other than checkpoint shards."""
+        return self.rank == 0
+
+    @property
+    def is_distributed(self) -> bool:
+        return self.world_size > 1
+
+    def shard(self, items: list[T]) -> tuple[int, int]:
+        """[start, stop) of this rank's contiguous share of ``items``; shares differ in size by at most one."""
+        return shard_bounds(len(items), self.rank, self.world_size)
+
+    def all_gather_objects(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj`` (picklable, on CPU), in rank order."""
+        if not self.is_distributed:
+            return [obj]
+        gathered: list[Any] = [None] * self.world_size
+        dist.all_gather_object(gathered, obj)
+        return gathered
+
+    def all_reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
+        """Sum of ``values`` over ranks (a new tensor; the input is not modified)."""
+        if not self.is_distributed:
+            return values
+        total = values.clone()
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        return total
+
+    def all_reduce_max(self, value: int) -> int:
+        if not self.is_distributed:
+            return value
+        tensor = torch.tensor([value], dtype=torch.long, device=_collective_device())
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return int(tensor.item())
+
+    def broadcast_object(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank."""
+        if not self.is_distributed:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def barrier(self) -> None:
+        if self.is_distributed:
+            dist.barrier()
+
+
+def shard_bounds(num_items: int, rank: int, world_size: int) -> tuple[int, int]:
+    """[start, stop) of rank's contiguous share; the first ``num_items % world_size`` ranks get one more.
+
+    >>> [shard_bounds(5, r, 2) for r in range(2)]
+    [(0, 3), (3, 5)]
+    >>> [shard_bounds(1, r, 3) for r in range(3)]
+    [(0, 1), (1, 1), (1, 1)]
+    """
+    base, extra = divmod(num_items, world_size)
+    start = rank * base + min(rank, extra)
+    return start, start + base + (rank < extra)
+
+
+def _collective_device() -> torch.device:
+    backend = dist.get_backend() if dist.is_initialized() else "gloo"
+    return torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
+
+
+def init_distributed(device: str) -> DistContext:
+    """Join the process group torchrun describes in the environment (idempotent); a single process otherwise.
+
+    ``device`` is ``trainer.device`` (auto / cpu / cuda): NCCL when the run uses CUDA, gloo on CPU. Each rank
+    uses GPU ``LOCAL_RANK``.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return DistContext()
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return DistContext(rank=rank, world_size=world_size, local_rank=local_rank)
+
+
+def destroy_distributed() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()

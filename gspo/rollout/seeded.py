@@ -1,0 +1,83 @@
+"""Seeded sampling: each response depends only on (seed, its key, token position), never on its batch.
+
+HF ``generate`` samples with ``torch.multinomial`` on the global RNG, so a response depends on which other
+prompts share its batch, on micro-batching and on the rank it ran on. Here a response's tokens are drawn by the
+Gumbel-max trick, ``argmax(logits / T + g)`` with ``g ~ Gumbel(0, 1)`` i.i.d. per (key, position, token), which is
+an exact sample from ``softmax(logits / T)`` (after top-k / top-p). The Gumbel noise comes from a counter-based
+hash of (key, position, token id), so the same key gives the same response on 1 rank or N ranks, in any batch,
+before or after a resume. Keys come from ``(seed, group id, sample index)``; group ids never repeat in a run.
+
+The hash is the murmur3 32-bit finaliser (``fmix32``) chained over the counter words, computed in int64 with the
+32-bit products split in halves so nothing overflows; uniforms take its top 23 bits (exact in float32, never 0
+or 1), which truncates the Gumbel tail at about 16.6 (probability 2^-24 per token).
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import LogitsProcessor, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+_MASK32 = 0xFFFFFFFF
+
+
+def _mul32(x: torch.Tensor, constant: int) -> torch.Tensor:
+    """(x * constant) mod 2^32 for x in [0, 2^32), without int64 overflow."""
+    low, high = constant & 0xFFFF, constant >> 16
+    return (x * low + (((x * high) & 0xFFFF) << 16)) & _MASK32
+
+
+def mix32(x: torch.Tensor) -> torch.Tensor:
+    """murmur3 fmix32 of int64 values in [0, 2^32): a bijection with full avalanche.
+
+    >>> mix32(torch.tensor([0, 1, 2])).tolist()
+    [0, 1364076727, 821347078]
+    """
+    x = x & _MASK32
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x85EBCA6B)
+    x = x ^ (x >> 13)
+    x = _mul32(x, 0xC2B2AE35)
+    return x ^ (x >> 16)
+
+
+def sample_keys(seed: int, group_ids: torch.Tensor, n: int) -> torch.Tensor:
+    """(G * n,) int64 keys for ``n`` responses to each of the (G,) groups, group-major like the rollout rows."""
+    base = mix32(mix32(torch.tensor(seed & _MASK32)) ^ mix32(group_ids.long() & _MASK32)
+                 ^ mix32((group_ids.long() >> 32) + 0x9E3779B9))
+    sample = torch.arange(n, dtype=torch.long)
+    return mix32(base[:, None] ^ mix32(sample + 0x7F4A7C15)[None, :]).reshape(-1)
+
+
+def gumbel_noise(keys: torch.Tensor, position: int, vocab_size: int) -> torch.Tensor:
+    """(B, V) float32 standard Gumbel noise, a pure function of (key, position, token id)."""
+    row = mix32(keys ^ mix32(torch.tensor(position, device=keys.device) + 0x632BE5AB))  # (B,)
+    token = mix32(torch.arange(vocab_size, device=keys.device) + 0x5BD1E995)  # (V,)
+    bits = mix32(row[:, None] ^ token[None, :]) >> 9  # (B, V), 23 random bits
+    uniform = (bits.float() + 0.5) * (1.0 / (1 << 23))  # exact in float32, in [2^-24, 1 - 2^-24]
+    return -torch.log(-torch.log(uniform))
+
+
+class SeededSampler(LogitsProcessor):
+    """Temperature, top-k, top-p, then seeded Gumbel noise: greedy decoding on its output samples the policy.
+
+    ``keys`` (B,) has one key per generated row in the order of ``generate``'s output; ``prompt_width`` is the
+    padded prompt length, so ``input_ids.shape[1] - prompt_width`` is the position of the token being drawn.
+    """
+
+    def __init__(self, keys: torch.Tensor, prompt_width: int, *, temperature: float, top_k: int, top_p: float):
+        self.keys = keys
+        self.prompt_width = prompt_width
+        self.warpers = []
+        if temperature != 1.0:
+            self.warpers.append(TemperatureLogitsWarper(temperature))
+        if top_k > 0:
+            self.warpers.append(TopKLogitsWarper(top_k))
+        if top_p < 1.0:
+            self.warpers.append(TopPLogitsWarper(top_p))
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        scores = scores.float()
+        for warper in self.warpers:
+            scores = warper(input_ids, scores)
+        position = input_ids.shape[1] - self.prompt_width
+        return scores + gumbel_noise(self.keys.to(scores.device), position, scores.shape[-1])
