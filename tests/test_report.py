@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gspo.cli import main
-from gspo.report import PANELS, read_metrics, series, summarize, write_report
+from gspo.report import PANELS, read_metrics, series, write_report
 
 pytest.importorskip("matplotlib")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
