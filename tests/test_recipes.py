@@ -20,7 +20,7 @@ REAL_GSM8K = REPO / ".." / "shared" / "data" / "gsm8k"
 
 
 def run(script: Path, cwd: Path, *args: str, timeout: int = 120, **env: str) -> subprocess.CompletedProcess:
-    base = {k: v for k, v in os.environ.items() if k not in ("GSPO_ALLOW_CPU", "MODEL_PATH", "GSM8K_DIR", "DATA_DIR")}
+    base = {k: v for k, v in os.environ.items() if k not in ("GSPO_ALLOW_CPU", "MODEL_PATH", "GSM8K_DIR", "DATA_DIR", "NGPUS", "NNODES")}
     return subprocess.run(["bash", str(script), *args], cwd=cwd, env={**base, "PYTHON": sys.executable, **env},
                           capture_output=True, text=True, timeout=timeout)
 
@@ -65,7 +65,8 @@ def test_3b_overrides_resolve_under_the_schema_and_user_args_win(tmp_path, tiny_
                         f'exec {sys.executable} -m gspo validate "$@"; fi\nexec {sys.executable} "$@"\n')
     stand_in.chmod(0o755)
     proc = run(SCRIPT_3B, tmp_path, "trainer.test_freq=7", GSPO_ALLOW_CPU="1", PYTHON=str(stand_in),
-               MODEL_PATH=str(tiny_model_dir), DATA_DIR=str(tmp_path / "data"), OUTPUT_DIR=str(tmp_path / "run"))
+               MODEL_PATH=str(tiny_model_dir), DATA_DIR=str(tmp_path / "data"), OUTPUT_DIR=str(tmp_path / "run"),
+               NGPUS="4", NNODES="2")
     assert proc.returncode == 0, proc.stderr
     resolved_yaml, _, report = proc.stdout.rstrip().rpartition("\n")
     cfg = yaml.safe_load(resolved_yaml)
@@ -83,6 +84,7 @@ def test_3b_overrides_resolve_under_the_schema_and_user_args_win(tmp_path, tiny_
     assert cfg["trainer"]["test_freq"] == 7  # the script sets 5; the appended key=value wins
     assert cfg["trainer"]["total_training_steps"] is None
     assert cfg["trainer"]["default_local_dir"] == str(tmp_path / "run")
+    assert (cfg["trainer"]["nnodes"], cfg["trainer"]["n_gpus_per_node"]) == (2, 4)  # forwarded to torchrun
 
 
 @pytest.mark.skipif(not (REAL_GSM8K / "train.jsonl").is_file(), reason="GSM8K copy not present at ../shared/data")

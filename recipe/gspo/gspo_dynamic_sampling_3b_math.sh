@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# GSPO + DAPO dynamic sampling on GSM8K with Qwen2.5-3B-Instruct on one GPU (the seed design's 3B math run).
+# GSPO + DAPO dynamic sampling on GSM8K with Qwen2.5-3B-Instruct (the seed design's 3B math run), on every visible
+# GPU of one or more nodes through torchrun + FSDP2.
 #
 #   bash recipe/gspo/gspo_dynamic_sampling_3b_math.sh [key=value ...]      # overrides are applied last
+#   NGPUS=4 bash recipe/gspo/gspo_dynamic_sampling_3b_math.sh              # 4 of this node's GPUs
+#   # two nodes of 8 GPUs: run on each node, NODE_RANK=0 on the node named by MASTER_ADDR, 1 on the other
+#   NNODES=2 NGPUS=8 MASTER_ADDR=node0 MASTER_PORT=29500 NODE_RANK=0 bash recipe/gspo/gspo_dynamic_sampling_3b_math.sh
 #
 # Environment:
 #   MODEL_PATH   local HF checkpoint (default ~/models/Qwen2.5-3B-Instruct; nothing is downloaded)
@@ -11,11 +15,15 @@
 #   DATA_DIR     prepared train.parquet / test.parquet (default ./data/gsm8k; written by `gspo data gsm8k`)
 #   OUTPUT_DIR   run folder: metrics.jsonl, checkpoints, final_model (default ./outputs/gspo-dynamic-sampling-3b-gsm8k)
 #   PYTHON       interpreter with gspo installed (default python)
+#   NGPUS        processes per node (default: all visible GPUs; 1 without a GPU)
+#   NNODES       nodes (default 1); more than one needs MASTER_ADDR, NODE_RANK (and MASTER_PORT) on every node
 #   GSPO_ALLOW_CPU=1  skip the GPU check (the tiny CPU recipe reuses this script)
 #
-# Memory (one 80 GB GPU): fp32 weights + gradients + AdamW states ~48 GB for 3B parameters, bf16 autocast for every
-# forward; rollout micro-batches of 128 sequences keep the bf16 KV cache of 1536-token sequences near 7 GB, and
-# micro-batches of 4 sequences keep the (4, 1536, 151936) logits of the update small.
+# Memory: fp32 weights + gradients + AdamW states are ~48 GB for 3B parameters; on one 80 GB GPU they fit whole,
+# on N GPUs FSDP2 shards them (48/N GB each) and every GPU adds an unsharded bf16 copy of the weights for
+# generation (6 GB). bf16 compute for every forward; rollout micro-batches of 128 sequences keep the bf16 KV cache
+# of 1536-token sequences near 7 GB, and micro-batches of 4 sequences keep the (4, 1536, 151936) logits small.
+# Tight on memory: actor_rollout_ref.actor.fsdp_config.param_offload=true (slower steps, state on the CPU).
 set -euo pipefail
 
 REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -23,6 +31,10 @@ PYTHON=${PYTHON:-python}
 MODEL_PATH=${MODEL_PATH:-$HOME/models/Qwen2.5-3B-Instruct}
 DATA_DIR=${DATA_DIR:-./data/gsm8k}
 OUTPUT_DIR=${OUTPUT_DIR:-./outputs/gspo-dynamic-sampling-3b-gsm8k}
+NNODES=${NNODES:-1}
+if [[ -z "${NGPUS:-}" ]]; then
+  NGPUS=$("$PYTHON" -c 'import torch; print(max(torch.cuda.device_count(), 1))' 2>/dev/null || echo 1)
+fi
 if [[ -z "${GSM8K_DIR:-}" && -d "$REPO_DIR/../shared/data/gsm8k" ]]; then
   GSM8K_DIR=$REPO_DIR/../shared/data/gsm8k
 fi
@@ -54,6 +66,7 @@ if [[ ! -f "$DATA_DIR/train.parquet" || ! -f "$DATA_DIR/test.parquet" ]]; then
   "$PYTHON" -m gspo data gsm8k --input "$GSM8K_DIR" --output "$DATA_DIR"
 fi
 
+# gspo train re-launches itself through torchrun when trainer.nnodes x trainer.n_gpus_per_node > 1.
 "$PYTHON" -m gspo train --config "$REPO_DIR/recipe/gspo/config/gspo_dynamic_sampling.yaml" \
   actor_rollout_ref.model.path="$MODEL_PATH" \
   data.train_files="[$DATA_DIR/train.parquet]" \
@@ -95,4 +108,6 @@ fi
   trainer.val_before_train=true \
   trainer.default_local_dir="$OUTPUT_DIR" \
   trainer.device=auto \
+  trainer.nnodes="$NNODES" \
+  trainer.n_gpus_per_node="$NGPUS" \
   "$@"
