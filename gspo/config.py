@@ -73,7 +73,7 @@ class FSDPConfig:
     """Data-parallel runs only (torchrun, more than one rank)."""
 
     # Keep sharded parameters, gradients and optimizer state on the CPU and run the optimizer step there; FSDP2
-    # offloads the three together, so either switch turns it on. Saves GPU memory, costs step time.
+    # offloads the three together, so either switch turns it on. Saves GPU memory, costs step time. No effect on CPU.
     param_offload: bool = False
     optimizer_offload: bool = False
 

@@ -94,7 +94,8 @@ class Trainer:
     def _shard(self, model) -> None:
         """FSDP2 over the ranks; FSDP's bf16 parameter casting then replaces autocast on CUDA."""
         fsdp = self.config.actor_rollout_ref.actor.fsdp_config
-        shard_model(model, bf16=self.device.type == "cuda", cpu_offload=fsdp.param_offload or fsdp.optimizer_offload)
+        on_cuda = self.device.type == "cuda"  # on CPU the state already lives in host memory: offload is moot
+        shard_model(model, bf16=on_cuda, cpu_offload=on_cuda and (fsdp.param_offload or fsdp.optimizer_offload))
         self.autocast_dtype = None
 
     def _build_ref_model(self, model_path: str):

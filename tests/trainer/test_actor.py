@@ -4,7 +4,7 @@ leave the update unchanged."""
 from __future__ import annotations
 
 import copy
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import pytest
 import torch
@@ -12,7 +12,8 @@ from transformers import AutoModelForCausalLM
 
 from gspo.config import ActorConfig
 from gspo.models import enable_activation_checkpointing
-from gspo.trainer.actor import compute_log_probs, forward_response, update_policy
+from gspo.distributed import DistContext
+from gspo.trainer.actor import compute_log_probs, even_out, forward_response, update_policy
 from gspo.trainer.batch import RolloutBatch
 
 
@@ -154,3 +155,31 @@ def test_chunked_log_probs_and_entropy_match_plain(batch_and_model):
     torch.testing.assert_close(ent_a, ent_b, rtol=1e-12, atol=1e-12)
     for a, b in zip(grad_a, grad_b):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+@dataclass(frozen=True)
+class _PeerHasTwoMoreMicroBatches(DistContext):
+    """A rank whose peer packed two more micro-batches (what all_reduce_max would report under FSDP)."""
+
+    world_size: int = 2
+
+    def all_reduce_max(self, value: int) -> int:
+        return value + 2
+
+
+def test_even_out_pads_with_discarded_one_row_micro_batches(batch_and_model):
+    batch, _ = batch_and_model
+    micro_batches = batch.split(4)
+    pairs = even_out(micro_batches, _PeerHasTwoMoreMicroBatches())
+    assert [is_real for _, is_real in pairs] == [True, True, False, False]
+    assert all(micro.num_sequences == 1 for micro, is_real in pairs if not is_real)
+    assert even_out(micro_batches, DistContext()) == [(m, True) for m in micro_batches]
+
+
+@pytest.mark.parametrize("max_tokens", [None, 18])
+def test_extra_forwards_for_peers_leave_log_probs_unchanged(batch_and_model, max_tokens):
+    batch, model = batch_and_model
+    common = dict(micro_batch_size=4, temperature=1.0, autocast_dtype=None, max_token_len=max_tokens)
+    alone = compute_log_probs(model, batch, **common)
+    padded = compute_log_probs(model, batch, **common, dist=_PeerHasTwoMoreMicroBatches())
+    assert torch.equal(alone, padded)
