@@ -97,6 +97,10 @@ class ActorConfig:
     # Compute log-probs / entropy over the vocabulary in chunks of this many positions (0: all at once); bounds
     # the float32 logits copy for large vocabularies.
     logits_chunk_size: int = 0
+    # Use the sampler's log-probs as the old policy's instead of recomputing them with a forward pass over the
+    # batch. Saves that pass; they differ from a recomputation by the KV-cached decode's float noise (larger in
+    # bf16, where rollout and training kernels differ), and surplus groups keep their sampling policy's log-probs.
+    use_rollout_log_probs: bool = False
     grad_clip: float = 1.0
     entropy_coeff: float = 0.0
     use_kl_loss: bool = False

@@ -29,7 +29,9 @@ class HFRolloutEngine:
 
     @torch.no_grad()
     def generate(self, prompts: list[list[int]], params: SamplingParams,
-                 sample_keys: torch.Tensor | None = None) -> Generation:
+                 sample_keys: torch.Tensor | None = None, return_log_probs: bool = False) -> Generation:
+        if return_log_probs and (sample_keys is None or not params.do_sample):
+            raise ValueError("return_log_probs needs seeded sampling (sample_keys and do_sample=True)")
         prompts_per_call = len(prompts)
         if self.micro_batch_size > 0:
             prompts_per_call = max(1, self.micro_batch_size // params.n)
@@ -38,14 +40,15 @@ class HFRolloutEngine:
         try:
             chunks = [self._generate_chunk(prompts[i:i + prompts_per_call], params,
                                            None if sample_keys is None
-                                           else sample_keys[i * params.n:(i + prompts_per_call) * params.n])
+                                           else sample_keys[i * params.n:(i + prompts_per_call) * params.n],
+                                           return_log_probs)
                       for i in range(0, len(prompts), prompts_per_call)]
         finally:
             self.model.train(was_training)
         return _concat(chunks, self.pad_token_id)
 
     def _generate_chunk(self, prompts: list[list[int]], params: SamplingParams,
-                        sample_keys: torch.Tensor | None) -> Generation:
+                        sample_keys: torch.Tensor | None, return_log_probs: bool) -> Generation:
         device = next(self.model.parameters()).device
         prompt_ids, prompt_mask = left_pad(prompts, self.pad_token_id)
         prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
@@ -54,14 +57,14 @@ class HFRolloutEngine:
         knobs = dict(do_sample=params.do_sample, repetition_penalty=1.0, num_return_sequences=params.n,
                      max_new_tokens=params.max_new_tokens, min_new_tokens=0, pad_token_id=self.pad_token_id,
                      eos_token_id=self.eos_token_ids)
+        sampler = None
         if params.do_sample and sample_keys is not None:  # greedy decoding over seeded Gumbel-perturbed logits
             # HF's greedy mode has no num_return_sequences; expanding the prompts is what it does internally.
             prompt_ids = prompt_ids.repeat_interleave(params.n, dim=0)
             prompt_mask = prompt_mask.repeat_interleave(params.n, dim=0)
-            knobs.update(do_sample=False, num_return_sequences=1,
-                         logits_processor=[SeededSampler(sample_keys, prompt_ids.shape[1],
-                                                         temperature=params.temperature, top_k=params.top_k,
-                                                         top_p=params.top_p)])
+            sampler = SeededSampler(sample_keys, prompt_ids.shape[1], temperature=params.temperature,
+                                    top_k=params.top_k, top_p=params.top_p, record_log_probs=return_log_probs)
+            knobs.update(do_sample=False, num_return_sequences=1, logits_processor=[sampler])
         elif params.do_sample:
             knobs.update(temperature=params.temperature, top_p=params.top_p,
                          top_k=params.top_k if params.top_k > 0 else 0)
@@ -72,10 +75,13 @@ class HFRolloutEngine:
         response_ids = output[:, prompt_ids.shape[1]:]  # (b*n, r)
         response_mask = response_mask_from_ids(response_ids, self.eos_token_ids)
         response_ids = response_ids.masked_fill(response_mask == 0, self.pad_token_id)
+        log_probs = None
+        if return_log_probs:
+            log_probs = sampler.sampled_log_probs()[:, :response_ids.shape[1]].to(response_mask.device) * response_mask
         copies = params.n if prompt_ids.shape[0] < response_ids.shape[0] else 1
         return Generation(prompt_ids=prompt_ids.repeat_interleave(copies, dim=0),
                           prompt_mask=prompt_mask.repeat_interleave(copies, dim=0),
-                          response_ids=response_ids, response_mask=response_mask)
+                          response_ids=response_ids, response_mask=response_mask, log_probs=log_probs)
 
 
 def _concat(chunks: list[Generation], pad_id: int) -> Generation:
@@ -84,4 +90,5 @@ def _concat(chunks: list[Generation], pad_id: int) -> Generation:
         prompt_mask=pad_cat([c.prompt_mask for c in chunks], 0, left=True),
         response_ids=pad_cat([c.response_ids for c in chunks], pad_id, left=False),
         response_mask=pad_cat([c.response_mask for c in chunks], 0.0, left=False),
+        log_probs=None if chunks[0].log_probs is None else pad_cat([c.log_probs for c in chunks], 0.0, left=False),
     )

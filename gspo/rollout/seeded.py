@@ -62,11 +62,17 @@ class SeededSampler(LogitsProcessor):
 
     ``keys`` (B,) has one key per generated row in the order of ``generate``'s output; ``prompt_width`` is the
     padded prompt length, so ``input_ids.shape[1] - prompt_width`` is the position of the token being drawn.
+    ``record_log_probs``: also keep, per step, the log-prob of the drawn token under ``softmax(logits / T)``
+    (the distribution the trainer's log-probs use: temperature, no top-k / top-p), see :meth:`sampled_log_probs`.
     """
 
-    def __init__(self, keys: torch.Tensor, prompt_width: int, *, temperature: float, top_k: int, top_p: float):
+    def __init__(self, keys: torch.Tensor, prompt_width: int, *, temperature: float, top_k: int, top_p: float,
+                 record_log_probs: bool = False):
         self.keys = keys
         self.prompt_width = prompt_width
+        self.temperature = temperature
+        self.record_log_probs = record_log_probs
+        self._log_probs: list[torch.Tensor] = []
         self.warpers = []
         if temperature != 1.0:
             self.warpers.append(TemperatureLogitsWarper(temperature))
@@ -76,8 +82,17 @@ class SeededSampler(LogitsProcessor):
             self.warpers.append(TopPLogitsWarper(top_p))
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        scores = scores.float()
+        logits = scores = scores.float()
         for warper in self.warpers:
             scores = warper(input_ids, scores)
         position = input_ids.shape[1] - self.prompt_width
-        return scores + gumbel_noise(self.keys.to(scores.device), position, scores.shape[-1])
+        perturbed = scores + gumbel_noise(self.keys.to(scores.device), position, scores.shape[-1])
+        if self.record_log_probs:  # greedy decoding takes exactly this argmax next
+            token = perturbed.argmax(-1, keepdim=True)
+            scaled = logits / self.temperature
+            self._log_probs.append((scaled.gather(-1, token) - torch.logsumexp(scaled, -1, keepdim=True))[:, 0])
+        return perturbed
+
+    def sampled_log_probs(self) -> torch.Tensor:
+        """(B, steps) float32 log-probs of the drawn tokens (meaningless after a row's EOS: mask them)."""
+        return torch.stack(self._log_probs, dim=1)

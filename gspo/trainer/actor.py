@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from transformers import PreTrainedModel
@@ -118,6 +118,11 @@ class UpdateSchedule:
         """True when every gradient is taken at the sampling policy: old log-probs equal current ones."""
         return self.num_mini_batches == 1 and self.ppo_epochs == 1
 
+    def num_on_policy_rows(self, mini_batch_rows: int) -> int:
+        """Leading rows of the batch whose gradient is taken before any optimizer step of this batch (the first
+        mini-batch, with one epoch): their old log-probs are the current ones, no forward pass needed."""
+        return mini_batch_rows if self.ppo_epochs == 1 else 0
+
 
 def update_policy(model: PreTrainedModel, optimizer: torch.optim.Optimizer, batch: RolloutBatch,
                   cfg: ActorConfig, *, n: int, temperature: float, autocast_dtype: torch.dtype | None,
@@ -128,7 +133,9 @@ def update_policy(model: PreTrainedModel, optimizer: torch.optim.Optimizer, batc
     ``ppo_mini_batch_size * n / world_size`` local rows; counts and metrics are reduced over ranks.
 
     ``batch.old_log_probs`` None means the update is exactly on-policy: the current log-probs (detached) stand
-    in for them, which skips a forward pass and gives ratio 1 by construction.
+    in for them, which skips a forward pass and gives ratio 1 by construction. The first mini-batch of a single
+    epoch is always on-policy, so it takes that shortcut whatever ``old_log_probs`` holds for its rows
+    (:meth:`UpdateSchedule.num_on_policy_rows`).
     Losses are normalised by the mini-batch's token / sequence counts, so micro-batching (and later data
     parallelism) leaves the gradient unchanged. Micro-batches are ``cfg.ppo_micro_batch_size_per_gpu``
     consecutive rows, or with ``cfg.use_dynamic_bsz`` rows packed by length to at most
@@ -138,8 +145,10 @@ def update_policy(model: PreTrainedModel, optimizer: torch.optim.Optimizer, batc
     mini_batch_rows = cfg.ppo_mini_batch_size * n // dist.world_size
     num_updates = num_skipped = 0
     model.train()
-    for _ in range(cfg.ppo_epochs):
-        for mini_batch in batch.split(mini_batch_rows):
+    for epoch in range(cfg.ppo_epochs):
+        for index, mini_batch in enumerate(batch.split(mini_batch_rows)):
+            if epoch == 0 and index == 0 and cfg.ppo_epochs == 1:  # no optimizer step yet: exactly on-policy
+                mini_batch = replace(mini_batch, old_log_probs=None)
             mini_metrics = _optimizer_step(model, optimizer, mini_batch, cfg, temperature, autocast_dtype,
                                            max_response_length, dist)
             num_updates += 1

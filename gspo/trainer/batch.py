@@ -31,6 +31,7 @@ class RolloutBatch:
     seq_final_reward: Optional[torch.Tensor] = None  # (N,) float32, after overlong shaping
     acc: Optional[torch.Tensor] = None  # (N,) float32
     advantages: Optional[torch.Tensor] = None  # (N,) float32, one per sequence
+    rollout_log_probs: Optional[torch.Tensor] = field(default=None, metadata=_RIGHT)  # (N, R) the sampler's
     old_log_probs: Optional[torch.Tensor] = field(default=None, metadata=_RIGHT)  # (N, R) float32
     ref_log_probs: Optional[torch.Tensor] = field(default=None, metadata=_RIGHT)  # (N, R) float32
 
@@ -39,7 +40,7 @@ class RolloutBatch:
                         generation_step: int = 0) -> RolloutBatch:
         return cls(prompt_ids=gen.prompt_ids, prompt_mask=gen.prompt_mask, response_ids=gen.response_ids,
                    response_mask=gen.response_mask, group_ids=group_ids, prompt_index=prompt_index,
-                   generation_step=torch.full_like(group_ids, generation_step))
+                   generation_step=torch.full_like(group_ids, generation_step), rollout_log_probs=gen.log_probs)
 
     @property
     def num_sequences(self) -> int:

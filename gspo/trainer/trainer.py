@@ -217,7 +217,8 @@ class Trainer:
             sync_rollout_weights(self.model, self.rollout_model)
         self._rollout_stale = False
         keys = sample_keys(self.config.trainer.seed, group_ids, params.n) if params.do_sample else None
-        generation = self.engine.generate([p.prompt_ids for p in prompts], params, keys)
+        with_log_probs = params.do_sample and self.config.actor_rollout_ref.actor.use_rollout_log_probs
+        generation = self.engine.generate([p.prompt_ids for p in prompts], params, keys, with_log_probs)
         prompt_index = torch.tensor([p.index for p in prompts]).repeat_interleave(params.n)
         return RolloutBatch.from_generation(generation, group_ids=group_ids.repeat_interleave(params.n),
                                             prompt_index=prompt_index, generation_step=self.global_step).to("cpu")
@@ -241,9 +242,17 @@ class Trainer:
                       autocast_dtype=self.autocast_dtype, logits_chunk_size=actor.logits_chunk_size,
                       max_token_len=actor.ppo_max_token_len_per_gpu if actor.use_dynamic_bsz else None,
                       dist=self.dist)
-        if not self.schedule.is_on_policy:
+        on_policy_rows = self.schedule.num_on_policy_rows(actor.ppo_mini_batch_size * rollout_cfg.n
+                                                          // self.dist.world_size)
+        if actor.use_rollout_log_probs:
+            batch.old_log_probs = batch.rollout_log_probs
+        elif on_policy_rows < batch.num_sequences:
             with _timer(timings, "timing/old_log_prob"):
-                batch.old_log_probs = compute_log_probs(self.model, batch, **common)
+                later = batch.select(torch.arange(on_policy_rows, batch.num_sequences))
+                # NaN marks rows update_policy must not read (it uses the current log-probs there).
+                skipped = torch.full((on_policy_rows, batch.response_ids.shape[1]), float("nan"),
+                                     device=batch.response_ids.device)
+                batch.old_log_probs = torch.cat([skipped, compute_log_probs(self.model, later, **common)])
         if self.ref_model is not None:
             with _timer(timings, "timing/ref"):
                 batch.ref_log_probs = compute_log_probs(self.ref_model, batch, **common)

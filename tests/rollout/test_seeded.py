@@ -89,3 +89,29 @@ def test_seeded_generation_does_not_depend_on_batching(engine):
     # Different keys give different responses (a random 2-layer model is near uniform over the vocabulary).
     other = engine.generate(prompts, params, sample_keys(12, torch.arange(4), 3))
     assert not torch.equal(whole.response_ids, other.response_ids)
+
+
+@pytest.mark.parametrize("temperature,top_k", [(1.0, -1), (0.7, 5)])
+def test_sampler_log_probs_equal_a_recomputation(engine, temperature, top_k):
+    # The sampler's log-probs use softmax(logits / T) over the whole vocabulary, as the trainer's forward does
+    # (top-k only restricts which tokens can be drawn); KV-cached decoding vs one full forward: float noise.
+    from gspo.trainer.actor import compute_log_probs
+    from gspo.trainer.batch import RolloutBatch
+
+    engine, tokenizer = engine
+    prompts = [tokenizer.encode(text) for text in ["1+2=", "33+4=", "5+66="]]
+    params = SamplingParams(n=4, temperature=temperature, top_k=top_k, max_new_tokens=6)
+    generation = engine.generate(prompts, params, sample_keys(3, torch.arange(3), 4), return_log_probs=True)
+    batch = RolloutBatch.from_generation(generation, group_ids=torch.arange(3).repeat_interleave(4),
+                                         prompt_index=torch.arange(3).repeat_interleave(4))
+    recomputed = compute_log_probs(engine.model, batch, micro_batch_size=12, temperature=temperature,
+                                   autocast_dtype=None)
+    assert generation.log_probs.shape == generation.response_ids.shape
+    assert (generation.log_probs[generation.response_mask == 0] == 0).all()
+    torch.testing.assert_close(generation.log_probs, recomputed, rtol=0, atol=1e-5)
+
+
+def test_log_probs_need_seeded_sampling(engine):
+    engine, tokenizer = engine
+    with pytest.raises(ValueError, match="seeded sampling"):
+        engine.generate([tokenizer.encode("1+2=")], SamplingParams(n=2), None, return_log_probs=True)

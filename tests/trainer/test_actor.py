@@ -183,3 +183,20 @@ def test_extra_forwards_for_peers_leave_log_probs_unchanged(batch_and_model, max
     alone = compute_log_probs(model, batch, **common)
     padded = compute_log_probs(model, batch, **common, dist=_PeerHasTwoMoreMicroBatches())
     assert torch.equal(alone, padded)
+
+
+def test_first_mini_batch_needs_no_old_log_probs(batch_and_model):
+    # Two mini-batches of one group: the first is taken before any optimizer step, so its old log-probs are the
+    # current ones; NaN there must never be read, and the update equals the one with every old log-prob given.
+    batch, model = batch_and_model
+    old = compute_log_probs(model, batch, micro_batch_size=4, temperature=1.0, autocast_dtype=None)
+    partial = old.clone()
+    partial[:3] = float("nan")
+    explicit, explicit_metrics = _updated(model, replace(batch, old_log_probs=old), ppo_mini_batch_size=1,
+                                          clip_ratio_low=0.2, clip_ratio_high=0.2)
+    skipped, skipped_metrics = _updated(model, replace(batch, old_log_probs=partial), ppo_mini_batch_size=1,
+                                        clip_ratio_low=0.2, clip_ratio_high=0.2)
+    assert explicit_metrics["actor/num_updates"] == 2.0
+    for a, b in zip(explicit.parameters(), skipped.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    assert skipped_metrics["actor/pg_loss"] == pytest.approx(explicit_metrics["actor/pg_loss"], rel=1e-9)

@@ -9,6 +9,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from gspo.trainer import DynamicSamplingError, Trainer
+from gspo.trainer.actor import compute_log_probs
 
 
 def _params(model) -> dict[str, torch.Tensor]:
@@ -86,6 +87,18 @@ def test_off_policy_mini_batches_clip(make_config):
     assert metrics["actor/pg_clipfrac"] == pytest.approx(
         metrics["actor/pg_clipfrac_lower"] + metrics["actor/pg_clipfrac_upper"], abs=1e-6)
     assert metrics["timing/old_log_prob"] > 0
+
+
+def test_rollout_log_probs_replace_the_old_log_prob_forward(make_config):
+    off_policy = ("algorithm.filter_groups.enable=false", "data.train_batch_size=8",
+                  "actor_rollout_ref.actor.ppo_mini_batch_size=4", "actor_rollout_ref.rollout.n=8",
+                  "actor_rollout_ref.actor.optim.lr=5e-2")
+    trainer = Trainer(make_config(*off_policy, "actor_rollout_ref.actor.use_rollout_log_probs=true"))
+    batch, _ = trainer.collect_train_batch({})
+    recomputed = compute_log_probs(trainer.model, batch, micro_batch_size=64, temperature=1.0, autocast_dtype=None)
+    torch.testing.assert_close(batch.rollout_log_probs, recomputed, rtol=0, atol=1e-5)
+    metrics = trainer.train_step()
+    assert "timing/old_log_prob" not in metrics and metrics["actor/pg_clipfrac"] > 0  # second mini-batch clips
 
 
 def test_on_policy_step_skips_old_log_prob_forward(make_config):
