@@ -1,22 +1,25 @@
-"""Rollout with HF transformers ``generate`` (KV cache), in micro-batches, on the policy being trained."""
+"""Rollout with an HF transformers causal LM: one prefill per prompt, shared by its n samples, then a KV-cached
+decode loop that drops finished rows."""
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 
 import torch
-from transformers import PreTrainedModel
+from transformers import DynamicCache, PreTrainedModel
 
 from gspo.rollout.base import Generation, SamplingParams, left_pad, pad_cat, response_mask_from_ids
-from gspo.rollout.seeded import SeededSampler
+from gspo.rollout.seeded import draw_tokens
 
 
 class HFRolloutEngine:
     """Generates with ``model`` (the policy itself, or its unsharded rollout copy under FSDP).
 
-    ``micro_batch_size`` bounds the sequences (prompts x n) per ``generate`` call; <= 0 means one call.
-    With ``sample_keys`` (one int64 per response, see :mod:`gspo.rollout.seeded`) sampling is seeded per
-    response, so the result does not depend on micro-batching or on which rank generated it.
+    Each prompt is encoded once and its KV cache repeated for its ``n`` samples; each decoding step runs only
+    the rows that have not emitted EOS yet. ``micro_batch_size`` bounds the sequences (prompts x n) per call;
+    <= 0 means one call. With ``sample_keys`` (one int64 per response, see :mod:`gspo.rollout.seeded`) sampling
+    is seeded per response, so the result does not depend on micro-batching or on which rank generated it.
     """
 
     def __init__(self, model: PreTrainedModel, *, pad_token_id: int, eos_token_ids: list[int],
@@ -52,36 +55,64 @@ class HFRolloutEngine:
         device = next(self.model.parameters()).device
         prompt_ids, prompt_mask = left_pad(prompts, self.pad_token_id)
         prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
-        # Every sampling knob is explicit: a checkpoint's generation_config (e.g. Qwen's top_k=20,
-        # repetition_penalty=1.05) must not silently change the policy we compute log-probs for.
-        knobs = dict(do_sample=params.do_sample, repetition_penalty=1.0, num_return_sequences=params.n,
-                     max_new_tokens=params.max_new_tokens, min_new_tokens=0, pad_token_id=self.pad_token_id,
-                     eos_token_id=self.eos_token_ids)
-        sampler = None
-        if params.do_sample and sample_keys is not None:  # greedy decoding over seeded Gumbel-perturbed logits
-            # HF's greedy mode has no num_return_sequences; expanding the prompts is what it does internally.
-            prompt_ids = prompt_ids.repeat_interleave(params.n, dim=0)
-            prompt_mask = prompt_mask.repeat_interleave(params.n, dim=0)
-            sampler = SeededSampler(sample_keys, prompt_ids.shape[1], temperature=params.temperature,
-                                    top_k=params.top_k, top_p=params.top_p, record_log_probs=return_log_probs)
-            knobs.update(do_sample=False, num_return_sequences=1, logits_processor=[sampler])
-        elif params.do_sample:
-            knobs.update(temperature=params.temperature, top_p=params.top_p,
-                         top_k=params.top_k if params.top_k > 0 else 0)
         autocast = (torch.autocast(device.type, dtype=self.autocast_dtype) if self.autocast_dtype
                     else contextlib.nullcontext())
         with autocast:
-            output = self.model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, **knobs)
-        response_ids = output[:, prompt_ids.shape[1]:]  # (b*n, r)
+            response_ids, log_probs = self._decode(prompt_ids, prompt_mask, params, sample_keys)
         response_mask = response_mask_from_ids(response_ids, self.eos_token_ids)
         response_ids = response_ids.masked_fill(response_mask == 0, self.pad_token_id)
-        log_probs = None
-        if return_log_probs:
-            log_probs = sampler.sampled_log_probs()[:, :response_ids.shape[1]].to(response_mask.device) * response_mask
-        copies = params.n if prompt_ids.shape[0] < response_ids.shape[0] else 1
-        return Generation(prompt_ids=prompt_ids.repeat_interleave(copies, dim=0),
-                          prompt_mask=prompt_mask.repeat_interleave(copies, dim=0),
-                          response_ids=response_ids, response_mask=response_mask, log_probs=log_probs)
+        return Generation(prompt_ids=prompt_ids.repeat_interleave(params.n, dim=0),
+                          prompt_mask=prompt_mask.repeat_interleave(params.n, dim=0),
+                          response_ids=response_ids, response_mask=response_mask,
+                          log_probs=log_probs * response_mask if return_log_probs else None)
+
+    def _decode(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, params: SamplingParams,
+                sample_keys: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B*n, R) response ids (pad after EOS) and (B*n, R) log-probs of the drawn tokens, R <= max_new_tokens.
+
+        Every sampling knob is explicit: a checkpoint's generation_config (e.g. Qwen's top_k=20,
+        repetition_penalty=1.05) must not silently change the policy we compute log-probs for.
+        """
+        n, device = params.n, prompt_ids.device
+        num_rows, max_new = prompt_ids.shape[0] * n, params.max_new_tokens
+        draw = dict(temperature=params.temperature, top_k=params.top_k, top_p=params.top_p,
+                    do_sample=params.do_sample)
+        eos = torch.tensor(self.eos_token_ids, dtype=torch.long, device=device)
+        cache = DynamicCache(config=self.model.config)
+        cache_arg = {_cache_keyword(self.model): cache}
+        positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
+        logits = self.model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions,
+                            use_cache=True, logits_to_keep=1, **cache_arg).logits[:, -1]
+        cache.batch_repeat_interleave(n)  # the n samples of a prompt share its prefill
+        logits = logits.repeat_interleave(n, dim=0)  # (B*n, V)
+        mask = prompt_mask.repeat_interleave(n, dim=0)
+        next_position = positions[:, -1].repeat_interleave(n) + 1
+        rows = torch.arange(num_rows, device=device)  # original row of each active row
+        response_ids = torch.full((num_rows, max_new), self.pad_token_id, dtype=torch.long, device=device)
+        log_probs = torch.zeros((num_rows, max_new), device=device)
+        width = 0
+        for step in range(max_new):
+            keys = None if sample_keys is None else sample_keys.to(device)[rows]
+            tokens, token_log_probs = draw_tokens(logits, keys=keys, position=step, **draw)
+            response_ids[rows, step], log_probs[rows, step] = tokens, token_log_probs
+            width = step + 1
+            active = ~torch.isin(tokens, eos)
+            if step + 1 == max_new or not active.any():
+                break
+            if not active.all():  # finished rows leave the batch: no more compute for them
+                keep = active.nonzero()[:, 0]
+                cache.batch_select_indices(keep)
+                rows, mask, next_position, tokens = rows[keep], mask[keep], next_position[keep], tokens[keep]
+            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+            logits = self.model(input_ids=tokens[:, None], attention_mask=mask, position_ids=next_position[:, None],
+                                use_cache=True, **cache_arg).logits[:, -1]
+            next_position = next_position + 1
+        return response_ids[:, :width], log_probs[:, :width]
+
+
+def _cache_keyword(model: PreTrainedModel) -> str:
+    """transformers >= 5.2x names the KV-cache argument ``cache``; earlier versions ``past_key_values``."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 def _concat(chunks: list[Generation], pad_id: int) -> Generation:

@@ -15,7 +15,7 @@ or 1), which truncates the Gumbel tail at about 16.6 (probability 2^-24 per toke
 from __future__ import annotations
 
 import torch
-from transformers import LogitsProcessor, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+from transformers import TopKLogitsWarper, TopPLogitsWarper
 
 _MASK32 = 0xFFFFFFFF
 
@@ -57,42 +57,27 @@ def gumbel_noise(keys: torch.Tensor, position: int, vocab_size: int) -> torch.Te
     return -torch.log(-torch.log(uniform))
 
 
-class SeededSampler(LogitsProcessor):
-    """Temperature, top-k, top-p, then seeded Gumbel noise: greedy decoding on its output samples the policy.
+def draw_tokens(logits: torch.Tensor, *, temperature: float, top_k: int, top_p: float, do_sample: bool,
+                keys: torch.Tensor | None, position: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Next tokens (b,) and their log-probs (b,) under ``softmax(logits / T)`` from (b, V) logits.
 
-    ``keys`` (B,) has one key per generated row in the order of ``generate``'s output; ``prompt_width`` is the
-    padded prompt length, so ``input_ids.shape[1] - prompt_width`` is the position of the token being drawn.
-    ``record_log_probs``: also keep, per step, the log-prob of the drawn token under ``softmax(logits / T)``
-    (the distribution the trainer's log-probs use: temperature, no top-k / top-p), see :meth:`sampled_log_probs`.
+    Greedy when ``do_sample`` is False; else temperature, top-k and top-p restrict and reshape the distribution
+    and the token is drawn with seeded Gumbel noise (``keys`` (b,), one per row, ``position`` = index of the
+    token in its response) or, without keys, from the global RNG. The log-probs use the distribution the
+    trainer's forward pass uses (temperature, whole vocabulary), so they can stand in for recomputed ones.
     """
-
-    def __init__(self, keys: torch.Tensor, prompt_width: int, *, temperature: float, top_k: int, top_p: float,
-                 record_log_probs: bool = False):
-        self.keys = keys
-        self.prompt_width = prompt_width
-        self.temperature = temperature
-        self.record_log_probs = record_log_probs
-        self._log_probs: list[torch.Tensor] = []
-        self.warpers = []
-        if temperature != 1.0:
-            self.warpers.append(TemperatureLogitsWarper(temperature))
-        if top_k > 0:
-            self.warpers.append(TopKLogitsWarper(top_k))
-        if top_p < 1.0:
-            self.warpers.append(TopPLogitsWarper(top_p))
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        logits = scores = scores.float()
-        for warper in self.warpers:
-            scores = warper(input_ids, scores)
-        position = input_ids.shape[1] - self.prompt_width
-        perturbed = scores + gumbel_noise(self.keys.to(scores.device), position, scores.shape[-1])
-        if self.record_log_probs:  # greedy decoding takes exactly this argmax next
-            token = perturbed.argmax(-1, keepdim=True)
-            scaled = logits / self.temperature
-            self._log_probs.append((scaled.gather(-1, token) - torch.logsumexp(scaled, -1, keepdim=True))[:, 0])
-        return perturbed
-
-    def sampled_log_probs(self) -> torch.Tensor:
-        """(B, steps) float32 log-probs of the drawn tokens (meaningless after a row's EOS: mask them)."""
-        return torch.stack(self._log_probs, dim=1)
+    logits = logits.float()
+    if not do_sample:
+        tokens = logits.argmax(-1)
+        return tokens, logits.gather(-1, tokens[:, None])[:, 0] - torch.logsumexp(logits, -1)
+    scaled = logits / temperature
+    warped = scaled
+    if top_k > 0:
+        warped = TopKLogitsWarper(top_k)(None, warped)
+    if top_p < 1.0:
+        warped = TopPLogitsWarper(top_p)(None, warped)
+    if keys is not None:
+        tokens = (warped + gumbel_noise(keys.to(logits.device), position, logits.shape[-1])).argmax(-1)
+    else:
+        tokens = torch.multinomial(torch.softmax(warped, -1), 1)[:, 0]
+    return tokens, scaled.gather(-1, tokens[:, None])[:, 0] - torch.logsumexp(scaled, -1)

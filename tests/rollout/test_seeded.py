@@ -9,7 +9,7 @@ import torch
 
 from gspo.models import load_causal_lm, load_tokenizer
 from gspo.rollout import HFRolloutEngine, SamplingParams, sample_keys
-from gspo.rollout.seeded import SeededSampler, gumbel_noise, mix32
+from gspo.rollout.seeded import draw_tokens, gumbel_noise, mix32
 
 
 def test_mix32_matches_reference_murmur3_finaliser():
@@ -43,24 +43,37 @@ def test_gumbel_noise_is_a_pure_function_with_gumbel_moments():
     assert noise.var().item() == pytest.approx(math.pi ** 2 / 6, abs=0.02)
 
 
+def _draw(logits: torch.Tensor, seed: int, **knobs) -> torch.Tensor:
+    keys = sample_keys(seed, torch.arange(logits.shape[0]), 1)
+    knobs = {"temperature": 1.0, "top_k": -1, "top_p": 1.0, **knobs}
+    return draw_tokens(logits, keys=keys, position=0, do_sample=True, **knobs)[0]
+
+
 def test_gumbel_max_samples_the_softmax():
     # 3 tokens with probabilities 0.5 / 0.3 / 0.2, 40k independent rows: frequencies within 4 sigma (<= 0.01).
     probs = torch.tensor([0.5, 0.3, 0.2])
-    keys = sample_keys(5, torch.arange(40000), 1)
-    sampler = SeededSampler(keys, prompt_width=0, temperature=1.0, top_k=-1, top_p=1.0)
-    draws = sampler(torch.zeros(40000, 0, dtype=torch.long), probs.log().expand(40000, 3)).argmax(-1)
+    draws = _draw(probs.log().expand(40000, 3), seed=5)
     assert torch.bincount(draws, minlength=3).float().div(40000).tolist() == pytest.approx(probs.tolist(), abs=0.01)
 
 
-def test_temperature_and_top_k_apply_before_the_noise():
+def test_temperature_top_k_and_top_p_apply_before_the_noise():
     logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]]).expand(20000, 4)
-    keys = sample_keys(3, torch.arange(20000), 1)
-    top2 = SeededSampler(keys, 0, temperature=1.0, top_k=2, top_p=1.0)(torch.zeros(20000, 0, dtype=torch.long), logits)
-    assert set(top2.argmax(-1).unique().tolist()) == {0, 1}  # tokens outside the top 2 are never drawn
-    hot = SeededSampler(keys, 0, temperature=2.0, top_k=-1, top_p=1.0)(torch.zeros(20000, 0, dtype=torch.long), logits)
+    assert set(_draw(logits, 3, top_k=2).unique().tolist()) == {0, 1}  # outside the top 2: never drawn
+    assert set(_draw(logits, 3, top_p=0.5).unique().tolist()) == {0}  # token 0 alone holds 0.64 >= 0.5
     expected = torch.softmax(logits[0] / 2.0, -1)  # 0.4223 / 0.2562 / 0.1554 / 0.0942
-    frequencies = torch.bincount(hot.argmax(-1), minlength=4).float() / 20000
+    frequencies = torch.bincount(_draw(logits, 3, temperature=2.0), minlength=4).float() / 20000
     assert frequencies.tolist() == pytest.approx(expected.tolist(), abs=0.015)
+
+
+def test_drawn_log_probs_use_temperature_over_the_whole_vocabulary():
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]])
+    tokens, log_probs = draw_tokens(logits, temperature=2.0, top_k=1, top_p=1.0, do_sample=True,
+                                    keys=sample_keys(0, torch.arange(1), 1), position=0)
+    assert tokens.tolist() == [0]  # top-k 1 leaves one choice
+    assert log_probs.item() == pytest.approx(torch.log_softmax(logits[0] / 2.0, -1)[0].item())  # log 0.4223
+    greedy, greedy_log_probs = draw_tokens(logits, temperature=1.0, top_k=-1, top_p=1.0, do_sample=False,
+                                           keys=None, position=0)
+    assert greedy.tolist() == [0] and greedy_log_probs.item() == pytest.approx(math.log(0.6439), abs=1e-4)
 
 
 @pytest.fixture(scope="module")
@@ -115,3 +128,18 @@ def test_log_probs_need_seeded_sampling(engine):
     engine, tokenizer = engine
     with pytest.raises(ValueError, match="seeded sampling"):
         engine.generate([tokenizer.encode("1+2=")], SamplingParams(n=2), None, return_log_probs=True)
+
+
+def test_greedy_decoding_matches_hf_generate(engine):
+    # The engine's own loop (shared prefill, finished rows dropped) against transformers' generate.
+    engine, tokenizer = engine
+    prompts = [tokenizer.encode(text) for text in ["1+2=", "33+4=", "5+66=", "7+8="]]
+    params = SamplingParams(n=2, do_sample=False, max_new_tokens=8)
+    ours = engine.generate(prompts, params)
+    for row, prompt in enumerate(prompts):
+        expected = engine.model.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                                         do_sample=False, max_new_tokens=8, eos_token_id=engine.eos_token_ids,
+                                         pad_token_id=engine.pad_token_id)[0, len(prompt):]
+        length = int(ours.response_mask[2 * row].sum())
+        assert ours.response_ids[2 * row, :length].tolist() == expected[:length].tolist()
+        assert torch.equal(ours.response_ids[2 * row], ours.response_ids[2 * row + 1])  # greedy: n copies agree
