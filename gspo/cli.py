@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import subprocess
 import sys
 
 from gspo.config import ConfigError, GSPOConfig, load_config, to_yaml
@@ -71,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "validate":
             return validate(config)
         if launch := torchrun_command(config, argv if argv is not None else sys.argv[1:]):
-            return subprocess.call(launch)
+            # torchrun takes this process's place, so signals (Ctrl-C, SIGTERM from a scheduler) reach it directly
+            # and it forwards them to every rank, which checkpoint and stop together.
+            os.execv(launch[0], launch)
         return train(config)
     except (ConfigError, FileNotFoundError, PermissionError, ValueError) as exc:
         print(f"gspo {name}: error: {exc}", file=sys.stderr)

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 
 T = TypeVar("T")
+_TIMEOUT = timedelta(minutes=60)
 
 
 @dataclass(frozen=True)
@@ -47,12 +49,12 @@ class DistContext:
         return gathered
 
     def all_reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
-        """Sum of ``values`` over ranks (a new tensor; the input is not modified)."""
+        """Sum of ``values`` over ranks (a new tensor on the input's device; the input is not modified)."""
         if not self.is_distributed:
             return values
-        total = values.clone()
+        total = values.to(_collective_device(), copy=True)
         dist.all_reduce(total, op=dist.ReduceOp.SUM)
-        return total
+        return total.to(values.device)
 
     def all_reduce_max(self, value: int) -> int:
         if not self.is_distributed:
@@ -88,8 +90,8 @@ def shard_bounds(num_items: int, rank: int, world_size: int) -> tuple[int, int]:
 
 
 def _collective_device() -> torch.device:
-    backend = dist.get_backend() if dist.is_initialized() else "gloo"
-    return torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
+    """Small host-side values (counts, flags) go through gloo: CPU for every backend we initialise."""
+    return torch.device("cpu")
 
 
 def init_distributed(device: str) -> DistContext:
@@ -106,7 +108,9 @@ def init_distributed(device: str) -> DistContext:
     if use_cuda:
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        # CUDA tensors go through NCCL, CPU tensors (counts, CPU-offloaded shards) through gloo. The timeout covers
+        # rank 0's HF export and fsync between checkpoint barriers.
+        dist.init_process_group(backend="cpu:gloo,cuda:nccl" if use_cuda else "gloo", timeout=_TIMEOUT)
     return DistContext(rank=rank, world_size=world_size, local_rank=local_rank)
 
 

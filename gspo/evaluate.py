@@ -170,7 +170,8 @@ def evaluate(model_path: str, data_files: list[str], cfg: EvalConfig) -> dict:
     from tqdm.auto import tqdm
 
     from gspo.data import PromptDataset
-    from gspo.models import ModelLoadError, autocast_dtype, load_causal_lm, load_tokenizer, resolve_device
+    from gspo.models import (ModelLoadError, autocast_dtype, eos_token_ids, load_causal_lm, load_tokenizer,
+                             resolve_device)
     from gspo.resources import resolve_path
     from gspo.rewards import RewardManager, load_custom_reward
     from gspo.rollout import HFRolloutEngine, SamplingParams
@@ -189,7 +190,7 @@ def evaluate(model_path: str, data_files: list[str], cfg: EvalConfig) -> dict:
     items = items[:cfg.limit or None]
     rewards = RewardManager(load_custom_reward(cfg.reward_path, cfg.reward_name) if cfg.reward_path else None)
     model = load_causal_lm(model_path, device)
-    eos_ids = _eos_token_ids(tokenizer, model)
+    eos_ids = eos_token_ids(tokenizer, model)
     engine = HFRolloutEngine(model, pad_token_id=tokenizer.pad_token_id, eos_token_ids=eos_ids,
                              autocast_dtype=autocast_dtype(device))
     params = SamplingParams(n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
@@ -244,13 +245,6 @@ def summarize(records: list[dict], cfg: EvalConfig, num_truncated: int) -> dict:
     summary["response_length_mean"] = sum(lengths) / max(len(lengths), 1)
     summary["truncated_ratio"] = num_truncated / max(len(lengths), 1)
     return summary
-
-
-def _eos_token_ids(tokenizer, model) -> list[int]:
-    """The tokenizer's EOS plus the checkpoint's generation EOS ids (Qwen's chat models stop on either)."""
-    generation_eos = getattr(model.generation_config, "eos_token_id", None)
-    ids = {tokenizer.eos_token_id, *(generation_eos if isinstance(generation_eos, list) else [generation_eos])}
-    return sorted(i for i in ids if i is not None)
 
 
 def _count_truncated(generation, eos_ids: list[int], max_response_length: int) -> int:

@@ -91,8 +91,9 @@ class HFRolloutEngine:
         response_ids = torch.full((num_rows, max_new), self.pad_token_id, dtype=torch.long, device=device)
         log_probs = torch.zeros((num_rows, max_new), device=device)
         width = 0
+        all_keys = None if sample_keys is None else sample_keys.to(device)
         for step in range(max_new):
-            keys = None if sample_keys is None else sample_keys.to(device)[rows]
+            keys = None if all_keys is None else all_keys[rows]
             tokens, token_log_probs = draw_tokens(logits, keys=keys, position=step, **draw)
             response_ids[rows, step], log_probs[rows, step] = tokens, token_log_probs
             width = step + 1

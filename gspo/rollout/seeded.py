@@ -8,8 +8,8 @@ hash of (key, position, token id), so the same key gives the same response on 1 
 before or after a resume. Keys come from ``(seed, group id, sample index)``; group ids never repeat in a run.
 
 The hash is the murmur3 32-bit finaliser (``fmix32``) chained over the counter words, computed in int64 with the
-32-bit products split in halves so nothing overflows; uniforms take its top 23 bits (exact in float32, never 0
-or 1), which truncates the Gumbel tail at about 16.6 (probability 2^-24 per token).
+32-bit products split in halves so nothing overflows; uniforms use all 32 bits (in float64), so the Gumbel tail is
+cut only at about 22.9 (a token with probability below ~1e-10 is never drawn).
 """
 
 from __future__ import annotations
@@ -52,9 +52,9 @@ def gumbel_noise(keys: torch.Tensor, position: int, vocab_size: int) -> torch.Te
     """(B, V) float32 standard Gumbel noise, a pure function of (key, position, token id)."""
     row = mix32(keys ^ mix32(torch.tensor(position, device=keys.device) + 0x632BE5AB))  # (B,)
     token = mix32(torch.arange(vocab_size, device=keys.device) + 0x5BD1E995)  # (V,)
-    bits = mix32(row[:, None] ^ token[None, :]) >> 9  # (B, V), 23 random bits
-    uniform = (bits.float() + 0.5) * (1.0 / (1 << 23))  # exact in float32, in [2^-24, 1 - 2^-24]
-    return -torch.log(-torch.log(uniform))
+    bits = mix32(row[:, None] ^ token[None, :])  # (B, V), 32 random bits
+    tail = (bits.double() + 0.5) * 2.0 ** -32  # 1 - U, in (0, 1); float64 keeps all 32 bits
+    return (-torch.log(-torch.log1p(-tail))).float()  # -log(-log U), accurate for U near 1
 
 
 def draw_tokens(logits: torch.Tensor, *, temperature: float, top_k: int, top_p: float, do_sample: bool,

@@ -67,7 +67,12 @@ def save_hf_folder(folder: Path, *, hf_model, state_dict: dict[str, torch.Tensor
     """
     owned = {name for name, _ in hf_model.named_parameters()} | {name for name, _ in hf_model.named_buffers()}
     state_dict = {name: tensor for name, tensor in state_dict.items() if name in owned}
-    hf_model.save_pretrained(folder, state_dict=state_dict, safe_serialization=True)
+    config_dtype = hf_model.config.dtype  # the bf16 rollout copy must not label fp32 weights as bf16
+    hf_model.config.dtype = next(iter(state_dict.values())).dtype
+    try:
+        hf_model.save_pretrained(folder, state_dict=state_dict, safe_serialization=True)
+    finally:
+        hf_model.config.dtype = config_dtype
     tokenizer.save_pretrained(folder)
 
 
@@ -93,8 +98,8 @@ def save_checkpoint(root: Path, step: int, *, model, hf_model, tokenizer, optimi
     with _quiet_single_process():
         dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=tmp / "state",
                  no_dist=not dist.is_distributed)
-    torch.save({"torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+    torch.save({"torch_rng": torch.get_rng_state(),  # this rank's device only: resumable with other GPU counts
+                "cuda_rng": torch.cuda.get_rng_state() if torch.cuda.is_available() else None},
                tmp / "rng" / f"rank_{dist.rank}.pt")
     full_state = full_model_state_dict(model, dist)
     if dist.is_main:
@@ -110,9 +115,14 @@ def save_checkpoint(root: Path, step: int, *, model, hf_model, tokenizer, optimi
     dist.barrier()
     if dist.is_main:
         _fsync_tree(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        if final.exists():  # the same step saved again (e.g. a stop signal after the last step's checkpoint)
+            aside = root / f".old_{final.name}"  # not matched by find_latest; a crash here keeps the previous step
+            shutil.rmtree(aside, ignore_errors=True)
+            os.replace(final, aside)
+            os.replace(tmp, final)
+            shutil.rmtree(aside)
+        else:
+            os.replace(tmp, final)
         _write_latest(root, final.name)
         if max_to_keep is not None and max_to_keep > 0:
             _prune(root, max_to_keep)
@@ -181,8 +191,8 @@ def load_checkpoint(path: Path, *, model, optimizer, scheduler, dist: DistContex
     if rng_file.is_file():
         rng = torch.load(rng_file, weights_only=True)
         torch.set_rng_state(rng["torch_rng"])
-        if rng["cuda_rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda_rng"])
+        if rng["cuda_rng"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state(rng["cuda_rng"])
     trainer_state = json.loads((path / "trainer_state.json").read_text())
     random.setstate(_python_rng_from_json(trainer_state.pop("python_rng")))
     pos, has_gauss, gauss = trainer_state.pop("numpy_rng")

@@ -10,15 +10,19 @@ the single-process loss; FSDP averages gradients over ranks, so each rank back-p
 from __future__ import annotations
 
 import copy
+from typing import Callable, TypeVar
 
 import torch
 from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
+from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.tensor import DTensor
 from transformers import PreTrainedModel
 
 from gspo.config import ConfigError, GSPOConfig
 from gspo.distributed import DistContext, shard_bounds
 from gspo.trainer.batch import RolloutBatch
+
+T = TypeVar("T")
 
 
 def decoder_layers(model: PreTrainedModel) -> list[torch.nn.Module]:
@@ -31,7 +35,7 @@ def decoder_layers(model: PreTrainedModel) -> list[torch.nn.Module]:
     return layers
 
 
-def shard_model(model: PreTrainedModel, *, bf16: bool, cpu_offload: bool) -> PreTrainedModel:
+def shard_model(model: PreTrainedModel, *, world_size: int, bf16: bool, cpu_offload: bool) -> PreTrainedModel:
     """``fully_shard`` each transformer block, then the root (embeddings, final norm, LM head), in place.
 
     ``bf16``: parameters are all-gathered and used in bf16, gradients reduced in fp32, the fp32 master copy is
@@ -42,9 +46,11 @@ def shard_model(model: PreTrainedModel, *, bf16: bool, cpu_offload: bool) -> Pre
     mixed = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 \
         else MixedPrecisionPolicy()
     offload = CPUOffloadPolicy() if cpu_offload else OffloadPolicy()
+    # The mesh lives on the model's device type (FSDP would pick the accelerator even for a CPU run on a GPU host).
+    mesh = init_device_mesh(next(model.parameters()).device.type, (world_size,))
     for layer in decoder_layers(model):
-        fully_shard(layer, mp_policy=mixed, offload_policy=offload)
-    fully_shard(model, mp_policy=mixed, offload_policy=offload)
+        fully_shard(layer, mesh=mesh, mp_policy=mixed, offload_policy=offload)
+    fully_shard(model, mesh=mesh, mp_policy=mixed, offload_policy=offload)
     return model
 
 
@@ -67,8 +73,10 @@ def sync_rollout_weights(sharded: torch.nn.Module, replica: torch.nn.Module) -> 
     """Copy the current (sharded) parameters into the rollout copy; an all-gather per parameter on every rank."""
     targets = dict(replica.named_parameters())
     for name, param in sharded.named_parameters():
-        full = param.full_tensor() if isinstance(param, DTensor) else param
-        targets[name].copy_(full.to(targets[name].device))
+        target = targets[name]
+        # CPU-offloaded shards move to the rollout device first, so the all-gather runs there (NCCL), not on gloo.
+        full = param.to(target.device).full_tensor() if isinstance(param, DTensor) else param
+        target.copy_(full)
 
 
 def local_rows(batch: RolloutBatch, mini_batch_rows: int, dist: DistContext) -> RolloutBatch:
@@ -93,14 +101,17 @@ def full_grad_norm(norm: torch.Tensor) -> float:
 
 
 def merge_rank_reward_metrics(parts: list[tuple[dict[str, float], int]]) -> dict[str, float]:
-    """Per-rank reward metrics -> one dict: error counts add up, everything else is a mean over sequences."""
-    merged: dict[str, float] = {}
-    total = sum(n for _, n in parts)
+    """Per-rank reward metrics -> one dict: error counts add up, everything else is a mean over the sequences of
+    the ranks that report it."""
+    sums: dict[str, float] = {}
+    weights: dict[str, float] = {}
     for metrics, n in parts:
         for name, value in metrics.items():
-            weight = 1.0 if name == "reward/errors" else n / max(total, 1)
-            merged[name] = merged.get(name, 0.0) + value * weight
-    return merged
+            weight = 1.0 if name == "reward/errors" else float(n)
+            sums[name] = sums.get(name, 0.0) + value * weight
+            weights[name] = weights.get(name, 0.0) + weight
+    return {name: total if name == "reward/errors" else total / max(weights[name], 1.0)
+            for name, total in sums.items()}
 
 
 def check_data_parallel(cfg: GSPOConfig, world_size: int) -> None:
@@ -111,3 +122,22 @@ def check_data_parallel(cfg: GSPOConfig, world_size: int) -> None:
             f"actor_rollout_ref.actor.ppo_mini_batch_size x actor_rollout_ref.rollout.n = {rows} sequences per "
             f"mini-batch do not split evenly over {world_size} ranks; choose values whose product is a multiple "
             f"of the number of processes")
+
+
+def gather_from_ranks(dist: DistContext, compute: Callable[[], T]) -> list[T]:
+    """Every rank's ``compute()`` result, in rank order. An exception on any rank is raised on every rank (the
+    original where it happened), instead of leaving the others waiting in the gather forever."""
+    if not dist.is_distributed:
+        return [compute()]
+    result, error = None, None
+    try:
+        result = compute()
+    except Exception as exc:
+        error = exc
+    gathered = dist.all_gather_objects((result, None if error is None else f"{type(error).__name__}: {error}"))
+    if error is not None:
+        raise error
+    for rank, (_, message) in enumerate(gathered):
+        if message is not None:
+            raise RuntimeError(f"rank {rank} failed: {message}")
+    return [value for value, _ in gathered]

@@ -31,8 +31,11 @@ _HEADROOM = 1.1  # generate 10% more than the expected need so one batch usually
 class DynamicSamplingState:
     """Surplus groups, the running keep ratio and per-prompt all-equal streaks; checkpointed with the run."""
 
-    def __init__(self, cfg: FilterGroupsConfig, *, default_gen_batch_size: int, num_prompts: int):
+    def __init__(self, cfg: FilterGroupsConfig, *, default_gen_batch_size: int, num_prompts: int, seed: int = 0):
         self.cfg = cfg
+        # Its own RNG, not the global one: every rank must make the same draws whatever else (a custom reward
+        # function, say) consumes random numbers on that rank.
+        self._rng = random.Random(seed)
         self.default_gen_batch_size = default_gen_batch_size
         self.num_prompts = num_prompts
         self.surplus: RolloutBatch | None = None
@@ -79,7 +82,7 @@ class DynamicSamplingState:
             return prompt_indices, 0
         admitted = [i for i in prompt_indices
                     if self.constant_streak.get(i, 0) < prefilter.min_constant_visits
-                    or random.random() < prefilter.readmit_prob]  # global RNG: checkpointed, so resume is exact
+                    or self._rng.random() < prefilter.readmit_prob]
         return admitted, len(prompt_indices) - len(admitted)
 
     # -------------------------------------------------------------------------------------- checkpoint
@@ -87,9 +90,14 @@ class DynamicSamplingState:
         """(JSON-able state, tensors of the surplus batch)."""
         tensors = {} if self.surplus is None else {
             f.name: getattr(self.surplus, f.name) for f in fields(RolloutBatch) if getattr(self.surplus, f.name) is not None}
-        return {"keep_ratio": self.keep_ratio, "constant_streak": {str(k): v for k, v in self.constant_streak.items()}}, tensors
+        version, internal, gauss = self._rng.getstate()
+        return {"keep_ratio": self.keep_ratio, "constant_streak": {str(k): v for k, v in self.constant_streak.items()},
+                "rng": [version, list(internal), gauss]}, tensors
 
     def load_state_dict(self, state: dict, tensors: dict[str, torch.Tensor]) -> None:
         self.keep_ratio = state["keep_ratio"]
         self.constant_streak = {int(k): v for k, v in state["constant_streak"].items()}
         self.surplus = RolloutBatch(**tensors) if tensors else None
+        if "rng" in state:
+            version, internal, gauss = state["rng"]
+            self._rng.setstate((version, tuple(internal), gauss))

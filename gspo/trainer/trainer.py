@@ -14,7 +14,8 @@ from gspo.algos import ADV_ESTIMATORS
 from gspo.config import GSPOConfig, to_yaml
 from gspo.data import PromptItem, PromptSampler
 from gspo.distributed import init_distributed
-from gspo.models import autocast_dtype, enable_activation_checkpointing, load_causal_lm, load_tokenizer, resolve_device
+from gspo.models import (autocast_dtype, enable_activation_checkpointing, eos_token_ids, load_causal_lm, load_tokenizer,
+                         resolve_device)
 from gspo.rollout import HFRolloutEngine, SamplingParams, sample_keys
 from gspo.trainer.actor import UpdateSchedule, compute_log_probs, update_policy
 from gspo.trainer.batch import RolloutBatch
@@ -25,8 +26,8 @@ from gspo.trainer.dynamic_sampling import (GenerationStats, count_groups, keep_i
 from gspo.trainer.sampling_state import DynamicSamplingState
 from gspo.trainer.metrics import MetricsLogger, summary_line
 from gspo.trainer.optim import build_optimizer, build_scheduler
-from gspo.trainer.parallel import (build_rollout_copy, check_data_parallel, local_rows, merge_rank_reward_metrics,
-                                   shard_model, sync_rollout_weights)
+from gspo.trainer.parallel import (build_rollout_copy, check_data_parallel, gather_from_ranks, local_rows,
+                                   merge_rank_reward_metrics, shard_model, sync_rollout_weights)
 from gspo.trainer.setup import build_dataset, build_reward_manager, check_runnable, check_writable, seed_everything
 from gspo.trainer.signals import StopRequest, TrainingInterrupted
 
@@ -73,7 +74,7 @@ class Trainer:
         self._rollout_stale = False
         self.ref_model = self._build_ref_model(model_path)
         self.engine = HFRolloutEngine(self.rollout_model, pad_token_id=self.tokenizer.pad_token_id,
-                                      eos_token_ids=self._eos_token_ids(),
+                                      eos_token_ids=eos_token_ids(self.tokenizer, self.rollout_model),
                                       micro_batch_size=cfg.actor_rollout_ref.rollout.micro_batch_size,
                                       autocast_dtype=self.autocast_dtype)
         self.total_steps = self._total_training_steps()
@@ -84,10 +85,11 @@ class Trainer:
                                        ppo_epochs=actor.ppo_epochs)
         self.sampling_state = DynamicSamplingState(
             cfg.algorithm.filter_groups, default_gen_batch_size=cfg.data.gen_batch_size or cfg.data.train_batch_size,
-            num_prompts=len(self.train_data))
+            num_prompts=len(self.train_data), seed=cfg.trainer.seed)
         self.global_step = 0
         self._next_group_id = 0
         self._consecutive_skips = 0
+        self._saved_step: int | None = None
         self._maybe_resume()
 
     # ------------------------------------------------------------------------------------------------ setup
@@ -95,7 +97,8 @@ class Trainer:
         """FSDP2 over the ranks; FSDP's bf16 parameter casting then replaces autocast on CUDA."""
         fsdp = self.config.actor_rollout_ref.actor.fsdp_config
         on_cuda = self.device.type == "cuda"  # on CPU the state already lives in host memory: offload is moot
-        shard_model(model, bf16=on_cuda, cpu_offload=on_cuda and (fsdp.param_offload or fsdp.optimizer_offload))
+        shard_model(model, world_size=self.dist.world_size, bf16=on_cuda,
+                    cpu_offload=on_cuda and (fsdp.param_offload or fsdp.optimizer_offload))
         self.autocast_dtype = None
 
     def _build_ref_model(self, model_path: str):
@@ -106,12 +109,6 @@ class Trainer:
         if self.dist.is_distributed:
             self._shard(ref)
         return ref
-
-    def _eos_token_ids(self) -> list[int]:
-        ids = {self.tokenizer.eos_token_id}
-        generation_eos = getattr(self.model.generation_config, "eos_token_id", None)
-        ids.update(generation_eos if isinstance(generation_eos, list) else [generation_eos])
-        return sorted(i for i in ids if i is not None)
 
     def _total_training_steps(self) -> int:
         cfg = self.config
@@ -196,14 +193,20 @@ class Trainer:
         if group_ids is None:  # training group ids never repeat in a run
             group_ids = torch.arange(self._next_group_id, self._next_group_id + len(prompts))
             self._next_group_id += len(prompts)
+        if self._rollout_stale and self.rollout_model is not self.model:  # collective: every rank, before any exit
+            sync_rollout_weights(self.model, self.rollout_model)
+        self._rollout_stale = False
         start, stop = self.dist.shard(prompts)
-        part = None
-        if start < stop:
+
+        def local_share() -> tuple[RolloutBatch, dict[str, float]] | None:
+            if start == stop:
+                return None
             with _timer(timings, "timing/gen"):
                 batch = self.generate(prompts[start:stop], group_ids[start:stop], params)
             with _timer(timings, "timing/reward"):
-                part = (batch, self.score(batch, prompts[start:stop]))
-        parts = [p for p in self.dist.all_gather_objects(part) if p is not None]
+                return batch, self.score(batch, prompts[start:stop])
+
+        parts = [part for part in gather_from_ranks(self.dist, local_share) if part is not None]
         batch = RolloutBatch.concat([b for b, _ in parts], self.tokenizer.pad_token_id)
         return batch, merge_rank_reward_metrics([(m, b.num_sequences) for b, m in parts])
 
@@ -213,9 +216,6 @@ class Trainer:
         Sampling is seeded per response from (trainer.seed, group id, sample index), so a response does not depend
         on its batch, its rank or a resume.
         """
-        if self._rollout_stale and self.rollout_model is not self.model:
-            sync_rollout_weights(self.model, self.rollout_model)
-        self._rollout_stale = False
         keys = sample_keys(self.config.trainer.seed, group_ids, params.n) if params.do_sample else None
         with_log_probs = params.do_sample and self.config.actor_rollout_ref.actor.use_rollout_log_probs
         generation = self.engine.generate([p.prompt_ids for p in prompts], params, keys, with_log_probs)
@@ -362,8 +362,12 @@ class Trainer:
 
     def save_checkpoint(self) -> Path:
         """Sharded checkpoint of this step (every rank calls it; see :mod:`gspo.trainer.checkpoint`)."""
+        root = self.output_dir / "checkpoints"
+        if self._saved_step == self.global_step:  # e.g. a stop signal right after the last step's checkpoint
+            return root / f"global_step_{self.global_step}"
+        self._saved_step = self.global_step
         state, tensors = self._trainer_state()
-        return save_checkpoint(self.output_dir / "checkpoints", self.global_step, model=self.model,
+        return save_checkpoint(root, self.global_step, model=self.model,
                                hf_model=self.rollout_model, tokenizer=self.tokenizer, optimizer=self.optimizer,
                                scheduler=self.scheduler, trainer_state=state, tensors=tensors,
                                config_yaml=to_yaml(self.config),

@@ -76,13 +76,18 @@ def runs(tmp_path_factory, tiny_model_dir, addition_files, parity_reward):
     """A 3-step single-process run, and a 2-step run on 2 ranks resumed on 1 rank for step 3."""
     root = tmp_path_factory.mktemp("distributed")
     single, pair = root / "single", root / "pair"
-    _run([sys.executable, str(WORKER), str(root / "single.json"),
-          *_args(tiny_model_dir, addition_files, parity_reward, single, steps=3)])
-    _run([*_torchrun(2), str(WORKER), str(root / "pair.json"),
-          *_args(tiny_model_dir, addition_files, parity_reward, pair, steps=2)])
+    # One validation prompt for two ranks: rank 1 has nothing to generate right after an update (it must still
+    # take part in refreshing the rollout weights).
+    one_prompt = root / "val1.jsonl"
+    one_prompt.write_text(addition_files[1].read_text().splitlines()[0] + "\n")
+
+    def args(out: Path, steps: int) -> list[str]:
+        return [*_args(tiny_model_dir, addition_files, parity_reward, out, steps), f"data.val_files=[{one_prompt}]"]
+
+    _run([sys.executable, str(WORKER), str(root / "single.json"), *args(single, 3)])
+    _run([*_torchrun(2), str(WORKER), str(root / "pair.json"), *args(pair, 2)])
     shutil.copytree(pair, root / "resumed")
-    _run([sys.executable, str(WORKER), str(root / "resumed.json"),
-          *_args(tiny_model_dir, addition_files, parity_reward, root / "resumed", steps=3)])
+    _run([sys.executable, str(WORKER), str(root / "resumed.json"), *args(root / "resumed", 3)])
     kept = {name: json.loads((root / f"{name}.json").read_text()) for name in ("single", "pair", "resumed")}
     return root, kept
 
@@ -92,6 +97,7 @@ def test_two_ranks_keep_the_same_groups_as_one(runs):
     assert kept["pair"]["world_size"] == 2 and kept["single"]["world_size"] == 1
     assert kept["pair"]["kept"] == kept["single"]["kept"][:2]
     assert all(len(step) == 4 * 4 for step in kept["pair"]["kept"])  # exactly train_batch_size groups x n
+    assert "val/acc_mean" in _metrics(runs[0] / "pair")[-1]  # validation with an idle rank did not hang
     # Dynamic sampling did act: the first generation batch of 6 prompts had all-equal groups or a surplus to trim.
     metrics = _metrics(runs[0] / "pair")
     assert [m["train/kept_prompts"] for m in metrics if m["step"] > 0] == \

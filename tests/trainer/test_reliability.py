@@ -143,3 +143,17 @@ def test_metrics_of_redone_steps_are_not_duplicated(tmp_path):
     logger.close()
     MetricsLogger(tmp_path, [], resume_step=2).close()  # resumed from the step-2 checkpoint
     assert [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [0, 1, 2]
+
+
+def test_saving_the_same_step_twice_replaces_it_whole(make_config, tmp_path):
+    from gspo.trainer.checkpoint import save_checkpoint
+
+    trainer = Trainer(make_config("trainer.total_training_steps=1"))
+    trainer.fit()  # writes global_step_1 at the last step
+    root = tmp_path / "run" / "checkpoints"
+    assert trainer.save_checkpoint() == root / "global_step_1"  # a stop signal now: nothing is rewritten
+    state, tensors = trainer._trainer_state()
+    save_checkpoint(root, 1, model=trainer.model, hf_model=trainer.model, tokenizer=trainer.tokenizer,
+                    optimizer=trainer.optimizer, scheduler=trainer.scheduler, trainer_state=state, tensors=tensors)
+    assert find_latest(root).name == "global_step_1"
+    assert sorted(p.name for p in root.iterdir()) == ["global_step_1", "latest"]  # no .old_ / .tmp_ left behind
