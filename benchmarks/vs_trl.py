@@ -184,6 +184,7 @@ def run_ours(opts: argparse.Namespace) -> dict:
         "trainer.val_before_train=false",
         "trainer.device=cpu",
         f"trainer.seed={opts.seed}",
+        *opts.ours_override,
     ]
     trainer = Trainer(load_config(overrides=overrides))
     checksum = _param_checksum(trainer.model)
@@ -433,7 +434,8 @@ def _child(which: str, opts: argparse.Namespace, model: str, workdir: Path) -> d
            "--_workdir", str(workdir), "--prompts", str(opts.prompts), "--n", str(opts.n),
            "--max-response-length", str(opts.max_response_length), "--lr", str(opts.lr),
            "--warmup", str(opts.warmup), "--steps", str(opts.steps), "--threads", str(opts.threads),
-           "--seed", str(opts.seed)] + (["--fixed-length"] if opts.fixed_length else [])
+           "--seed", str(opts.seed)] + (["--fixed-length"] if opts.fixed_length else []) \
+        + [arg for override in opts.ours_override for arg in ("--ours-override", override)]
     env = {**os.environ, "OMP_NUM_THREADS": str(opts.threads), "MKL_NUM_THREADS": str(opts.threads)}
     waited = wait_until_idle(opts.wait_idle) if opts.wait_idle > 0 else 0.0
     load_before = os.getloadavg()[0]
@@ -488,7 +490,8 @@ def main(opts: argparse.Namespace) -> dict:
            "settings": {"prompts_per_step": opts.prompts, "n": opts.n, "max_response_length": opts.max_response_length,
                         "lr": opts.lr, "optimizer_steps_per_step": 2, "warmup_steps": opts.warmup,
                         "timed_steps": opts.steps, "threads": opts.threads, "fixed_length": opts.fixed_length,
-                        "seed": opts.seed, "clip": [3e-4, 4e-4], "kl_beta": 0.0, "dynamic_sampling": False},
+                        "seed": opts.seed, "clip": [3e-4, 4e-4], "kl_beta": 0.0, "dynamic_sampling": False,
+                        "ours_overrides": opts.ours_override},
            "sizes": {}}
     for size in sizes:
         with tempfile.TemporaryDirectory(prefix=f"vs_trl_{size}_") as tmp:
@@ -537,6 +540,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
                    help="before each trainer, wait up to SECONDS for the machine to be idle (shared machines)")
+    p.add_argument("--ours-override", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra gspo config override (repeatable), e.g. actor_rollout_ref.actor.use_rollout_log_probs=true")
     p.add_argument("--_child", choices=["ours", "trl"], help=argparse.SUPPRESS)
     p.add_argument("--_model", help=argparse.SUPPRESS)
     p.add_argument("--_result", help=argparse.SUPPRESS)

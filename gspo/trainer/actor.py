@@ -16,6 +16,7 @@ from gspo.trainer.batch import RolloutBatch
 from gspo.trainer.metrics import MetricAccumulator
 from gspo.trainer.packing import pack_micro_batches
 from gspo.trainer.parallel import full_grad_norm
+from gspo.trainer.shared_prefix import can_share_prompts, full_sequence_logits, shared_prompt_logits
 
 _SINGLE = DistContext()
 
@@ -30,19 +31,21 @@ def _autocast(device: torch.device, dtype: torch.dtype | None):
 
 def forward_response(model: PreTrainedModel, batch: RolloutBatch, *, temperature: float,
                      autocast_dtype: torch.dtype | None, with_entropy: bool, logits_chunk_size: int = 0,
-                     entropy_grad: bool = False
+                     entropy_grad: bool = False, share_prompts: bool = False
                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs (N, R) of the response tokens under ``model`` at the sampling temperature, and entropy (N, R).
 
     Only the R+1 last positions go through the LM head (``logits_to_keep``), so prompt positions cost no
     vocabulary-sized work. No log_softmax copy of the logits is made (label logit minus logsumexp);
     ``logits_chunk_size`` > 0 also bounds the float32 upcast / softmax to that many positions at a time.
-    Without autograd the temperature is applied in place, so the logits exist once.
+    Without autograd the temperature is applied in place, so the logits exist once. ``share_prompts``: each
+    group's prompt is encoded once for all its rows (:mod:`gspo.trainer.shared_prefix`); same result.
     """
-    inputs = batch.model_inputs()
-    response_len = batch.response_ids.shape[1]
     with _autocast(batch.response_ids.device, autocast_dtype):
-        logits = model(**inputs, use_cache=False, logits_to_keep=response_len + 1).logits[:, :-1]  # (N, R, V)
+        if share_prompts and can_share_prompts(model, batch):
+            logits = shared_prompt_logits(model, batch)  # (N, R, V)
+        else:
+            logits = full_sequence_logits(model, batch)  # (N, R, V)
     if temperature != 1.0:  # log-probs of the distribution the rollout actually sampled from
         logits = logits / temperature if torch.is_grad_enabled() else logits.div_(temperature)
     chunk_size = logits_chunk_size if logits_chunk_size > 0 else None
@@ -72,7 +75,8 @@ def even_out(micro_batches: list[RolloutBatch], dist: DistContext) -> list[tuple
 @torch.no_grad()
 def compute_log_probs(model: PreTrainedModel, batch: RolloutBatch, *, micro_batch_size: int, temperature: float,
                       autocast_dtype: torch.dtype | None, max_token_len: int | None = None,
-                      logits_chunk_size: int = 0, dist: DistContext = _SINGLE) -> torch.Tensor:
+                      logits_chunk_size: int = 0, dist: DistContext = _SINGLE, share_prompts: bool = False
+                      ) -> torch.Tensor:
     """(N, R) response log-probs in micro-batches, without gradients (old policy or reference); 0 at padding.
 
     ``max_token_len`` (``use_dynamic_bsz``): micro-batches are packed by length to at most that many tokens each
@@ -83,7 +87,7 @@ def compute_log_probs(model: PreTrainedModel, batch: RolloutBatch, *, micro_batc
     was_training = model.training
     model.eval()
     forward = dict(temperature=temperature, autocast_dtype=autocast_dtype, with_entropy=False,
-                   logits_chunk_size=logits_chunk_size)
+                   logits_chunk_size=logits_chunk_size, share_prompts=share_prompts and not dist.is_distributed)
     try:
         if max_token_len:
             packs = pack_micro_batches(batch, max_token_len)
@@ -174,7 +178,8 @@ def _optimizer_step(model: PreTrainedModel, optimizer: torch.optim.Optimizer, mi
     else:
         micro_batches = mini_batch.split(cfg.ppo_micro_batch_size_per_gpu)
     for micro, is_real in even_out(micro_batches, dist):
-        loss, metrics = _micro_batch_loss(model, micro, cfg, temperature, autocast_dtype, counts)
+        loss, metrics = _micro_batch_loss(model, micro, cfg, temperature, autocast_dtype, counts,
+                                          share_prompts=cfg.share_prompt_forward and not dist.is_distributed)
         if not is_real:
             (loss * 0.0).backward()  # takes part in FSDP's gradient reduction, adds nothing
             continue
@@ -201,12 +206,12 @@ def _optimizer_step(model: PreTrainedModel, optimizer: torch.optim.Optimizer, mi
 
 
 def _micro_batch_loss(model: PreTrainedModel, micro: RolloutBatch, cfg: ActorConfig, temperature: float,
-                      autocast_dtype: torch.dtype | None, counts: dict
+                      autocast_dtype: torch.dtype | None, counts: dict, share_prompts: bool
                       ) -> tuple[torch.Tensor, dict[str, float]]:
     """This micro-batch's share of the mini-batch loss (global denominators), and its metrics."""
     log_probs, entropy = forward_response(model, micro, temperature=temperature, autocast_dtype=autocast_dtype,
                                           with_entropy=True, entropy_grad=cfg.entropy_coeff != 0.0,
-                                          logits_chunk_size=cfg.logits_chunk_size)
+                                          logits_chunk_size=cfg.logits_chunk_size, share_prompts=share_prompts)
     mask = micro.response_mask
     old_log_probs = micro.old_log_probs if micro.old_log_probs is not None else log_probs.detach()
     advantages = micro.advantages[:, None].expand_as(log_probs)  # (n, R): one advantage per sequence

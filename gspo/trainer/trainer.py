@@ -241,7 +241,7 @@ class Trainer:
         common = dict(micro_batch_size=actor.ppo_micro_batch_size_per_gpu, temperature=rollout_cfg.temperature,
                       autocast_dtype=self.autocast_dtype, logits_chunk_size=actor.logits_chunk_size,
                       max_token_len=actor.ppo_max_token_len_per_gpu if actor.use_dynamic_bsz else None,
-                      dist=self.dist)
+                      dist=self.dist, share_prompts=actor.share_prompt_forward)
         on_policy_rows = self.schedule.num_on_policy_rows(actor.ppo_mini_batch_size * rollout_cfg.n
                                                           // self.dist.world_size)
         if actor.use_rollout_log_probs:

@@ -26,9 +26,11 @@ def batch_and_model(tiny_model_dir):
     response_mask = torch.ones(rows, response_len)
     for row, length in enumerate([5, 1, 3, 2, 4, 5]):  # ragged, including a length-1 response
         response_mask[row, length:] = 0
-    prompt_mask = torch.ones(rows, prompt_len, dtype=torch.long)
-    prompt_mask[0, :2] = 0  # left padding on one row
-    batch = RolloutBatch(prompt_ids=torch.randint(3, 15, (rows, prompt_len)) * prompt_mask, prompt_mask=prompt_mask,
+    prompt_mask = torch.ones(groups, prompt_len, dtype=torch.long)
+    prompt_mask[0, :2] = 0  # left padding on the first group's prompt
+    prompt_ids = torch.randint(3, 15, (groups, prompt_len)) * prompt_mask
+    prompt_ids, prompt_mask = prompt_ids.repeat_interleave(n, 0), prompt_mask.repeat_interleave(n, 0)  # n per group
+    batch = RolloutBatch(prompt_ids=prompt_ids, prompt_mask=prompt_mask,
                          response_ids=(torch.randint(3, 15, (rows, response_len)) * response_mask).long(),
                          response_mask=response_mask, group_ids=torch.arange(groups).repeat_interleave(n),
                          prompt_index=torch.arange(groups).repeat_interleave(n),
@@ -38,7 +40,10 @@ def batch_and_model(tiny_model_dir):
 
 def _updated(model, batch, **cfg_overrides):
     model = copy.deepcopy(model)
-    cfg = replace(ActorConfig(), **{"ppo_mini_batch_size": 2, "grad_clip": 1e9, **cfg_overrides})
+    # Exactness tests of micro-batching / packing / checkpointing run the plain forward; the shared-prompt forward
+    # is compared with it separately (it reorders float sums, so it agrees to ~1e-8 relative, not bit for bit).
+    cfg = replace(ActorConfig(), **{"ppo_mini_batch_size": 2, "grad_clip": 1e9, "share_prompt_forward": False,
+                                    **cfg_overrides})
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
     metrics = update_policy(model, optimizer, batch, cfg, n=3, temperature=1.0, autocast_dtype=None,
                             max_response_length=5)
@@ -200,3 +205,51 @@ def test_first_mini_batch_needs_no_old_log_probs(batch_and_model):
     for a, b in zip(explicit.parameters(), skipped.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
     assert skipped_metrics["actor/pg_loss"] == pytest.approx(explicit_metrics["actor/pg_loss"], rel=1e-9)
+
+
+@pytest.mark.parametrize("order", ["grouped", "shuffled"])
+def test_shared_prompt_forward_gives_the_same_log_probs_and_gradients(batch_and_model, order):
+    # Each group's prompt encoded once vs every row's full sequence; rows in any order (packing reorders them).
+    from gspo.trainer.shared_prefix import can_share_prompts
+
+    batch, model = batch_and_model
+    if order == "shuffled":
+        batch = batch.select(torch.tensor([4, 0, 5, 2, 1, 3]))
+    assert can_share_prompts(model, batch)
+    results = []
+    for share in (False, True):
+        model.zero_grad()
+        log_probs, _ = forward_response(model, batch, temperature=0.7, autocast_dtype=None, with_entropy=False,
+                                        share_prompts=share)
+        (log_probs * batch.response_mask * batch.advantages[:, None]).sum().backward()
+        results.append((log_probs.detach(), [p.grad.clone() for p in model.parameters()]))
+    (plain, plain_grads), (shared, shared_grads) = results
+    mask = batch.response_mask.bool()
+    torch.testing.assert_close(shared[mask], plain[mask], rtol=1e-9, atol=1e-12)
+    # Attention's internals keep float32 precision in places even for a float64 model, and the shared prompt
+    # sums its n rows' gradients in a different order: agreement is ~1e-8 relative, a wrong gradient is O(1).
+    for a, b in zip(plain_grads, shared_grads):
+        torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-6)  # gradients reach ~30
+
+
+def test_shared_prompt_forward_handles_one_token_responses_and_declines_mixed_prompts(batch_and_model):
+    from gspo.trainer.shared_prefix import can_share_prompts
+
+    batch, model = batch_and_model
+    one_token = replace(batch, response_ids=batch.response_ids[:, :1], response_mask=batch.response_mask[:, :1])
+    plain = forward_response(model, one_token, temperature=1.0, autocast_dtype=None, with_entropy=False)[0]
+    shared = forward_response(model, one_token, temperature=1.0, autocast_dtype=None, with_entropy=False,
+                              share_prompts=True)[0]
+    torch.testing.assert_close(shared, plain, rtol=1e-9, atol=1e-12)
+    mixed = replace(batch, prompt_ids=batch.prompt_ids.roll(1, 0))  # a group whose rows carry different prompts
+    assert not can_share_prompts(model, mixed)
+    assert not can_share_prompts(model, batch.select(torch.tensor([0, 3])))  # one row per group: nothing to share
+
+
+def test_shared_prompt_update_equals_the_plain_update(batch_and_model):
+    batch, model = batch_and_model
+    plain, plain_metrics = _updated(model, batch, ppo_mini_batch_size=1, share_prompt_forward=False)
+    shared, shared_metrics = _updated(model, batch, ppo_mini_batch_size=1, share_prompt_forward=True)
+    for (name, a), b in zip(plain.named_parameters(), shared.parameters()):
+        torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-6, msg=name)
+    assert shared_metrics["actor/pg_loss"] == pytest.approx(plain_metrics["actor/pg_loss"], rel=1e-9)
