@@ -174,7 +174,7 @@ def evaluate(model_path: str, data_files: list[str], cfg: EvalConfig) -> dict:
                              resolve_device)
     from gspo.resources import resolve_path
     from gspo.rewards import RewardManager, load_custom_reward
-    from gspo.rollout import HFRolloutEngine, SamplingParams
+    from gspo.rollout import HFRolloutEngine, SamplingParams, sample_keys
 
     start = time.perf_counter()
     torch.manual_seed(cfg.seed)
@@ -201,7 +201,9 @@ def evaluate(model_path: str, data_files: list[str], cfg: EvalConfig) -> dict:
     with open(out_dir / "generations.jsonl", "w", encoding="utf-8") as sink:
         for first in tqdm(range(0, len(items), cfg.batch_size), desc="eval", unit="batch", dynamic_ncols=True):
             batch = items[first:first + cfg.batch_size]
-            generation = engine.generate([p.prompt_ids for p in batch], params)
+            # Seeded per response by (seed, position in the file, sample): the same samples at any batch_size.
+            keys = sample_keys(cfg.seed, torch.arange(first, first + len(batch)), cfg.n) if params.do_sample else None
+            generation = engine.generate([p.prompt_ids for p in batch], params, keys)
             texts = tokenizer.batch_decode(generation.response_ids, skip_special_tokens=True)
             rows = [p for p in batch for _ in range(cfg.n)]
             scored = rewards.score(texts, generation.response_lengths, [p.ground_truth for p in rows],

@@ -149,6 +149,14 @@ def test_eval_greedy_default_is_deterministic(tmp_path, tiny_model_dir, addition
     assert math.isclose(sum(r["mean_acc"] for r in first), sum(r["mean_acc"] for r in second))
 
 
+def test_eval_sampling_is_seeded_per_response_whatever_the_batch_size(tmp_path, tiny_model_dir, addition_files):
+    whole = _run(tmp_path, tiny_model_dir, addition_files[1], "n=3", "temperature=1.0", "batch_size=8")[1]
+    pieces = _run(tmp_path, tiny_model_dir, addition_files[1], "n=3", "temperature=1.0", "batch_size=3")[1]
+    other_seed = _run(tmp_path, tiny_model_dir, addition_files[1], "n=3", "temperature=1.0", "seed=5")[1]
+    assert [r["responses"] for r in whole] == [r["responses"] for r in pieces]
+    assert [r["responses"] for r in whole] != [r["responses"] for r in other_seed]
+
+
 @pytest.mark.parametrize("args, expected", [
     (["--model", "/nonexistent/model", "--data", "{val}"], "gspo eval: error: --model: '/nonexistent/model' does not"),
     (["--model", "{model}", "--data", "/nonexistent/val.jsonl"], "/nonexistent/val.jsonl: data file not found"),
