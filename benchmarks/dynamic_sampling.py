@@ -4,7 +4,12 @@ Runs the embedded addition task for the same number of training steps under each
 one JSON line per variant: generated response tokens per trained prompt group, wall time, final validation
 accuracy (mean and per seed), and the saving against the verl-style rule.
 
-    python benchmarks/dynamic_sampling.py [--steps 60] [--seeds 1 2 3] [key=value ...]
+    python benchmarks/dynamic_sampling.py [--steps 60] [--seeds 1 2 3] [--train-prompts N] [key=value ...]
+
+``--train-prompts N`` trains on the first N embedded training prompts only, so prompts come back every
+N / gen_batch_size steps (several epochs, as on GSM8K's 7.5k prompts): that is where solved prompts keep being
+regenerated under verl's rule and where the prefilter can act (on the full 6,144 prompts a 150-step run sees each
+prompt about once).
 """
 
 from __future__ import annotations
@@ -58,8 +63,17 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--train-prompts", type=int, default=0, help="first N embedded training prompts (0: all)")
     parser.add_argument("overrides", nargs="*", help="extra key=value applied to every run")
     args = parser.parse_args()
+    subset_dir = tempfile.TemporaryDirectory()
+    if args.train_prompts > 0:
+        from gspo.resources import resolve_path
+
+        lines = resolve_path("embedded://addition/train.jsonl").read_text().splitlines()[:args.train_prompts]
+        subset = Path(subset_dir.name) / "train.jsonl"
+        subset.write_text("\n".join(lines) + "\n")
+        args.overrides = [f"data.train_files=[{subset}]", *args.overrides]
     baseline = None
     for name in args.variants:
         runs = [run_once(VARIANTS[name] + args.overrides, args.steps, seed) for seed in args.seeds]
@@ -67,6 +81,7 @@ def main() -> None:
         baseline = tokens if name == "verl" else baseline
         print(json.dumps({
             "benchmark": "dynamic_sampling", "variant": name, "steps": args.steps, "seeds": args.seeds,
+            "train_prompts": args.train_prompts or "all",
             "generated_tokens_per_trained_group": round(tokens, 2),
             "saving_vs_verl": round(baseline / tokens, 3) if baseline else None,
             "gen_batches_per_step": round(statistics.mean(r["gen_batches_per_step"] for r in runs), 3),
