@@ -102,7 +102,7 @@ class ActorConfig:
     # bf16, where rollout and training kernels differ), and surplus groups keep their sampling policy's log-probs.
     use_rollout_log_probs: bool = False
     # Encode each group's prompt once for all its responses in the log-prob and update passes (same result, fewer
-    # tokens: P + nR instead of n(P + R) per group). Single process only; off under activation checkpointing.
+    # tokens: P + nR instead of n(P + R) per group). Off under activation checkpointing (HF disables the KV cache).
     share_prompt_forward: bool = True
     grad_clip: float = 1.0
     entropy_coeff: float = 0.0

@@ -31,7 +31,7 @@ def _autocast(device: torch.device, dtype: torch.dtype | None):
 
 def forward_response(model: PreTrainedModel, batch: RolloutBatch, *, temperature: float,
                      autocast_dtype: torch.dtype | None, with_entropy: bool, logits_chunk_size: int = 0,
-                     entropy_grad: bool = False, share_prompts: bool = False
+                     entropy_grad: bool = False, share_prompts: bool = False, uniform_passes: bool = False
                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs (N, R) of the response tokens under ``model`` at the sampling temperature, and entropy (N, R).
 
@@ -40,10 +40,11 @@ def forward_response(model: PreTrainedModel, batch: RolloutBatch, *, temperature
     ``logits_chunk_size`` > 0 also bounds the float32 upcast / softmax to that many positions at a time.
     Without autograd the temperature is applied in place, so the logits exist once. ``share_prompts``: each
     group's prompt is encoded once for all its rows (:mod:`gspo.trainer.shared_prefix`); same result.
+    ``uniform_passes`` (FSDP): the choice and the number of forward passes must not depend on the rank's data.
     """
     with _autocast(batch.response_ids.device, autocast_dtype):
-        if share_prompts and can_share_prompts(model, batch):
-            logits = shared_prompt_logits(model, batch)  # (N, R, V)
+        if share_prompts and can_share_prompts(model, batch, uniform=uniform_passes):
+            logits = shared_prompt_logits(model, batch, always_two_passes=uniform_passes)  # (N, R, V)
         else:
             logits = full_sequence_logits(model, batch)  # (N, R, V)
     if temperature != 1.0:  # log-probs of the distribution the rollout actually sampled from
@@ -87,7 +88,8 @@ def compute_log_probs(model: PreTrainedModel, batch: RolloutBatch, *, micro_batc
     was_training = model.training
     model.eval()
     forward = dict(temperature=temperature, autocast_dtype=autocast_dtype, with_entropy=False,
-                   logits_chunk_size=logits_chunk_size, share_prompts=share_prompts and not dist.is_distributed)
+                   logits_chunk_size=logits_chunk_size, share_prompts=share_prompts,
+                   uniform_passes=dist.is_distributed)
     try:
         if max_token_len:
             packs = pack_micro_batches(batch, max_token_len)
@@ -179,7 +181,7 @@ def _optimizer_step(model: PreTrainedModel, optimizer: torch.optim.Optimizer, mi
         micro_batches = mini_batch.split(cfg.ppo_micro_batch_size_per_gpu)
     for micro, is_real in even_out(micro_batches, dist):
         loss, metrics = _micro_batch_loss(model, micro, cfg, temperature, autocast_dtype, counts,
-                                          share_prompts=cfg.share_prompt_forward and not dist.is_distributed)
+                                          share_prompts=cfg.share_prompt_forward, uniform_passes=dist.is_distributed)
         if not is_real:
             (loss * 0.0).backward()  # takes part in FSDP's gradient reduction, adds nothing
             continue
@@ -206,12 +208,13 @@ def _optimizer_step(model: PreTrainedModel, optimizer: torch.optim.Optimizer, mi
 
 
 def _micro_batch_loss(model: PreTrainedModel, micro: RolloutBatch, cfg: ActorConfig, temperature: float,
-                      autocast_dtype: torch.dtype | None, counts: dict, share_prompts: bool
-                      ) -> tuple[torch.Tensor, dict[str, float]]:
+                      autocast_dtype: torch.dtype | None, counts: dict, share_prompts: bool,
+                      uniform_passes: bool) -> tuple[torch.Tensor, dict[str, float]]:
     """This micro-batch's share of the mini-batch loss (global denominators), and its metrics."""
     log_probs, entropy = forward_response(model, micro, temperature=temperature, autocast_dtype=autocast_dtype,
                                           with_entropy=True, entropy_grad=cfg.entropy_coeff != 0.0,
-                                          logits_chunk_size=cfg.logits_chunk_size, share_prompts=share_prompts)
+                                          logits_chunk_size=cfg.logits_chunk_size, share_prompts=share_prompts,
+                                          uniform_passes=uniform_passes)
     mask = micro.response_mask
     old_log_probs = micro.old_log_probs if micro.old_log_probs is not None else log_probs.detach()
     advantages = micro.advantages[:, None].expand_as(log_probs)  # (n, R): one advantage per sequence

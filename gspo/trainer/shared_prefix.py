@@ -31,11 +31,14 @@ def _prompt_rows(batch: RolloutBatch) -> tuple[torch.Tensor, torch.Tensor]:
     return first_row, inverse
 
 
-def shared_prompt_logits(model: PreTrainedModel, batch: RolloutBatch) -> torch.Tensor:
+def shared_prompt_logits(model: PreTrainedModel, batch: RolloutBatch, *, always_two_passes: bool = False
+                         ) -> torch.Tensor:
     """(N, R, V) logits predicting each response token; each distinct prompt (by group id) is encoded once.
 
     Rows may come in any order (length packing reorders them). Token t of a response is predicted by the prompt's
     last position (t = 0) or by response token t - 1 attending to the prompt's cache and earlier response tokens.
+    ``always_two_passes``: run the response pass even for one-token responses (its output unused), so every FSDP
+    rank runs the same number of forward passes.
     """
     first_row, inverse = _prompt_rows(batch)  # (G,), (N,) row -> its prompt
     prompt_ids, prompt_mask = batch.prompt_ids[first_row], batch.prompt_mask[first_row]  # (G, P)
@@ -46,25 +49,32 @@ def shared_prompt_logits(model: PreTrainedModel, batch: RolloutBatch) -> torch.T
                        **{cache_arg: cache})
     first_logits = prompt_out.logits[:, -1][inverse]  # (N, V): predicts response token 0
     response_len = batch.response_ids.shape[1]
-    if response_len == 1:
+    if response_len == 1 and not always_two_passes:
         return first_logits[:, None]
     # Each response row gets its prompt's keys / values (an index, so gradients add up over the group).
     per_row = DynamicCache(ddp_cache_data=[(layer.keys[inverse], layer.values[inverse]) for layer in cache.layers],
                            config=model.config)
-    inputs = batch.response_ids[:, :-1]  # (N, R-1): token t predicts token t+1
-    attention_mask = torch.cat([batch.prompt_mask, batch.response_mask[:, :-1].long()], dim=1)
+    width = max(response_len - 1, 1)  # a one-token response still feeds its token (then drops the output)
+    inputs = batch.response_ids[:, :width]  # (N, R-1): token t predicts token t+1
+    attention_mask = torch.cat([batch.prompt_mask, batch.response_mask[:, :width].long()], dim=1)
     prompt_lengths = batch.prompt_mask.sum(-1, keepdim=True)  # the next position after the prompt
-    positions = prompt_lengths + torch.arange(response_len - 1, device=inputs.device)
+    positions = prompt_lengths + torch.arange(width, device=inputs.device)
     rest = model(input_ids=inputs, attention_mask=attention_mask, position_ids=positions, use_cache=True,
-                 **{cache_arg: per_row}).logits  # (N, R-1, V)
+                 **{cache_arg: per_row}).logits[:, :response_len - 1]  # (N, R-1, V)
     return torch.cat([first_logits[:, None].to(rest.dtype), rest], dim=1)
 
 
-def can_share_prompts(model: PreTrainedModel, batch: RolloutBatch) -> bool:
+def can_share_prompts(model: PreTrainedModel, batch: RolloutBatch, *, uniform: bool = False) -> bool:
     """Worth it and possible: rows of a group carry the same prompt, some group has several rows, and the model
-    runs with a KV cache in this mode (HF turns the cache off under activation checkpointing in training)."""
+    runs with a KV cache in this mode (HF turns the cache off under activation checkpointing in training).
+
+    ``uniform`` (FSDP): decide from the model alone, the same on every rank, so all ranks run the same passes;
+    rows of a group always share their prompt in batches built by the trainer.
+    """
     if batch.num_sequences == 0 or (model.training and _activation_checkpointing(model)):
         return False
+    if uniform:
+        return True
     first_row, inverse = _prompt_rows(batch)
     same_prompt = torch.equal(batch.prompt_ids[first_row][inverse], batch.prompt_ids) and \
         torch.equal(batch.prompt_mask[first_row][inverse], batch.prompt_mask)

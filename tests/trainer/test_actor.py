@@ -240,6 +240,9 @@ def test_shared_prompt_forward_handles_one_token_responses_and_declines_mixed_pr
     shared = forward_response(model, one_token, temperature=1.0, autocast_dtype=None, with_entropy=False,
                               share_prompts=True)[0]
     torch.testing.assert_close(shared, plain, rtol=1e-9, atol=1e-12)
+    two_passes = forward_response(model, one_token, temperature=1.0, autocast_dtype=None, with_entropy=False,
+                                  share_prompts=True, uniform_passes=True)[0]  # FSDP: same passes on every rank
+    torch.testing.assert_close(two_passes, plain, rtol=1e-9, atol=1e-12)
     mixed = replace(batch, prompt_ids=batch.prompt_ids.roll(1, 0))  # a group whose rows carry different prompts
     assert not can_share_prompts(model, mixed)
     assert not can_share_prompts(model, batch.select(torch.tensor([0, 3])))  # one row per group: nothing to share
