@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         if launch := torchrun_command(config, argv if argv is not None else sys.argv[1:]):
             # torchrun takes this process's place, so signals (Ctrl-C, SIGTERM from a scheduler) reach it directly
             # and it forwards them to every rank, which checkpoint and stop together.
-            os.execv(launch[0], launch)
+            os.execve(launch[0], launch, torchrun_env())
         return train(config)
     except (ConfigError, FileNotFoundError, PermissionError, ValueError) as exc:
         print(f"gspo {name}: error: {exc}", file=sys.stderr)
@@ -109,6 +109,17 @@ def torchrun_command(config: GSPOConfig, argv: list[str]) -> list[str] | None:
         command += [f"--node_rank={os.environ['NODE_RANK']}", f"--master_addr={os.environ['MASTER_ADDR']}",
                     f"--master_port={os.environ.get('MASTER_PORT', '29500')}"]
     return command + ["-m", "gspo.train", *argv[1:]]  # argv[0] is "train"
+
+
+# torchrun SIGKILLs its workers this many seconds after forwarding a stop signal (its default is 30 s). A graceful
+# stop finishes the current step and writes a checkpoint, which takes minutes for a 3B model, so wait longer.
+GRACEFUL_STOP_TIMEOUT_S = 1800
+
+
+def torchrun_env() -> dict[str, str]:
+    """The environment for the torchrun launch: ``TORCH_ELASTIC_SHUTDOWN_TIMEOUT`` defaults to
+    :data:`GRACEFUL_STOP_TIMEOUT_S` unless already set."""
+    return {"TORCH_ELASTIC_SHUTDOWN_TIMEOUT": str(GRACEFUL_STOP_TIMEOUT_S), **os.environ}
 
 
 def train(config: GSPOConfig) -> int:

@@ -92,8 +92,13 @@ def save_checkpoint(root: Path, step: int, *, model, hf_model, tokenizer, optimi
         root.mkdir(parents=True, exist_ok=True)
         for stale in root.glob(f".tmp_{STEP_PREFIX}*"):  # left behind by a run killed mid-write
             shutil.rmtree(stale, ignore_errors=True)
-        (tmp / "rng").mkdir(parents=True)
+        tmp.mkdir(parents=True)
     dist.barrier()
+    # Every rank writes its shard into rank 0's folder: on several nodes that needs a filesystem they all share.
+    if dist.all_reduce_max(int(not tmp.is_dir())):
+        raise RuntimeError(f"trainer.default_local_dir: {root} written by rank 0 is not visible to every rank; with "
+                           f"trainer.nnodes > 1 it must be on a filesystem all nodes share")
+    (tmp / "rng").mkdir(exist_ok=True)
     model_state, optimizer_state = get_state_dict(model, optimizer)
     with _quiet_single_process():
         dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=tmp / "state",
@@ -114,20 +119,37 @@ def save_checkpoint(root: Path, step: int, *, model, hf_model, tokenizer, optimi
         (tmp / "config.yaml").write_text(config_yaml)
     dist.barrier()
     if dist.is_main:
-        _fsync_tree(tmp)
-        if final.exists():  # the same step saved again (e.g. a stop signal after the last step's checkpoint)
-            aside = root / f".old_{final.name}"  # not matched by find_latest; a crash here keeps the previous step
-            shutil.rmtree(aside, ignore_errors=True)
-            os.replace(final, aside)
-            os.replace(tmp, final)
-            shutil.rmtree(aside)
-        else:
-            os.replace(tmp, final)
+        replace_folder(tmp, final)  # the same step may be saved again (a stop signal after the last step's save)
         _write_latest(root, final.name)
         if max_to_keep is not None and max_to_keep > 0:
-            _prune(root, max_to_keep)
+            _prune(root, max_to_keep, current_step=step)
     dist.barrier()
     return final
+
+
+def replace_folder(tmp: Path, final: Path) -> None:
+    """Fsync the complete folder ``tmp`` and rename it to ``final``; an existing ``final`` is replaced whole.
+
+    A crash at any point leaves the old ``final`` (or, between the two renames, its copy ``.old_<name>``, which
+    nothing reads) or the new one: never a partly written folder under ``final``'s name.
+    """
+    _fsync_tree(tmp)
+    if final.exists():
+        aside = final.with_name(f".old_{final.name}")
+        shutil.rmtree(aside, ignore_errors=True)
+        os.replace(final, aside)
+        os.replace(tmp, final)
+        shutil.rmtree(aside)
+    else:
+        os.replace(tmp, final)
+
+
+def save_hf_folder_atomically(folder: Path, **kwargs) -> None:
+    """:func:`save_hf_folder` into a temporary sibling, then :func:`replace_folder` onto ``folder``."""
+    tmp = folder.with_name(f".tmp_{folder.name}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_hf_folder(tmp, **kwargs)
+    replace_folder(tmp, folder)
 
 
 @contextmanager
@@ -146,9 +168,15 @@ def _write_latest(root: Path, name: str) -> None:
     os.replace(tmp, root / LATEST)
 
 
-def _prune(root: Path, max_to_keep: int) -> None:
-    steps = sorted((int(p.name[len(STEP_PREFIX):]), p) for p in root.glob(f"{STEP_PREFIX}*") if p.is_dir())
-    for _, path in steps[:-max_to_keep]:
+def _prune(root: Path, max_to_keep: int, current_step: int) -> None:
+    """Keep the ``max_to_keep`` newest checkpoints of this run's history, the one just written included.
+
+    Checkpoints of steps after ``current_step`` were left by a run this one resumed at an earlier step (an
+    abandoned branch): they count as the oldest, so they go first and never outlive the checkpoint just written.
+    """
+    steps = [(int(p.name[len(STEP_PREFIX):]), p) for p in root.glob(f"{STEP_PREFIX}*") if p.is_dir()]
+    oldest_first = sorted(steps, key=lambda item: (item[0] <= current_step, item[0]))
+    for _, path in oldest_first[:-max_to_keep]:
         shutil.rmtree(path, ignore_errors=True)
 
 

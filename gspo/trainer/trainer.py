@@ -20,7 +20,7 @@ from gspo.rollout import HFRolloutEngine, SamplingParams, sample_keys
 from gspo.trainer.actor import UpdateSchedule, compute_log_probs, update_policy
 from gspo.trainer.batch import RolloutBatch
 from gspo.trainer.checkpoint import (find_latest, full_model_state_dict, load_checkpoint, save_checkpoint,
-                                     save_hf_folder)
+                                     save_hf_folder_atomically)
 from gspo.trainer.dynamic_sampling import (GenerationStats, count_groups, keep_informative_groups, split_groups,
                                           trained_batch_metrics)
 from gspo.trainer.sampling_state import DynamicSamplingState
@@ -377,8 +377,9 @@ class Trainer:
         """The trained policy as a plain HF folder (safetensors + tokenizer), gathered to rank 0."""
         final = self.output_dir / "final_model"
         state_dict = full_model_state_dict(self.model, self.dist)
-        if self.is_main:
-            save_hf_folder(final, hf_model=self.rollout_model, state_dict=state_dict, tokenizer=self.tokenizer)
+        if self.is_main:  # a re-run's export replaces the previous one whole, never leaving it half written
+            save_hf_folder_atomically(final, hf_model=self.rollout_model, state_dict=state_dict,
+                                      tokenizer=self.tokenizer)
         self.dist.barrier()
         return final
 

@@ -169,3 +169,12 @@ def test_mini_batch_must_split_evenly_over_processes(make_config):
 def test_config_error_names_key_for_bad_process_counts():
     with pytest.raises(ConfigError, match="trainer.nnodes"):
         load_config(None, ["trainer.nnodes=0"])
+
+
+def test_torchrun_waits_for_a_graceful_stop(monkeypatch):
+    from gspo.cli import GRACEFUL_STOP_TIMEOUT_S, torchrun_env
+
+    monkeypatch.delenv("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", raising=False)
+    assert torchrun_env()["TORCH_ELASTIC_SHUTDOWN_TIMEOUT"] == str(GRACEFUL_STOP_TIMEOUT_S)
+    monkeypatch.setenv("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", "90")  # the user's choice wins
+    assert torchrun_env()["TORCH_ELASTIC_SHUTDOWN_TIMEOUT"] == "90"

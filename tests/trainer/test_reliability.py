@@ -157,3 +157,38 @@ def test_saving_the_same_step_twice_replaces_it_whole(make_config, tmp_path):
                     optimizer=trainer.optimizer, scheduler=trainer.scheduler, trainer_state=state, tensors=tensors)
     assert find_latest(root).name == "global_step_1"
     assert sorted(p.name for p in root.iterdir()) == ["global_step_1", "latest"]  # no .old_ / .tmp_ left behind
+
+
+def test_resuming_at_an_earlier_step_never_prunes_the_checkpoint_just_written(make_config, tmp_path):
+    Trainer(make_config("trainer.total_training_steps=3", "trainer.save_freq=1",
+                        "trainer.max_actor_ckpt_to_keep=0")).fit()
+    root = tmp_path / "run" / "checkpoints"
+    # Resume at step 1 with steps 2 and 3 on disk (now an abandoned branch), keeping 2 checkpoints.
+    Trainer(make_config("trainer.total_training_steps=2", "trainer.save_freq=1", "trainer.max_actor_ckpt_to_keep=2",
+                        "trainer.resume_mode=resume_path", f"trainer.resume_from_path={root / 'global_step_1'}")).fit()
+    assert sorted(p.name for p in root.glob("global_step_*")) == ["global_step_1", "global_step_2"]
+    assert find_latest(root).name == "global_step_2"
+    # The rewritten step 2 is the resumed run's (its trainer state says it came after step 1 of this history).
+    assert json.loads((root / "global_step_2" / "trainer_state.json").read_text())["step"] == 2
+
+
+def test_final_model_export_that_fails_leaves_the_previous_export_whole(make_config, tmp_path, monkeypatch):
+    import gspo.trainer.checkpoint as checkpoint
+
+    trainer = Trainer(make_config("trainer.total_training_steps=1"))
+    trainer.fit()
+    final = tmp_path / "run" / "final_model"
+    before = {p.name: p.read_bytes() for p in final.iterdir()}
+
+    def write_half_then_fail(folder, **kwargs):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "model.safetensors").write_bytes(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint, "save_hf_folder", write_half_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        trainer.save_final_model()
+    assert {p.name: p.read_bytes() for p in final.iterdir()} == before
+    monkeypatch.undo()
+    trainer.save_final_model()  # the next export cleans up the half-written temporary folder and replaces whole
+    assert sorted(p.name for p in final.parent.iterdir() if p.name.startswith(".")) == []
