@@ -44,17 +44,22 @@ def forward_response(model: PreTrainedModel, batch: RolloutBatch, *, temperature
     """
     with _autocast(batch.response_ids.device, autocast_dtype):
         if share_prompts and can_share_prompts(model, batch, uniform=uniform_passes):
-            logits = shared_prompt_logits(model, batch, always_two_passes=uniform_passes)  # (N, R, V)
+            pieces = shared_prompt_logits(model, batch, always_two_passes=uniform_passes)  # [(N, r, V)], sum r = R
         else:
-            logits = full_sequence_logits(model, batch)  # (N, R, V)
-    if temperature != 1.0:  # log-probs of the distribution the rollout actually sampled from
-        logits = logits / temperature if torch.is_grad_enabled() else logits.div_(temperature)
+            pieces = full_sequence_logits(model, batch)  # [(N, R, V)]
     chunk_size = logits_chunk_size if logits_chunk_size > 0 else None
-    log_probs = log_probs_from_logits(logits, batch.response_ids, chunk_size=chunk_size)
-    entropy = None
-    if with_entropy:  # kept out of the autograd graph unless the entropy bonus needs its gradient
-        with torch.set_grad_enabled(torch.is_grad_enabled() and entropy_grad):
-            entropy = entropy_from_logits(logits, chunk_size=chunk_size)
+    log_probs, entropy, start = [], [], 0
+    for logits in pieces:
+        if temperature != 1.0:  # log-probs of the distribution the rollout actually sampled from
+            logits = logits / temperature if torch.is_grad_enabled() else logits.div_(temperature)
+        labels = batch.response_ids[:, start:start + logits.shape[1]]
+        start += logits.shape[1]
+        log_probs.append(log_probs_from_logits(logits, labels, chunk_size=chunk_size))
+        if with_entropy:  # kept out of the autograd graph unless the entropy bonus needs its gradient
+            with torch.set_grad_enabled(torch.is_grad_enabled() and entropy_grad):
+                entropy.append(entropy_from_logits(logits, chunk_size=chunk_size))
+    log_probs = torch.cat(log_probs, dim=1)  # (N, R): the small per-token tensors, not the logits
+    entropy = torch.cat(entropy, dim=1) if with_entropy else None
     return log_probs, entropy
 
 

@@ -17,10 +17,10 @@ from transformers import DynamicCache, PreTrainedModel
 from gspo.trainer.batch import RolloutBatch
 
 
-def full_sequence_logits(model: PreTrainedModel, batch: RolloutBatch) -> torch.Tensor:
-    """(N, R, V) logits predicting each response token, from one forward pass over prompt + response."""
+def full_sequence_logits(model: PreTrainedModel, batch: RolloutBatch) -> list[torch.Tensor]:
+    """[(N, R, V)] logits predicting each response token, from one forward pass over prompt + response."""
     response_len = batch.response_ids.shape[1]
-    return model(**batch.model_inputs(), use_cache=False, logits_to_keep=response_len + 1).logits[:, :-1]
+    return [model(**batch.model_inputs(), use_cache=False, logits_to_keep=response_len + 1).logits[:, :-1]]
 
 
 def _prompt_rows(batch: RolloutBatch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -32,8 +32,10 @@ def _prompt_rows(batch: RolloutBatch) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def shared_prompt_logits(model: PreTrainedModel, batch: RolloutBatch, *, always_two_passes: bool = False
-                         ) -> torch.Tensor:
-    """(N, R, V) logits predicting each response token; each distinct prompt (by group id) is encoded once.
+                         ) -> list[torch.Tensor]:
+    """Logits predicting each response token, each distinct prompt (by group id) encoded once: a list of pieces
+    along the response dimension, [(N, 1, V), (N, R-1, V)] (only the first when R = 1 and not
+    ``always_two_passes``), so the full (N, R, V) tensor is never built by a copy.
 
     Rows may come in any order (length packing reorders them). Token t of a response is predicted by the prompt's
     last position (t = 0) or by response token t - 1 attending to the prompt's cache and earlier response tokens.
@@ -47,21 +49,21 @@ def shared_prompt_logits(model: PreTrainedModel, batch: RolloutBatch, *, always_
     prompt_out = model(input_ids=prompt_ids, attention_mask=prompt_mask,
                        position_ids=(prompt_mask.cumsum(-1) - 1).clamp(min=0), use_cache=True, logits_to_keep=1,
                        **{cache_arg: cache})
-    first_logits = prompt_out.logits[:, -1][inverse]  # (N, V): predicts response token 0
+    first_logits = prompt_out.logits[:, -1:][inverse]  # (N, 1, V): predicts response token 0
     response_len = batch.response_ids.shape[1]
     if response_len == 1 and not always_two_passes:
-        return first_logits[:, None]
-    # Each response row gets its prompt's keys / values (an index, so gradients add up over the group).
-    per_row = DynamicCache(ddp_cache_data=[(layer.keys[inverse], layer.values[inverse]) for layer in cache.layers],
-                           config=model.config)
+        return [first_logits]
+    # Each response row gets its prompt's keys / values: an index, so gradients add up over the group (and the
+    # cache keeps its per-layer state, e.g. a sliding window's length).
+    cache.batch_select_indices(inverse)
     width = max(response_len - 1, 1)  # a one-token response still feeds its token (then drops the output)
     inputs = batch.response_ids[:, :width]  # (N, R-1): token t predicts token t+1
     attention_mask = torch.cat([batch.prompt_mask, batch.response_mask[:, :width].long()], dim=1)
     prompt_lengths = batch.prompt_mask.sum(-1, keepdim=True)  # the next position after the prompt
     positions = prompt_lengths + torch.arange(width, device=inputs.device)
     rest = model(input_ids=inputs, attention_mask=attention_mask, position_ids=positions, use_cache=True,
-                 **{cache_arg: per_row}).logits[:, :response_len - 1]  # (N, R-1, V)
-    return torch.cat([first_logits[:, None].to(rest.dtype), rest], dim=1)
+                 **{cache_arg: cache}).logits[:, :response_len - 1]  # (N, R-1, V)
+    return [first_logits, rest]  # rest has width 0 for one-token responses: still in the graph, as on every rank
 
 
 def can_share_prompts(model: PreTrainedModel, batch: RolloutBatch, *, uniform: bool = False) -> bool:
