@@ -4,7 +4,15 @@ Runs the embedded addition task for the same number of training steps under each
 one JSON line per variant: generated response tokens per trained prompt group, wall time, final validation
 accuracy (mean and per seed), and the saving against the verl-style rule.
 
-    python benchmarks/dynamic_sampling.py [--steps 60] [--seeds 1 2 3] [--train-prompts N] [key=value ...]
+    python benchmarks/dynamic_sampling.py [--steps 60] [--seeds 1 2 3] [--train-prompts N]
+        [--verl-gen-batch-sizes 32 48 96] [key=value ...]
+
+How much verl's rule wastes depends on ``data.gen_batch_size``: verl's default (unset = ``train_batch_size``)
+often needs a second batch and trims its surplus; the DAPO recipe's 3 x ``train_batch_size`` fills the train
+batch at once and drops two thirds of what it generated; a size tuned to the task's keep ratio wastes least.
+``--verl-gen-batch-sizes`` runs verl's rule at each given size (default: the config's ``data.gen_batch_size``)
+and reports every other variant's saving against each. The other variants use the config's size for their first
+generation batch (the adaptive sizing takes over from the second).
 
 ``--train-prompts N`` trains on the first N embedded training prompts only, so prompts come back every
 N / gen_batch_size steps (several epochs, as on GSM8K's 7.5k prompts): that is where solved prompts keep being
@@ -45,17 +53,18 @@ def run_once(overrides: list[str], steps: int, seed: int) -> dict:
             raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
         rows = [json.loads(line) for line in (Path(tmp) / "metrics.jsonl").read_text().splitlines()]
     train_rows = [r for r in rows if "train/generated_tokens" in r]
-    trained_groups = len(train_rows) * _train_batch_size(overrides)
+    trained_groups = len(train_rows) * _config(overrides).data.train_batch_size
     return {"tokens_per_group": sum(r["train/generated_tokens"] for r in train_rows) / trained_groups,
             "val_acc": [r["val/acc_mean"] for r in rows if "val/acc_mean" in r][-1],
             "gen_batches_per_step": statistics.mean(r["train/num_gen_batches"] for r in train_rows),
+            "filtered_ratio": statistics.mean(r["train/filtered_prompts_ratio"] for r in train_rows),
             "wall_s": wall}
 
 
-def _train_batch_size(overrides: list[str]) -> int:
+def _config(overrides: list[str]):
     from gspo.config import load_config
 
-    return load_config(None, [o for o in overrides if not o.startswith("trainer.default_local_dir")]).data.train_batch_size
+    return load_config(None, overrides)
 
 
 def main() -> None:
@@ -64,6 +73,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--train-prompts", type=int, default=0, help="first N embedded training prompts (0: all)")
+    parser.add_argument("--verl-gen-batch-sizes", type=int, nargs="+", default=None, metavar="G",
+                        help="data.gen_batch_size values for verl's rule (default: the config's)")
     parser.add_argument("overrides", nargs="*", help="extra key=value applied to every run")
     args = parser.parse_args()
     subset_dir = tempfile.TemporaryDirectory()
@@ -74,22 +85,27 @@ def main() -> None:
         subset = Path(subset_dir.name) / "train.jsonl"
         subset.write_text("\n".join(lines) + "\n")
         args.overrides = [f"data.train_files=[{subset}]", *args.overrides]
-    baseline = None
+    baselines: dict[str, float] = {}  # "gen_batch_size=G" -> verl's tokens per trained group
     for name in args.variants:
-        runs = [run_once(VARIANTS[name] + args.overrides, args.steps, seed) for seed in args.seeds]
-        tokens = statistics.mean(r["tokens_per_group"] for r in runs)
-        baseline = tokens if name == "verl" else baseline
-        print(json.dumps({
-            "benchmark": "dynamic_sampling", "variant": name, "steps": args.steps, "seeds": args.seeds,
-            "train_prompts": args.train_prompts or "all",
-            "generated_tokens_per_trained_group": round(tokens, 2),
-            "saving_vs_verl": round(baseline / tokens, 3) if baseline else None,
-            "gen_batches_per_step": round(statistics.mean(r["gen_batches_per_step"] for r in runs), 3),
-            "final_val_acc_mean": round(statistics.mean(r["val_acc"] for r in runs), 4),
-            "final_val_acc": [round(r["val_acc"], 4) for r in runs],
-            "wall_s_mean": round(statistics.mean(r["wall_s"] for r in runs), 1),
-        }), flush=True)
-
+        sizes = (args.verl_gen_batch_sizes or [None]) if name == "verl" else [None]
+        for size in sizes:
+            overrides = VARIANTS[name] + args.overrides + ([f"data.gen_batch_size={size}"] if size else [])
+            runs = [run_once(overrides, args.steps, seed) for seed in args.seeds]
+            tokens = statistics.mean(r["tokens_per_group"] for r in runs)
+            gen_batch_size = _config(overrides).data.gen_batch_size
+            if name == "verl":
+                baselines[f"gen_batch_size={gen_batch_size}"] = tokens
+            print(json.dumps({
+                "benchmark": "dynamic_sampling", "variant": name, "gen_batch_size": gen_batch_size,
+                "steps": args.steps, "seeds": args.seeds, "train_prompts": args.train_prompts or "all",
+                "generated_tokens_per_trained_group": round(tokens, 2),
+                "saving_vs_verl": {k: round(v / tokens, 3) for k, v in baselines.items()} or None,
+                "gen_batches_per_step": round(statistics.mean(r["gen_batches_per_step"] for r in runs), 3),
+                "filtered_prompts_ratio": round(statistics.mean(r["filtered_ratio"] for r in runs), 3),
+                "final_val_acc_mean": round(statistics.mean(r["val_acc"] for r in runs), 4),
+                "final_val_acc": [round(r["val_acc"], 4) for r in runs],
+                "wall_s_mean": round(statistics.mean(r["wall_s"] for r in runs), 1),
+            }), flush=True)
 
 if __name__ == "__main__":
     main()
