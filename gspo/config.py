@@ -98,9 +98,11 @@ class ActorConfig:
     # the float32 logits copy for large vocabularies.
     logits_chunk_size: int = 0
     # Use the sampler's log-probs as the old policy's instead of recomputing them with a forward pass over the
-    # batch. Saves that pass; they differ from a recomputation by the KV-cached decode's float noise (larger in
-    # bf16, where rollout and training kernels differ), and surplus groups keep their sampling policy's log-probs.
-    use_rollout_log_probs: bool = False
+    # batch. Saves that pass; they differ from a recomputation by the KV-cached decode's float noise (~1e-6 in
+    # fp32; ~1e-2 in bf16, where rollout and training kernels round differently), and surplus groups keep their
+    # sampling policy's log-probs. null (auto): on when rollout and update both compute in fp32 (CPU), off under
+    # bf16 (CUDA), where the recomputation is what verl does.
+    use_rollout_log_probs: Optional[bool] = None
     # Encode each group's prompt once for all its responses in the log-prob and update passes (same result, fewer
     # tokens: P + nR instead of n(P + R) per group). Off under activation checkpointing (HF disables the KV cache).
     share_prompt_forward: bool = True

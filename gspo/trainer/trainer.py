@@ -55,6 +55,9 @@ class Trainer:
         if self.device.type == "cuda" and self.dist.is_distributed:
             self.device = torch.device("cuda", self.dist.local_rank)
         self.autocast_dtype = autocast_dtype(self.device)
+        # Recomputing the old log-probs is waste when the sampler computed them in the same precision (fp32).
+        rollout_log_probs = cfg.actor_rollout_ref.actor.use_rollout_log_probs
+        self.use_rollout_log_probs = self.autocast_dtype is None if rollout_log_probs is None else rollout_log_probs
 
         # Cheap checks first (data, reward), so bad input fails before model weights are loaded.
         model_path = cfg.actor_rollout_ref.model.path
@@ -217,7 +220,7 @@ class Trainer:
         on its batch, its rank or a resume.
         """
         keys = sample_keys(self.config.trainer.seed, group_ids, params.n) if params.do_sample else None
-        with_log_probs = params.do_sample and self.config.actor_rollout_ref.actor.use_rollout_log_probs
+        with_log_probs = params.do_sample and self.use_rollout_log_probs
         generation = self.engine.generate([p.prompt_ids for p in prompts], params, keys, with_log_probs)
         prompt_index = torch.tensor([p.index for p in prompts]).repeat_interleave(params.n)
         return RolloutBatch.from_generation(generation, group_ids=group_ids.repeat_interleave(params.n),
@@ -244,7 +247,7 @@ class Trainer:
                       dist=self.dist, share_prompts=actor.share_prompt_forward)
         on_policy_rows = self.schedule.num_on_policy_rows(actor.ppo_mini_batch_size * rollout_cfg.n
                                                           // self.dist.world_size)
-        if actor.use_rollout_log_probs:
+        if self.use_rollout_log_probs:
             batch.old_log_probs = batch.rollout_log_probs
         elif on_policy_rows < batch.num_sequences:
             with _timer(timings, "timing/old_log_prob"):

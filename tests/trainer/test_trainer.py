@@ -81,7 +81,8 @@ def test_off_policy_mini_batches_clip(make_config):
     # 3e-4 / 4e-4 band and some tokens are clipped.
     trainer = Trainer(make_config("algorithm.filter_groups.enable=false", "data.train_batch_size=8",
                                   "actor_rollout_ref.actor.ppo_mini_batch_size=4", "actor_rollout_ref.rollout.n=8",
-                                  "actor_rollout_ref.actor.optim.lr=5e-2"))
+                                  "actor_rollout_ref.actor.optim.lr=5e-2",
+                                  "actor_rollout_ref.actor.use_rollout_log_probs=false"))  # recompute them
     metrics = trainer.train_step()
     assert metrics["actor/pg_clipfrac"] > 0
     assert metrics["actor/pg_clipfrac"] == pytest.approx(
@@ -99,6 +100,11 @@ def test_rollout_log_probs_replace_the_old_log_prob_forward(make_config):
     torch.testing.assert_close(batch.rollout_log_probs, recomputed, rtol=0, atol=1e-5)
     metrics = trainer.train_step()
     assert "timing/old_log_prob" not in metrics and metrics["actor/pg_clipfrac"] > 0  # second mini-batch clips
+
+
+def test_rollout_log_probs_are_used_by_default_in_fp32_only(make_config):
+    assert Trainer(make_config()).use_rollout_log_probs  # CPU: rollout and update both in fp32
+    assert not Trainer(make_config("actor_rollout_ref.actor.use_rollout_log_probs=false")).use_rollout_log_probs
 
 
 def test_on_policy_step_skips_old_log_prob_forward(make_config):
