@@ -19,6 +19,7 @@ times, generated and trained tokens/s, peak RSS, mean reward, plus settings and 
     python benchmarks/vs_trl.py --wait-idle 300                  # both sizes (small ~0.6M, medium ~20M params)
     python benchmarks/vs_trl.py --fixed-length --wait-idle 300   # equal token counts on both sides
     python benchmarks/vs_trl.py --size small --steps 10 --threads 1
+    python benchmarks/vs_trl.py --repeats 3 --wait-idle 60      # 3 alternating pairs, median ratio
 
 On a shared machine, other processes' bursts slow multi-threaded torch many times over (OpenMP workers spin-wait
 for a descheduled peer). Each step therefore records how many cores other processes used meanwhile
@@ -40,6 +41,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -498,10 +500,18 @@ def main(opts: argparse.Namespace) -> dict:
             workdir = Path(tmp)
             model = build_model_folder(size, workdir / "model", opts.seed,
                                        16 + opts.max_response_length)
-            ours = _child("ours", opts, model, workdir)
-            trl = _child("trl", opts, model, workdir)
-        if ours["init_param_checksum"] != trl["init_param_checksum"]:
-            raise SystemExit(f"initial weights differ: {ours['init_param_checksum']} vs {trl['init_param_checksum']}")
+            # Alternate the order (ours, TRL, TRL, ours, ...) so that a drift of the machine's speed during the
+            # invocation does not favour one side; each repeat is a fresh pair of processes.
+            pairs = []
+            for repeat in range(opts.repeats):
+                order = ("ours", "trl") if repeat % 2 == 0 else ("trl", "ours")
+                pair = {which: _child(which, opts, model, workdir) for which in order}
+                pairs.append((pair["ours"], pair["trl"]))
+        for ours, trl in pairs:
+            if ours["init_param_checksum"] != trl["init_param_checksum"]:
+                raise SystemExit(f"initial weights differ: {ours['init_param_checksum']} vs "
+                                 f"{trl['init_param_checksum']}")
+        ours, trl = pairs[0]
         # Headline ratio: wall time over clean steps when at least half the timed steps of each side were clean
         # (the machine may be shared), else CPU time when running one thread, else wall time over all timed
         # steps; ratio_basis says which. With one thread, time slicing does not inflate CPU seconds (a busy
@@ -512,9 +522,15 @@ def main(opts: argparse.Namespace) -> dict:
         key = {"clean_steps": "sec_per_step_clean", "cpu_s_1_thread": "cpu_s_per_step",
                "all_steps": "sec_per_step"}[basis]
         ratio = ours[key] / trl[key]
+        each = [round(o[key] / t[key], 3) if o[key] and t[key] else None for o, t in pairs]
+        if opts.repeats > 1:  # the headline is the median over the repeats
+            ratio = statistics.median(r for r in each if r is not None)
         out["sizes"][size] = {"num_params": ours["num_params"], "model": "shipped warm start gspo/assets/addition"
                               if size == "small" else f"random init Qwen2 {MEDIUM_MODEL}",
                               "ratio_ours_over_trl": round(ratio, 3), "ratio_basis": basis,
+                              "ratio_each_repeat": each,
+                              "sec_per_step_each_repeat": {"ours": [o["sec_per_step"] for o, _ in pairs],
+                                                           "trl": [t["sec_per_step"] for _, t in pairs]},
                               "meets_target": ratio <= TARGET_RATIO,
                               "ratio_all_steps": round(ours["sec_per_step"] / trl["sec_per_step"], 3),
                               "ratio_median": round(ours["sec_per_step_median"] / trl["sec_per_step_median"], 3),
@@ -538,6 +554,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=6, help="timed steps (K)")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads / OMP_NUM_THREADS for both")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=1,
+                   help="run the pair this many times, alternating the order; the headline ratio is the median")
     p.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
                    help="before each trainer, wait up to SECONDS for the machine to be idle (shared machines)")
     p.add_argument("--ours-override", action="append", default=[], metavar="KEY=VALUE",
