@@ -108,6 +108,9 @@ class ActorConfig:
     share_prompt_forward: bool = True
     grad_clip: float = 1.0
     entropy_coeff: float = 0.0
+    # With entropy_coeff != 0: recompute the entropy's softmax in backward instead of keeping it from the forward
+    # (one (N, R, V) float32 tensor less per micro-batch, a softmax more); combine with logits_chunk_size.
+    entropy_checkpointing: bool = False
     use_kl_loss: bool = False
     kl_loss_coef: float = 0.001
     kl_loss_type: str = "low_var_kl"

@@ -12,13 +12,19 @@ time. That bounds peak memory without autograd (e.g. computing old or
 reference log-probs). Under autograd the backward of ``logsumexp`` keeps its
 input, so for low-precision logits the float32 copies of all chunks are
 still saved.
+
+``checkpointing`` (entropy only, verl's ``entropy_checkpointing``): under autograd each chunk's softmax is not
+kept for the backward but recomputed there, so the entropy bonus's gradient costs no (N, R, V) float32 tensor
+held from forward to backward.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable, Optional
 
 import torch
+from torch.utils.checkpoint import checkpoint
 
 __all__ = ["log_probs_from_logits", "entropy_from_logits"]
 
@@ -76,17 +82,24 @@ def log_probs_from_logits(
     return out.reshape(labels.shape)
 
 
-def entropy_from_logits(logits: torch.Tensor, *, chunk_size: Optional[int] = None) -> torch.Tensor:
+def entropy_from_logits(
+    logits: torch.Tensor, *, chunk_size: Optional[int] = None, checkpointing: bool = False
+) -> torch.Tensor:
     """Entropy of ``softmax(logits)``: ``logsumexp(z) - sum_v softmax(z)_v z_v``, in nats.
 
     Args:
         logits: (..., V) unnormalised scores.
         chunk_size: optional number of flattened rows per chunk.
+        checkpointing: recompute each chunk in backward instead of saving its softmax (see module docstring);
+            same values and gradients.
 
     Returns:
         (...) entropies in float32 (float64 for float64 logits).
     """
     vocab = logits.shape[-1]
     flat_logits = logits.reshape(-1, vocab)
-    out = _chunked(_entropy, chunk_size, flat_logits.shape[0], flat_logits)
+    entropy = _entropy
+    if checkpointing and torch.is_grad_enabled() and logits.requires_grad:
+        entropy = partial(checkpoint, _entropy, use_reentrant=False)
+    out = _chunked(entropy, chunk_size, flat_logits.shape[0], flat_logits)
     return out.reshape(logits.shape[:-1])

@@ -31,8 +31,8 @@ def _autocast(device: torch.device, dtype: torch.dtype | None):
 
 def forward_response(model: PreTrainedModel, batch: RolloutBatch, *, temperature: float,
                      autocast_dtype: torch.dtype | None, with_entropy: bool, logits_chunk_size: int = 0,
-                     entropy_grad: bool = False, share_prompts: bool = False, uniform_passes: bool = False
-                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+                     entropy_grad: bool = False, entropy_checkpointing: bool = False, share_prompts: bool = False,
+                     uniform_passes: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs (N, R) of the response tokens under ``model`` at the sampling temperature, and entropy (N, R).
 
     Only the R+1 last positions go through the LM head (``logits_to_keep``), so prompt positions cost no
@@ -57,7 +57,7 @@ def forward_response(model: PreTrainedModel, batch: RolloutBatch, *, temperature
         log_probs.append(log_probs_from_logits(logits, labels, chunk_size=chunk_size))
         if with_entropy:  # kept out of the autograd graph unless the entropy bonus needs its gradient
             with torch.set_grad_enabled(torch.is_grad_enabled() and entropy_grad):
-                entropy.append(entropy_from_logits(logits, chunk_size=chunk_size))
+                entropy.append(entropy_from_logits(logits, chunk_size=chunk_size, checkpointing=entropy_checkpointing))
     log_probs = torch.cat(log_probs, dim=1)  # (N, R): the small per-token tensors, not the logits
     entropy = torch.cat(entropy, dim=1) if with_entropy else None
     return log_probs, entropy
@@ -218,6 +218,7 @@ def _micro_batch_loss(model: PreTrainedModel, micro: RolloutBatch, cfg: ActorCon
     """This micro-batch's share of the mini-batch loss (global denominators), and its metrics."""
     log_probs, entropy = forward_response(model, micro, temperature=temperature, autocast_dtype=autocast_dtype,
                                           with_entropy=True, entropy_grad=cfg.entropy_coeff != 0.0,
+                                          entropy_checkpointing=cfg.entropy_checkpointing,
                                           logits_chunk_size=cfg.logits_chunk_size, share_prompts=share_prompts,
                                           uniform_passes=uniform_passes)
     mask = micro.response_mask

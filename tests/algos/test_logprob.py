@@ -81,3 +81,36 @@ def test_validation():
         log_probs_from_logits(logits, labels, chunk_size=0)
     with pytest.raises(ValueError):
         entropy_from_logits(logits, chunk_size=-2)
+
+
+@pytest.mark.parametrize("chunk_size", [None, 3])
+def test_entropy_checkpointing_gives_the_same_values_and_gradients(chunk_size):
+    logits, _ = _data()
+    results = []
+    for checkpointing in (False, True):
+        leaf = logits.clone().requires_grad_(True)
+        entropy = entropy_from_logits(leaf, chunk_size=chunk_size, checkpointing=checkpointing)
+        (entropy * torch.arange(entropy.numel(), dtype=F64).reshape(entropy.shape)).sum().backward()
+        results.append((entropy.detach(), leaf.grad))
+    (plain, plain_grad), (recomputed, recomputed_grad) = results
+    assert_close(recomputed, plain, rtol=0, atol=0)
+    assert_close(recomputed_grad, plain_grad, rtol=1e-14, atol=1e-14)
+
+
+def test_entropy_checkpointing_saves_no_vocabulary_sized_tensor_for_backward():
+    logits = torch.randn(4, 6, 50, dtype=F64, requires_grad=True)
+    saved = []
+
+    def pack(tensor):
+        saved.append(tensor.numel())
+        return tensor
+
+    for checkpointing in (False, True):
+        saved.clear()
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            entropy_from_logits(logits, checkpointing=checkpointing)
+        largest = max(saved, default=0)
+        if checkpointing:
+            assert largest <= logits.numel()  # at most the input itself, which the caller holds anyway
+        else:
+            assert saved.count(logits.numel()) >= 2  # the softmax (and more) kept beside the input

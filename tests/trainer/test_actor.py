@@ -253,3 +253,11 @@ def test_shared_prompt_update_equals_the_plain_update(batch_and_model):
     _assert_same_update(_updated(model, batch, ppo_mini_batch_size=1, share_prompt_forward=False),
                         _updated(model, batch, ppo_mini_batch_size=1, share_prompt_forward=True),
                         rtol=1e-6, atol=1e-6)
+
+
+def test_entropy_checkpointing_gives_the_same_update_with_an_entropy_bonus(batch_and_model):
+    batch, model = batch_and_model
+    batch = _off_policy(batch, model)
+    plain = _updated(model, batch, entropy_coeff=0.01)
+    recomputed = _updated(model, batch, entropy_coeff=0.01, entropy_checkpointing=True, logits_chunk_size=4)
+    _assert_same_update(plain, recomputed)
