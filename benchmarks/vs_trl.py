@@ -317,11 +317,11 @@ def run_trl(opts: argparse.Namespace) -> dict:
         top_p=1.0,
         top_k=0,
         generation_kwargs=generation_kwargs,
-        # --- optimizer: the same as gspo's torch.optim.AdamW (not the fused default), constant LR, clip 1.0.
+        # --- optimizer: the same as gspo's fused torch.optim.AdamW (TRL's default too), constant LR, clip 1.0.
         learning_rate=opts.lr,
         lr_scheduler_type="constant",
         warmup_steps=0,
-        optim="adamw_torch",
+        optim="adamw_torch_fused",
         weight_decay=0.0,
         max_grad_norm=1.0,
         # --- plain fp32 CPU, offline, quiet, nothing written.
