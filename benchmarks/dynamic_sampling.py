@@ -57,7 +57,9 @@ def run_once(overrides: list[str], steps: int, seed: int) -> dict:
     return {"tokens_per_group": sum(r["train/generated_tokens"] for r in train_rows) / trained_groups,
             "val_acc": [r["val/acc_mean"] for r in rows if "val/acc_mean" in r][-1],
             "gen_batches_per_step": statistics.mean(r["train/num_gen_batches"] for r in train_rows),
-            "filtered_ratio": statistics.mean(r["train/filtered_prompts_ratio"] for r in train_rows),
+            # dropped / generated groups over the run (steps filled from surplus alone generated none)
+            "filtered_ratio": sum(r.get("train/filtered_prompts_ratio", 0.0) * r["train/generated_prompts"]
+                                  for r in train_rows) / max(sum(r["train/generated_prompts"] for r in train_rows), 1),
             "wall_s": wall}
 
 

@@ -107,11 +107,14 @@ class GenerationStats:
     def metrics(self) -> dict[str, float]:
         n = max(self._num_sequences, 1)
         reward_metrics = {**self._reward_metrics.reduce(), "reward/errors": float(self._num_reward_errors)}
-        return {**reward_metrics,
+        # Of the groups generated in this step, the fraction dropped as all-equal; a step filled from surplus alone
+        # generated nothing, so it has no ratio (logging 1.0 or 0.0 there would skew the curve's mean).
+        filtered = {} if self.num_groups == 0 else {
+            "train/filtered_prompts_ratio": 1.0 - (self.num_kept_groups - self._surplus_groups) / self.num_groups}
+        return {**reward_metrics, **filtered,
             "train/num_gen_batches": float(self.num_gen_batches),
             "train/generated_prompts": float(self.num_groups),
             "train/kept_prompts": float(self.num_kept_groups),
-            "train/filtered_prompts_ratio": 1.0 - (self.num_kept_groups - self._surplus_groups) / max(self.num_groups, 1),
             "train/prefiltered_prompts": float(self._num_prefiltered),
             "train/surplus_groups_used": float(self._surplus_groups),
             "train/surplus_age_mean": self._surplus_age_sum / max(self._surplus_groups, 1),

@@ -31,7 +31,7 @@ def test_keep_surplus_uses_leftover_whole_groups_once(make_config, half_constant
     trainer = Trainer(make_config(f"custom_reward_function.path={half_constant}", "data.gen_batch_size=16",
                                   "algorithm.filter_groups.keep_surplus=true", "actor_rollout_ref.rollout.n=8"))
     seen: set[int] = set()
-    used_surplus = 0.0
+    used_surplus, surplus_only_steps = 0.0, 0
     for step in range(4):
         batch, metrics = trainer.collect_train_batch({})
         groups, counts = torch.unique(batch.group_ids, return_counts=True)
@@ -40,8 +40,13 @@ def test_keep_surplus_uses_leftover_whole_groups_once(make_config, half_constant
         seen |= set(groups.tolist())
         assert bool((step - batch.generation_step <= 1).all())  # nothing older than max_surplus_age
         used_surplus += metrics["train/surplus_groups_used"]
+        if metrics["train/generated_prompts"] == 0:  # filled from surplus alone: nothing generated, nothing filtered
+            assert "train/filtered_prompts_ratio" not in metrics
+            surplus_only_steps += 1
+        else:
+            assert 0.0 <= metrics["train/filtered_prompts_ratio"] < 1.0
         trainer.global_step += 1
-    assert used_surplus > 0
+    assert used_surplus > 0 and surplus_only_steps > 0
 
 
 def test_surplus_older_than_max_age_is_dropped():
