@@ -60,11 +60,13 @@ def build_rollout_copy(model: PreTrainedModel, dtype: torch.dtype | None) -> Pre
     Generation runs a different number of forward passes on each rank (sequences stop early), which sharded
     parameters cannot do without all-gathers on every decoding step. The copy costs one full set of weights per
     rank (bf16 on CUDA: 2 bytes x parameters); its weights are refreshed after each update.
+
+    Parameters are cast one at a time while copying, so no second full-precision model exists on the device even
+    briefly; buffers (e.g. rotary frequencies) keep their dtype, as under FSDP's mixed precision in training.
     """
-    replica = copy.deepcopy(model)
-    if dtype is not None:
-        replica.to(dtype)
-    replica.requires_grad_(False)
+    memo = {id(param): torch.nn.Parameter(param.detach().to(dtype or param.dtype, copy=True), requires_grad=False)
+            for param in model.parameters()}  # tied weights share one id, so they stay tied in the copy
+    replica = copy.deepcopy(model, memo)
     return replica.eval()
 
 
