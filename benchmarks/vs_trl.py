@@ -517,15 +517,16 @@ def main(opts: argparse.Namespace) -> dict:
         # steps; ratio_basis says which. With one thread, time slicing does not inflate CPU seconds (a busy
         # sibling hyperthread and shared caches still do, by up to ~25% here); with more threads, spin-waiting
         # OpenMP workers inflate them under load as much as wall time.
-        enough = min(ours["clean_steps"], trl["clean_steps"]) * 2 >= opts.steps
+        enough = min(min(o["clean_steps"], t["clean_steps"]) for o, t in pairs) * 2 >= opts.steps
         basis = ("clean_steps" if enough else "cpu_s_1_thread" if opts.threads == 1 else "all_steps")
         key = {"clean_steps": "sec_per_step_clean", "cpu_s_1_thread": "cpu_s_per_step",
                "all_steps": "sec_per_step"}[basis]
         ratio = ours[key] / trl[key]
         each = [round(o[key] / t[key], 3) if o[key] and t[key] else None for o, t in pairs]
-        if opts.repeats > 1:  # the headline is the median pair's ratio; its details are the ones reported
+        if opts.repeats > 1:  # the headline is the median pair's ratio (the upper one of an even count, which
+            # does not favour gspo); its details are the ones reported
             valid = sorted((r, i) for i, r in enumerate(each) if r is not None)
-            ratio, median_index = valid[(len(valid) - 1) // 2]
+            ratio, median_index = valid[len(valid) // 2]
             ours, trl = pairs[median_index]
         out["sizes"][size] = {"num_params": ours["num_params"], "model": "shipped warm start gspo/assets/addition"
                               if size == "small" else f"random init Qwen2 {MEDIUM_MODEL}",

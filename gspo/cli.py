@@ -118,7 +118,16 @@ GRACEFUL_STOP_TIMEOUT_S = 1800
 
 def torchrun_env() -> dict[str, str]:
     """The environment for the torchrun launch: ``TORCH_ELASTIC_SHUTDOWN_TIMEOUT`` defaults to
-    :data:`GRACEFUL_STOP_TIMEOUT_S` unless already set."""
+    :data:`GRACEFUL_STOP_TIMEOUT_S` unless already set (older torch releases ignore it and stop workers
+    30 s after a signal: a warning says so)."""
+    from dataclasses import fields
+
+    from torch.distributed.launcher.api import LaunchConfig
+
+    if "shutdown_timeout" not in {f.name for f in fields(LaunchConfig)}:
+        logging.getLogger(__name__).warning(
+            "this torch's torchrun kills workers 30 s after a stop signal: a graceful stop (SIGINT / SIGTERM) may "
+            "not finish its checkpoint; the last complete checkpoint stays usable")
     return {"TORCH_ELASTIC_SHUTDOWN_TIMEOUT": str(GRACEFUL_STOP_TIMEOUT_S), **os.environ}
 
 

@@ -99,8 +99,9 @@ class ActorConfig:
     logits_chunk_size: int = 0
     # Use the sampler's log-probs as the old policy's instead of recomputing them with a forward pass over the
     # batch. Saves that pass; they differ from a recomputation by the KV-cached decode's float noise (~1e-6 in
-    # fp32; ~1e-2 in bf16, where rollout and training kernels round differently), and surplus groups keep their
-    # sampling policy's log-probs. null (auto): on when rollout and update both compute in fp32 (CPU), off under
+    # fp32; ~1e-2 in bf16, where rollout and training kernels round differently). A step whose later mini-batches
+    # hold groups carried over from an earlier step (keep_surplus) recomputes, so the old policy is always the one
+    # at the start of the update. null (auto): on when rollout and update both compute in fp32 (CPU), off under
     # bf16 (CUDA), where the recomputation is what verl does.
     use_rollout_log_probs: Optional[bool] = None
     # Encode each group's prompt once for all its responses in the log-prob and update passes (same result, fewer

@@ -88,16 +88,23 @@ def save_checkpoint(root: Path, step: int, *, model, hf_model, tokenizer, optimi
     """
     final = root / f"{STEP_PREFIX}{step}"
     tmp = root / f".tmp_{STEP_PREFIX}{step}"
+    token = None
     if dist.is_main:
         root.mkdir(parents=True, exist_ok=True)
-        for stale in root.glob(f".tmp_{STEP_PREFIX}*"):  # left behind by a run killed mid-write
+        for stale in [*root.glob(f".tmp_{STEP_PREFIX}*"), *root.glob(f".old_{STEP_PREFIX}*")]:  # a killed write's
             shutil.rmtree(stale, ignore_errors=True)
         tmp.mkdir(parents=True)
-    dist.barrier()
-    # Every rank writes its shard into rank 0's folder: on several nodes that needs a filesystem they all share.
-    if dist.all_reduce_max(int(not tmp.is_dir())):
+        token = os.urandom(8).hex()
+        (tmp / ".writer").write_text(token)
+    # Every rank writes its shard into rank 0's folder: on several nodes that needs a filesystem they all share
+    # (a fresh token, so a leftover folder on a node's own disk does not pass for rank 0's).
+    token = dist.broadcast_object(token)
+    writer = tmp / ".writer"
+    if dist.all_reduce_max(int(not (writer.is_file() and writer.read_text() == token))):
         raise RuntimeError(f"trainer.default_local_dir: {root} written by rank 0 is not visible to every rank; with "
                            f"trainer.nnodes > 1 it must be on a filesystem all nodes share")
+    if dist.is_main:  # every rank has read it (the all-reduce above)
+        writer.unlink()
     (tmp / "rng").mkdir(exist_ok=True)
     model_state, optimizer_state = get_state_dict(model, optimizer)
     with _quiet_single_process():
@@ -134,14 +141,12 @@ def replace_folder(tmp: Path, final: Path) -> None:
     nothing reads) or the new one: never a partly written folder under ``final``'s name.
     """
     _fsync_tree(tmp)
+    aside = final.with_name(f".old_{final.name}")
+    shutil.rmtree(aside, ignore_errors=True)  # also what a crash between the renames below left behind
     if final.exists():
-        aside = final.with_name(f".old_{final.name}")
-        shutil.rmtree(aside, ignore_errors=True)
         os.replace(final, aside)
-        os.replace(tmp, final)
-        shutil.rmtree(aside)
-    else:
-        os.replace(tmp, final)
+    os.replace(tmp, final)
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def save_hf_folder_atomically(folder: Path, **kwargs) -> None:

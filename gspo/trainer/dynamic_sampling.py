@@ -107,25 +107,25 @@ class GenerationStats:
     def metrics(self) -> dict[str, float]:
         n = max(self._num_sequences, 1)
         reward_metrics = {**self._reward_metrics.reduce(), "reward/errors": float(self._num_reward_errors)}
-        # Of the groups generated in this step, the fraction dropped as all-equal; a step filled from surplus alone
-        # generated nothing, so it has no ratio (logging 1.0 or 0.0 there would skew the curve's mean).
-        filtered = {} if self.num_groups == 0 else {
-            "train/filtered_prompts_ratio": 1.0 - (self.num_kept_groups - self._surplus_groups) / self.num_groups}
-        return {**reward_metrics, **filtered,
-            "train/num_gen_batches": float(self.num_gen_batches),
-            "train/generated_prompts": float(self.num_groups),
-            "train/kept_prompts": float(self.num_kept_groups),
-            "train/prefiltered_prompts": float(self._num_prefiltered),
-            "train/surplus_groups_used": float(self._surplus_groups),
-            "train/surplus_age_mean": self._surplus_age_sum / max(self._surplus_groups, 1),
-            "train/generated_tokens": self._sums.get("length", 0.0),
-            "reward/all/score_mean": self._sums.get("seq_reward", 0.0) / n,
-            "reward/all/final_reward_mean": self._sums.get("seq_final_reward", 0.0) / n,
-            "reward/all/acc_mean": self._sums.get("acc", 0.0) / n,
-            "response_length/mean": self._sums.get("length", 0.0) / n,
-            "response_length/max": float(self._max_length),
-            "response_length/clip_ratio": self._num_clipped / n,
-        }
+        counts = {"train/num_gen_batches": float(self.num_gen_batches),
+                  "train/generated_prompts": float(self.num_groups),
+                  "train/kept_prompts": float(self.num_kept_groups),
+                  "train/prefiltered_prompts": float(self._num_prefiltered),
+                  "train/surplus_groups_used": float(self._surplus_groups),
+                  "train/surplus_age_mean": self._surplus_age_sum / max(self._surplus_groups, 1),
+                  "train/generated_tokens": self._sums.get("length", 0.0)}
+        if self.num_groups == 0:
+            # Filled from surplus alone: nothing was generated, so there is no filtered ratio, reward of the
+            # generated responses or response length (logging 0 or 1 would skew the curves and their means).
+            return {**reward_metrics, **counts}
+        return {**reward_metrics, **counts,
+                "train/filtered_prompts_ratio": 1.0 - (self.num_kept_groups - self._surplus_groups) / self.num_groups,
+                "reward/all/score_mean": self._sums.get("seq_reward", 0.0) / n,
+                "reward/all/final_reward_mean": self._sums.get("seq_final_reward", 0.0) / n,
+                "reward/all/acc_mean": self._sums.get("acc", 0.0) / n,
+                "response_length/mean": self._sums.get("length", 0.0) / n,
+                "response_length/max": float(self._max_length),
+                "response_length/clip_ratio": self._num_clipped / n}
 
 
 def trained_batch_metrics(batch: RolloutBatch) -> dict[str, float]:

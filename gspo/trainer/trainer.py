@@ -247,7 +247,7 @@ class Trainer:
                       dist=self.dist, share_prompts=actor.share_prompt_forward)
         on_policy_rows = self.schedule.num_on_policy_rows(actor.ppo_mini_batch_size * rollout_cfg.n
                                                           // self.dist.world_size)
-        if self.use_rollout_log_probs:
+        if self._rollout_log_probs_are_old(batch, on_policy_rows):
             batch.old_log_probs = batch.rollout_log_probs
         elif on_policy_rows < batch.num_sequences:
             with _timer(timings, "timing/old_log_prob"):
@@ -259,6 +259,17 @@ class Trainer:
         if self.ref_model is not None:
             with _timer(timings, "timing/ref"):
                 batch.ref_log_probs = compute_log_probs(self.ref_model, batch, **common)
+
+    def _rollout_log_probs_are_old(self, batch: RolloutBatch, on_policy_rows: int) -> bool:
+        """Whether the sampler's log-probs are the old policy's (the policy at the start of this update) for
+        every row that needs them: sampled by the current weights at this step, in fp32. Rows carried over from
+        an earlier step (``keep_surplus``) or restored without them (a checkpoint from a run that recomputed) are
+        recomputed instead; the same answer on every rank, which then runs the same passes."""
+        if not self.use_rollout_log_probs:
+            return False
+        later = batch.generation_step[on_policy_rows:]
+        usable = batch.rollout_log_probs is not None and bool((later == self.global_step).all())
+        return not self.dist.all_reduce_max(int(not usable))
 
     def update(self, batch: RolloutBatch) -> dict[str, float]:
         metrics = update_policy(self.model, self.optimizer, batch, self.config.actor_rollout_ref.actor,
@@ -285,8 +296,10 @@ class Trainer:
     def _throughput(self, batch: RolloutBatch, metrics: dict[str, float]) -> dict[str, float]:
         """Tokens per second of the whole run (all ranks), from rank 0's timings."""
         trained = batch.response_mask.sum().item() + batch.prompt_mask.sum().item()
-        return {"perf/gen_tokens_per_s": metrics["train/generated_tokens"] / max(metrics.get("timing/gen", 0.0), 1e-9),
-                "perf/train_tokens_per_s": trained / max(metrics["timing/update"], 1e-9)}
+        throughput = {"perf/train_tokens_per_s": trained / max(metrics["timing/update"], 1e-9)}
+        if metrics.get("timing/gen", 0.0) > 0:  # a step filled from surplus alone generated nothing
+            throughput["perf/gen_tokens_per_s"] = metrics["train/generated_tokens"] / metrics["timing/gen"]
+        return throughput
 
     # ------------------------------------------------------------------------------------------ validation
     def validate(self) -> dict[str, float]:

@@ -102,6 +102,29 @@ def test_rollout_log_probs_replace_the_old_log_prob_forward(make_config):
     assert "timing/old_log_prob" not in metrics and metrics["actor/pg_clipfrac"] > 0  # second mini-batch clips
 
 
+def test_rollout_log_probs_stand_in_only_for_rows_sampled_by_the_current_weights(make_config):
+    from dataclasses import replace
+
+    trainer = Trainer(make_config("algorithm.filter_groups.enable=false", "data.train_batch_size=8",
+                                  "actor_rollout_ref.actor.ppo_mini_batch_size=4", "actor_rollout_ref.rollout.n=8"))
+    batch, _ = trainer.collect_train_batch({})
+    first_mini_batch = 4 * 8
+    assert trainer._rollout_log_probs_are_old(batch, first_mini_batch)
+    # A carried-over (surplus) row in the first mini-batch is fine: it takes the on-policy shortcut...
+    stale_first = batch.generation_step.clone()
+    stale_first[0] -= 1
+    assert trainer._rollout_log_probs_are_old(replace(batch, generation_step=stale_first), first_mini_batch)
+    # ...one after it needs the policy at the start of this update, which its sampler was not.
+    stale_later = batch.generation_step.clone()
+    stale_later[-1] -= 1
+    assert not trainer._rollout_log_probs_are_old(replace(batch, generation_step=stale_later), first_mini_batch)
+    # Restored without them (a checkpoint of a run that recomputed): recompute.
+    assert not trainer._rollout_log_probs_are_old(replace(batch, rollout_log_probs=None), first_mini_batch)
+    local = replace(batch, generation_step=stale_later)
+    trainer.compute_reference_log_probs(local, timings := {})
+    assert "timing/old_log_prob" in timings and torch.isfinite(local.old_log_probs[first_mini_batch:]).all()
+
+
 def test_rollout_log_probs_are_used_by_default_in_fp32_only(make_config):
     assert Trainer(make_config()).use_rollout_log_probs  # CPU: rollout and update both in fp32
     assert not Trainer(make_config("actor_rollout_ref.actor.use_rollout_log_probs=false")).use_rollout_log_probs
