@@ -41,7 +41,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -511,7 +510,6 @@ def main(opts: argparse.Namespace) -> dict:
             if ours["init_param_checksum"] != trl["init_param_checksum"]:
                 raise SystemExit(f"initial weights differ: {ours['init_param_checksum']} vs "
                                  f"{trl['init_param_checksum']}")
-        ours, trl = pairs[0]  # with --repeats, replaced below by the pair with the median ratio
         # Headline ratio: wall time over clean steps when at least half the timed steps of each side were clean
         # (the machine may be shared), else CPU time when running one thread, else wall time over all timed
         # steps; ratio_basis says which. With one thread, time slicing does not inflate CPU seconds (a busy
@@ -521,17 +519,15 @@ def main(opts: argparse.Namespace) -> dict:
         basis = ("clean_steps" if enough else "cpu_s_1_thread" if opts.threads == 1 else "all_steps")
         key = {"clean_steps": "sec_per_step_clean", "cpu_s_1_thread": "cpu_s_per_step",
                "all_steps": "sec_per_step"}[basis]
-        ratio = ours[key] / trl[key]
-        each = [round(o[key] / t[key], 3) if o[key] and t[key] else None for o, t in pairs]
-        if opts.repeats > 1:  # the headline is the median pair's ratio (the upper one of an even count, which
-            # does not favour gspo); its details are the ones reported
-            valid = sorted((r, i) for i, r in enumerate(each) if r is not None)
-            ratio, median_index = valid[len(valid) // 2]
-            ours, trl = pairs[median_index]
+        each = [o[key] / t[key] for o, t in pairs]
+        # The median pair (the upper one of an even count, which does not favour gspo) gives the headline ratio
+        # and the details reported.
+        ratio, median_index = sorted((r, i) for i, r in enumerate(each))[len(each) // 2]
+        ours, trl = pairs[median_index]
         out["sizes"][size] = {"num_params": ours["num_params"], "model": "shipped warm start gspo/assets/addition"
                               if size == "small" else f"random init Qwen2 {MEDIUM_MODEL}",
                               "ratio_ours_over_trl": round(ratio, 3), "ratio_basis": basis,
-                              "ratio_each_repeat": each,
+                              "ratio_each_repeat": [round(r, 3) for r in each],
                               "sec_per_step_each_repeat": {"ours": [o["sec_per_step"] for o, _ in pairs],
                                                            "trl": [t["sec_per_step"] for _, t in pairs]},
                               "meets_target": ratio <= TARGET_RATIO,
