@@ -558,7 +558,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
                    help="before each trainer, wait up to SECONDS for the machine to be idle (shared machines)")
     p.add_argument("--ours-override", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra gspo config override (repeatable), e.g. actor_rollout_ref.actor.use_rollout_log_probs=true")
+                   help="extra gspo config override (repeatable), "
+                        "e.g. actor_rollout_ref.actor.use_rollout_log_probs=true")
     p.add_argument("--_child", choices=["ours", "trl"], help=argparse.SUPPRESS)
     p.add_argument("--_model", help=argparse.SUPPRESS)
     p.add_argument("--_result", help=argparse.SUPPRESS)

@@ -145,7 +145,8 @@ def train(config: GSPOConfig) -> int:
 
 
 def evaluate(model: str, data: list[str], overrides: list[str]) -> int:
-    from gspo.evaluate import evaluate as run_eval, format_summary, parse_eval_args
+    from gspo.evaluate import evaluate as run_eval
+    from gspo.evaluate import format_summary, parse_eval_args
 
     cfg = parse_eval_args(overrides)  # before loading anything: a typo fails in a second, not after the model
     print(format_summary(run_eval(model, data, cfg)))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -43,7 +43,7 @@ class DataConfig:
     train_batch_size: int = 32
     # Prompts drawn per generation batch; None = train_batch_size. Larger than train_batch_size leaves
     # room for groups that dynamic sampling drops.
-    gen_batch_size: Optional[int] = 48
+    gen_batch_size: int | None = 48
     filter_overlong_prompts: bool = True
     apply_chat_template: str = "auto"
     shuffle: bool = True
@@ -103,7 +103,7 @@ class ActorConfig:
     # hold groups carried over from an earlier step (keep_surplus) recomputes, so the old policy is always the one
     # at the start of the update. null (auto): on when rollout and update both compute in fp32 (CPU), off under
     # bf16 (CUDA), where the recomputation is what verl does.
-    use_rollout_log_probs: Optional[bool] = None
+    use_rollout_log_probs: bool | None = None
     # Encode each group's prompt once for all its responses in the log-prob and update passes (same result, fewer
     # tokens: P + nR instead of n(P + R) per group). Off under activation checkpointing (HF disables the KV cache).
     share_prompt_forward: bool = True
@@ -195,20 +195,20 @@ class RewardModelConfig:
 
 @dataclass
 class CustomRewardFunctionConfig:
-    path: Optional[str] = None
+    path: str | None = None
     name: str = "compute_score"
 
 
 @dataclass
 class TrainerConfig:
     default_local_dir: str = "outputs/gspo-addition"
-    total_training_steps: Optional[int] = 150
+    total_training_steps: int | None = 150
     total_epochs: int = 1
     save_freq: int = -1
     test_freq: int = 15
     val_before_train: bool = True
     resume_mode: str = "auto"
-    resume_from_path: Optional[str] = None
+    resume_from_path: str | None = None
     # Checkpoints kept on disk (oldest deleted first); <= 0 keeps all.
     max_actor_ckpt_to_keep: int = 2
     # Optimizer steps in a row skipped for a non-finite loss or gradient before the run stops.

@@ -38,7 +38,7 @@ class EvalConfig:
     """``key=value`` settings of ``gspo eval``; lengths in tokens, batch_size in prompts."""
 
     n: int = 1  # responses per prompt
-    k: Optional[int] = None  # the k of pass@k and maj@k, 1 <= k <= n; None = n
+    k: int | None = None  # the k of pass@k and maj@k, 1 <= k <= n; None = n
     temperature: float = 0.0  # 0 = greedy decoding (then n must be 1)
     top_p: float = 1.0
     top_k: int = -1  # -1: disabled
@@ -46,10 +46,10 @@ class EvalConfig:
     max_prompt_length: int = 1024  # a longer prompt is an error: dropping it would change the denominator
     batch_size: int = 32  # prompts per generate() call, one progress-bar step
     limit: int = 0  # evaluate only the first `limit` prompts; 0 = all
-    output_dir: Optional[str] = None  # None = outputs/eval/<model folder>-<data file stem>
+    output_dir: str | None = None  # None = outputs/eval/<model folder>-<data file stem>
     chat_template: str = "auto"  # auto | always | never, as data.apply_chat_template
     prompt_key: str = "prompt"
-    reward_path: Optional[str] = None  # custom reward file, as custom_reward_function.path
+    reward_path: str | None = None  # custom reward file, as custom_reward_function.path
     reward_name: str = "compute_score"
     device: str = "auto"  # auto | cpu | cuda
     seed: int = 0
@@ -170,8 +170,14 @@ def evaluate(model_path: str, data_files: list[str], cfg: EvalConfig) -> dict:
     from tqdm.auto import tqdm
 
     from gspo.data import PromptDataset
-    from gspo.models import (ModelLoadError, autocast_dtype, eos_token_ids, load_causal_lm, load_tokenizer,
-                             resolve_device)
+    from gspo.models import (
+        ModelLoadError,
+        autocast_dtype,
+        eos_token_ids,
+        load_causal_lm,
+        load_tokenizer,
+        resolve_device,
+    )
     from gspo.resources import resolve_path
     from gspo.rewards import RewardManager, load_custom_reward
     from gspo.rollout import HFRolloutEngine, SamplingParams, sample_keys

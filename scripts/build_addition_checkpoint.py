@@ -210,7 +210,7 @@ Built with:
 | | |
 |---|---|
 | seed | {args.seed} |
-| operands | uniform in [0, {10 ** args.num_digits}) ({args.num_digits} digits max) |
+| operands | uniform in [0, {10**args.num_digits}) ({args.num_digits} digits max) |
 | max response tokens | {max_new} (sum digits + `<eos>`) |
 | model | Qwen2, {config.num_hidden_layers} layers, hidden {config.hidden_size}, intermediate {config.intermediate_size}, {config.num_attention_heads} heads / {config.num_key_value_heads} kv heads, tied embeddings |
 | parameters | {n_params:,} (fp32) |

@@ -57,12 +57,25 @@ def make_config(tmp_path, tiny_model_dir, addition_files, parity_reward):
 
     def build(*overrides: str) -> GSPOConfig:
         train, val = addition_files
-        base = [f"custom_reward_function.path={parity_reward}", f"actor_rollout_ref.model.path={tiny_model_dir}", f"data.train_files=[{train}]",
-                f"data.val_files=[{val}]", f"trainer.default_local_dir={tmp_path / 'run'}",
-                "data.train_batch_size=4", "data.gen_batch_size=8", "actor_rollout_ref.rollout.n=4",
-                "actor_rollout_ref.actor.ppo_mini_batch_size=4", "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=8",
-                "data.max_response_length=4", "trainer.total_training_steps=2", "trainer.val_before_train=false",
-                "trainer.test_freq=-1", "trainer.logger=[]", "trainer.device=cpu", "trainer.resume_mode=disable"]
+        base = [
+            f"custom_reward_function.path={parity_reward}",
+            f"actor_rollout_ref.model.path={tiny_model_dir}",
+            f"data.train_files=[{train}]",
+            f"data.val_files=[{val}]",
+            f"trainer.default_local_dir={tmp_path / 'run'}",
+            "data.train_batch_size=4",
+            "data.gen_batch_size=8",
+            "actor_rollout_ref.rollout.n=4",
+            "actor_rollout_ref.actor.ppo_mini_batch_size=4",
+            "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=8",
+            "data.max_response_length=4",
+            "trainer.total_training_steps=2",
+            "trainer.val_before_train=false",
+            "trainer.test_freq=-1",
+            "trainer.logger=[]",
+            "trainer.device=cpu",
+            "trainer.resume_mode=disable",
+        ]
         return load_config(None, base + list(overrides))
 
     return build

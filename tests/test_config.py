@@ -6,13 +6,19 @@ import pytest
 
 from gspo.config import ConfigError, GSPOConfig, load_config, to_yaml
 
-SEED_OVERRIDES = (
-    "algorithm.filter_groups.enable=true algorithm.filter_groups.metric=seq_reward "
-    "algorithm.filter_groups.max_num_gen_batches=5 actor_rollout_ref.actor.policy_loss.loss_mode=gspo "
-    "actor_rollout_ref.actor.clip_ratio_low=0.0003 actor_rollout_ref.actor.clip_ratio_high=0.0004 "
-    "actor_rollout_ref.actor.loss_agg_mode=seq-mean-token-mean actor_rollout_ref.rollout.n=8 "
-    "data.train_batch_size=16 data.gen_batch_size=32 trainer.total_training_steps=10"
-).split()
+SEED_OVERRIDES = [
+    "algorithm.filter_groups.enable=true",
+    "algorithm.filter_groups.metric=seq_reward",
+    "algorithm.filter_groups.max_num_gen_batches=5",
+    "actor_rollout_ref.actor.policy_loss.loss_mode=gspo",
+    "actor_rollout_ref.actor.clip_ratio_low=0.0003",
+    "actor_rollout_ref.actor.clip_ratio_high=0.0004",
+    "actor_rollout_ref.actor.loss_agg_mode=seq-mean-token-mean",
+    "actor_rollout_ref.rollout.n=8",
+    "data.train_batch_size=16",
+    "data.gen_batch_size=32",
+    "trainer.total_training_steps=10",
+]
 
 
 def test_defaults_are_the_dataclass_defaults():
@@ -39,34 +45,53 @@ def test_yaml_then_overrides_last_wins(tmp_path):
 
 
 def test_scientific_notation_and_lists_and_null():
-    cfg = load_config(None, ["actor_rollout_ref.actor.optim.lr=1e-6", "data.train_files=[a.jsonl,b.parquet]",
-                             "trainer.total_training_steps=null", "trainer.logger=[console,tensorboard]"])
+    cfg = load_config(
+        None,
+        [
+            "actor_rollout_ref.actor.optim.lr=1e-6",
+            "data.train_files=[a.jsonl,b.parquet]",
+            "trainer.total_training_steps=null",
+            "trainer.logger=[console,tensorboard]",
+        ],
+    )
     assert cfg.actor_rollout_ref.actor.optim.lr == 1e-6
     assert cfg.data.train_files == ["a.jsonl", "b.parquet"]
     assert cfg.trainer.total_training_steps is None
 
 
-@pytest.mark.parametrize("override, expected", [
-    ("algorithm.filter_groups.enabel=true", "did you mean 'algorithm.filter_groups.enable'"),
-    ("actor_rollout_ref.actor.clip_ratio=0.2", "did you mean 'actor_rollout_ref.actor.clip_ratio_c'"),
-    ("trainer.epochs=3", "unknown config key 'trainer.epochs'"),
-    ("actor_rollout_ref.rollout.n=abc", "actor_rollout_ref.rollout.n: cannot take 'abc'"),
-    ("algorithm.filter_groups.enable=maybe", "algorithm.filter_groups.enable: cannot take 'maybe'"),
-    ("actor_rollout_ref.actor.clip_ratio_low=1.5", "actor_rollout_ref.actor.clip_ratio_low: 1.5 must lie in (0, 1)"),
-    ("actor_rollout_ref.actor.clip_ratio_high=0", "actor_rollout_ref.actor.clip_ratio_high: 0.0 must lie in (0, 1)"),
-    ("actor_rollout_ref.rollout.n=0", "actor_rollout_ref.rollout.n: 0 must be >= 1"),
-    ("algorithm.filter_groups.metric=reward", "algorithm.filter_groups.metric: 'reward' is not one of seq_reward"),
-    ("actor_rollout_ref.actor.policy_loss.loss_mode=ppo", "loss_mode: 'ppo' is not one of gspo, vanilla"),
-    ("actor_rollout_ref.actor.loss_agg_mode=mean", "loss_agg_mode: 'mean' is not one of token-mean"),
-    ("actor_rollout_ref.actor.ppo_mini_batch_size=5", "ppo_mini_batch_size: 5 must divide data.train_batch_size=32"),
-    ("actor_rollout_ref.actor.kl_loss_type=k9", "kl_loss_type: 'k9' is not one of"),
-    ("trainer.logger=[wandb]", "trainer.logger: 'wandb' is not one of console, tensorboard"),
-    ("trainer.resume_mode=resume_path", "trainer.resume_from_path: is required"),
-    ("trainer.device=tpu", "trainer.device: 'tpu' is not one of auto, cpu, cuda"),
-    ("reward_model.on_error=ignore", "reward_model.on_error: 'ignore' is not one of raise, zero"),
-    ("data.gen_batch_size=0", "data.gen_batch_size: must be >= 1"),
-    ("no_equals_sign", "is not of the form key=value"),
-])
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("algorithm.filter_groups.enabel=true", "did you mean 'algorithm.filter_groups.enable'"),
+        ("actor_rollout_ref.actor.clip_ratio=0.2", "did you mean 'actor_rollout_ref.actor.clip_ratio_c'"),
+        ("trainer.epochs=3", "unknown config key 'trainer.epochs'"),
+        ("actor_rollout_ref.rollout.n=abc", "actor_rollout_ref.rollout.n: cannot take 'abc'"),
+        ("algorithm.filter_groups.enable=maybe", "algorithm.filter_groups.enable: cannot take 'maybe'"),
+        (
+            "actor_rollout_ref.actor.clip_ratio_low=1.5",
+            "actor_rollout_ref.actor.clip_ratio_low: 1.5 must lie in (0, 1)",
+        ),
+        (
+            "actor_rollout_ref.actor.clip_ratio_high=0",
+            "actor_rollout_ref.actor.clip_ratio_high: 0.0 must lie in (0, 1)",
+        ),
+        ("actor_rollout_ref.rollout.n=0", "actor_rollout_ref.rollout.n: 0 must be >= 1"),
+        ("algorithm.filter_groups.metric=reward", "algorithm.filter_groups.metric: 'reward' is not one of seq_reward"),
+        ("actor_rollout_ref.actor.policy_loss.loss_mode=ppo", "loss_mode: 'ppo' is not one of gspo, vanilla"),
+        ("actor_rollout_ref.actor.loss_agg_mode=mean", "loss_agg_mode: 'mean' is not one of token-mean"),
+        (
+            "actor_rollout_ref.actor.ppo_mini_batch_size=5",
+            "ppo_mini_batch_size: 5 must divide data.train_batch_size=32",
+        ),
+        ("actor_rollout_ref.actor.kl_loss_type=k9", "kl_loss_type: 'k9' is not one of"),
+        ("trainer.logger=[wandb]", "trainer.logger: 'wandb' is not one of console, tensorboard"),
+        ("trainer.resume_mode=resume_path", "trainer.resume_from_path: is required"),
+        ("trainer.device=tpu", "trainer.device: 'tpu' is not one of auto, cpu, cuda"),
+        ("reward_model.on_error=ignore", "reward_model.on_error: 'ignore' is not one of raise, zero"),
+        ("data.gen_batch_size=0", "data.gen_batch_size: must be >= 1"),
+        ("no_equals_sign", "is not of the form key=value"),
+    ],
+)
 def test_bad_overrides_name_the_key(override, expected):
     with pytest.raises(ConfigError, match=None) as info:
         load_config(None, [override])

@@ -9,8 +9,7 @@ import pytest
 
 from gspo.cli import main
 from gspo.config import ConfigError
-from gspo.evaluate import (EvalConfig, extract_answer, majority_vote, parse_eval_args, pass_at_k, score_prompt,
-                           summarize)
+from gspo.evaluate import EvalConfig, extract_answer, majority_vote, parse_eval_args, pass_at_k, score_prompt, summarize
 
 
 @pytest.mark.parametrize("n, c, k, expected", [

@@ -21,7 +21,9 @@ def test_folder_without_config(tmp_path):
 def test_not_a_causal_lm(tmp_path):
     from transformers import CLIPVisionConfig
 
-    CLIPVisionConfig(hidden_size=8, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2).save_pretrained(tmp_path)
+    CLIPVisionConfig(hidden_size=8, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2).save_pretrained(
+        tmp_path
+    )
     with pytest.raises(ModelLoadError, match="which is not a causal LM"):
         check_model_path(str(tmp_path))
 

@@ -20,9 +20,19 @@ REAL_GSM8K = REPO / ".." / "shared" / "data" / "gsm8k"
 
 
 def run(script: Path, cwd: Path, *args: str, timeout: int = 120, **env: str) -> subprocess.CompletedProcess:
-    base = {k: v for k, v in os.environ.items() if k not in ("GSPO_ALLOW_CPU", "MODEL_PATH", "GSM8K_DIR", "DATA_DIR", "NGPUS", "NNODES")}
-    return subprocess.run(["bash", str(script), *args], cwd=cwd, env={**base, "PYTHON": sys.executable, **env},
-                          capture_output=True, text=True, timeout=timeout)
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("GSPO_ALLOW_CPU", "MODEL_PATH", "GSM8K_DIR", "DATA_DIR", "NGPUS", "NNODES")
+    }
+    return subprocess.run(
+        ["bash", str(script), *args],
+        cwd=cwd,
+        env={**base, "PYTHON": sys.executable, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def has_cuda() -> bool:
@@ -46,8 +56,14 @@ def test_3b_script_stops_at_once_without_gpu_or_model(tmp_path):
 
 
 def test_3b_script_says_where_to_get_gsm8k(tmp_path):
-    proc = run(SCRIPT_3B, tmp_path, GSPO_ALLOW_CPU="1", MODEL_PATH=str(tmp_path / "no-model"),
-               GSM8K_DIR=str(tmp_path / "no-gsm8k"), DATA_DIR=str(tmp_path / "data"))
+    proc = run(
+        SCRIPT_3B,
+        tmp_path,
+        GSPO_ALLOW_CPU="1",
+        MODEL_PATH=str(tmp_path / "no-model"),
+        GSM8K_DIR=str(tmp_path / "no-gsm8k"),
+        DATA_DIR=str(tmp_path / "data"),
+    )
     assert proc.returncode == 1 and "GPU" not in proc.stderr
     assert "no model folder" in proc.stderr and "https://github.com/openai/grade-school-math" in proc.stderr
 
@@ -61,12 +77,23 @@ def test_3b_overrides_resolve_under_the_schema_and_user_args_win(tmp_path, tiny_
         (raw / f"{split}.jsonl").write_text((json.dumps(row) + "\n") * 64)
     prepare_gsm8k(raw, tmp_path / "data")
     stand_in = tmp_path / "python"
-    stand_in.write_text(f'#!/bin/bash\nif [ "$1 $2 $3" = "-m gspo train" ]; then shift 3; '
-                        f'exec {sys.executable} -m gspo validate "$@"; fi\nexec {sys.executable} "$@"\n')
+    stand_in.write_text(
+        f'#!/bin/bash\nif [ "$1 $2 $3" = "-m gspo train" ]; then shift 3; '
+        f'exec {sys.executable} -m gspo validate "$@"; fi\nexec {sys.executable} "$@"\n'
+    )
     stand_in.chmod(0o755)
-    proc = run(SCRIPT_3B, tmp_path, "trainer.test_freq=7", GSPO_ALLOW_CPU="1", PYTHON=str(stand_in),
-               MODEL_PATH=str(tiny_model_dir), DATA_DIR=str(tmp_path / "data"), OUTPUT_DIR=str(tmp_path / "run"),
-               NGPUS="4", NNODES="2")
+    proc = run(
+        SCRIPT_3B,
+        tmp_path,
+        "trainer.test_freq=7",
+        GSPO_ALLOW_CPU="1",
+        PYTHON=str(stand_in),
+        MODEL_PATH=str(tiny_model_dir),
+        DATA_DIR=str(tmp_path / "data"),
+        OUTPUT_DIR=str(tmp_path / "run"),
+        NGPUS="4",
+        NNODES="2",
+    )
     assert proc.returncode == 0, proc.stderr
     resolved_yaml, _, report = proc.stdout.rstrip().rpartition("\n")
     cfg = yaml.safe_load(resolved_yaml)
@@ -95,9 +122,17 @@ def test_tiny_script_end_to_end_with_one_step(tmp_path):
     data = tmp_path / "data"
     prepare_gsm8k(REAL_GSM8K, data)
     pq.write_table(pq.read_table(data / "test.parquet").slice(0, 8), tmp_path / "val.parquet")
-    proc = run(SCRIPT_TINY, tmp_path, "trainer.val_before_train=false", f"data.val_files=[{tmp_path / 'val.parquet'}]",
-               timeout=600, DATA_DIR=str(data), OUTPUT_DIR=str(tmp_path / "out"), TINY_STEPS="1",
-               TINY_EVAL_PROMPTS="4")
+    proc = run(
+        SCRIPT_TINY,
+        tmp_path,
+        "trainer.val_before_train=false",
+        f"data.val_files=[{tmp_path / 'val.parquet'}]",
+        timeout=600,
+        DATA_DIR=str(data),
+        OUTPUT_DIR=str(tmp_path / "out"),
+        TINY_STEPS="1",
+        TINY_EVAL_PROMPTS="4",
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     run_dir = tmp_path / "out" / "run"
     steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

@@ -38,7 +38,8 @@ all-masked batch yields 0, never NaN.
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional, Union
+from collections.abc import Callable
+from typing import Union
 
 import torch
 
@@ -85,7 +86,7 @@ def _seq_mean_token_sum_norm(loss_mat, mask, *, global_num_tokens, global_num_se
     return masked_sum(loss_mat, mask) / (_denominator(num_seqs, global_num_seqs) * length)
 
 
-_AGG_FNS: Dict[str, Callable[..., torch.Tensor]] = {
+_AGG_FNS: dict[str, Callable[..., torch.Tensor]] = {
     "token-mean": _token_mean,
     "seq-mean-token-sum": _seq_mean_token_sum,
     "seq-mean-token-mean": _seq_mean_token_mean,
@@ -108,7 +109,7 @@ def agg_loss(
     *,
     global_num_tokens: Count = None,
     global_num_seqs: Count = None,
-    max_response_len: Optional[int] = None,
+    max_response_len: int | None = None,
 ) -> torch.Tensor:
     """Reduce a per-token loss to a scalar (see the module docstring for the modes).
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import warnings
-from typing import Dict, Optional
 
 import torch
 
@@ -21,7 +20,7 @@ _MAX_LOG_RATIO = 10.0
 _LENGTH_WEIGHTED_MODES = frozenset({"token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"})
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _warn_length_weighted_gspo(loss_agg_mode: str) -> None:
     # lru_cache makes this once per process per mode, independent of warning filters.
     warnings.warn(
@@ -46,8 +45,8 @@ def compute_policy_loss_gspo(
     loss_agg_mode: str,
     global_num_tokens: Count,
     global_num_seqs: Count,
-    max_response_len: Optional[int],
-) -> tuple[torch.Tensor, Dict[str, float]]:
+    max_response_len: int | None,
+) -> tuple[torch.Tensor, dict[str, float]]:
     """GSPO loss (Zheng et al. 2025, arXiv:2507.18071, Sec. 4).
 
     Per sequence ``i`` with ``|y_i| = max(1, sum_t M_it)``::

@@ -20,8 +20,8 @@ held from forward to backward.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-from typing import Callable, Optional
 
 import torch
 from torch.utils.checkpoint import checkpoint
@@ -34,7 +34,7 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def _chunked(
-    fn: Callable[..., torch.Tensor], chunk_size: Optional[int], rows: int, *tensors: torch.Tensor
+    fn: Callable[..., torch.Tensor], chunk_size: int | None, rows: int, *tensors: torch.Tensor
 ) -> torch.Tensor:
     if chunk_size is None or chunk_size >= rows:
         return fn(*tensors)
@@ -57,7 +57,7 @@ def _entropy(logits: torch.Tensor) -> torch.Tensor:
 
 
 def log_probs_from_logits(
-    logits: torch.Tensor, labels: torch.Tensor, *, chunk_size: Optional[int] = None
+    logits: torch.Tensor, labels: torch.Tensor, *, chunk_size: int | None = None
 ) -> torch.Tensor:
     """``log softmax(logits)[label] = logits[label] - logsumexp(logits)``, in nats.
 
@@ -83,7 +83,7 @@ def log_probs_from_logits(
 
 
 def entropy_from_logits(
-    logits: torch.Tensor, *, chunk_size: Optional[int] = None, checkpointing: bool = False
+    logits: torch.Tensor, *, chunk_size: int | None = None, checkpointing: bool = False
 ) -> torch.Tensor:
     """Entropy of ``softmax(logits)``: ``logsumexp(z) - sum_v softmax(z)_v z_v``, in nats.
 

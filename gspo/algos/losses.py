@@ -7,8 +7,6 @@ Importing this module registers both.
 
 from __future__ import annotations
 
-from typing import Dict, Optional
-
 import torch
 
 from .aggregation import Count, check_loss_agg_mode
@@ -39,8 +37,8 @@ def compute_policy_loss(
     loss_agg_mode: str = "seq-mean-token-mean",
     global_num_tokens: Count = None,
     global_num_seqs: Count = None,
-    max_response_len: Optional[int] = None,
-) -> tuple[torch.Tensor, Dict[str, float]]:
+    max_response_len: int | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
     """Policy-gradient loss ``loss_mode`` (a key of ``POLICY_LOSSES``) and its metrics.
 
     Args:

@@ -8,8 +8,6 @@ cannot turn a sum into NaN.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 __all__ = ["masked_sum", "masked_mean"]
@@ -21,7 +19,7 @@ def _as_weights(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return mask.to(dtype=like.dtype, device=like.device)
 
 
-def masked_sum(values: torch.Tensor, mask: torch.Tensor, dim: Optional[int] = None) -> torch.Tensor:
+def masked_sum(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
     """``sum(values * mask)`` over ``dim`` (all elements when ``dim`` is None).
 
     Args:
@@ -38,7 +36,7 @@ def masked_sum(values: torch.Tensor, mask: torch.Tensor, dim: Optional[int] = No
     return weighted.sum() if dim is None else weighted.sum(dim=dim)
 
 
-def masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: Optional[int] = None) -> torch.Tensor:
+def masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
     """``sum(values * mask) / max(1, sum(mask))`` over ``dim``.
 
     The denominator is clamped at 1, so an all-masked slice gives 0, never NaN.

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Dict, Optional
-
 import torch
 
 from .aggregation import Count, agg_loss
@@ -28,8 +26,8 @@ def compute_policy_loss_vanilla(
     loss_agg_mode: str,
     global_num_tokens: Count,
     global_num_seqs: Count,
-    max_response_len: Optional[int],
-) -> tuple[torch.Tensor, Dict[str, float]]:
+    max_response_len: int | None,
+) -> tuple[torch.Tensor, dict[str, float]]:
     """Token-level PPO/GRPO clipped loss with dual clip (Schulman et al. 2017; Ye et al. 2020).
 
     Per token::

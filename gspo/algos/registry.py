@@ -10,7 +10,7 @@ clip-fraction metrics the losses share.
 
 from __future__ import annotations
 
-from typing import Callable, Dict
+from collections.abc import Callable
 
 import torch
 
@@ -18,9 +18,9 @@ from .masked import masked_mean
 
 __all__ = ["POLICY_LOSSES", "PolicyLossFn", "register_policy_loss", "get_policy_loss_fn"]
 
-PolicyLossFn = Callable[..., tuple[torch.Tensor, Dict[str, float]]]
+PolicyLossFn = Callable[..., tuple[torch.Tensor, dict[str, float]]]
 
-POLICY_LOSSES: Dict[str, PolicyLossFn] = {}
+POLICY_LOSSES: dict[str, PolicyLossFn] = {}
 
 
 def register_policy_loss(name: str) -> Callable[[PolicyLossFn], PolicyLossFn]:
@@ -45,7 +45,7 @@ def get_policy_loss_fn(name: str) -> PolicyLossFn:
 
 def clip_metrics(
     pg_losses1: torch.Tensor, pg_losses2: torch.Tensor, ratio: torch.Tensor, mask: torch.Tensor
-) -> Dict[str, torch.Tensor]:
+) -> dict[str, torch.Tensor]:
     """Masked token shares where the clipped term ``pg_losses2`` strictly exceeds ``pg_losses1``.
 
     ``_lower`` / ``_upper`` split that share by ``ratio < 1`` / ``ratio > 1``.
@@ -60,6 +60,6 @@ def clip_metrics(
     }
 
 
-def to_floats(metrics: Dict[str, torch.Tensor]) -> Dict[str, float]:
+def to_floats(metrics: dict[str, torch.Tensor]) -> dict[str, float]:
     """0-dim tensors -> python floats (one host sync each)."""
     return {k: float(v.item()) for k, v in metrics.items()}

@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 import math
 import numbers
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from gspo.data.errors import DataError
 from gspo.data.loading import PathLike, RowSource, load_rows_with_sources
@@ -160,7 +161,7 @@ class PromptDataset(Sequence[PromptItem]):
             )
 
     @classmethod
-    def from_files(cls, paths: PathLike | Sequence[PathLike], tokenizer: Any, **kwargs: Any) -> "PromptDataset":
+    def from_files(cls, paths: PathLike | Sequence[PathLike], tokenizer: Any, **kwargs: Any) -> PromptDataset:
         """Load rows with :func:`gspo.data.load_rows_with_sources` and build the dataset (errors cite file:line)."""
         rows, sources = load_rows_with_sources(paths)
         return cls(rows, tokenizer, sources=sources, **kwargs)

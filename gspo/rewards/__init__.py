@@ -3,7 +3,11 @@
 Importing this package registers the built-in rewards ("openai/gsm8k", "gsm8k", "addition").
 """
 
+# Imported for their registration side effect.
+from gspo.rewards.addition import addition_reward
 from gspo.rewards.base import RewardError, RewardFn, RewardOutput, normalize_reward
+from gspo.rewards.gsm8k import extract_solution, gsm8k_reward
+from gspo.rewards.manager import RewardBatch, RewardManager
 from gspo.rewards.registry import (
     get_reward_fn,
     load_custom_reward,
@@ -11,11 +15,6 @@ from gspo.rewards.registry import (
     registered_rewards,
 )
 from gspo.rewards.shaping import check_overlong_args, overlong_penalty
-from gspo.rewards.manager import RewardBatch, RewardManager
-
-# Imported for their registration side effect.
-from gspo.rewards.addition import addition_reward
-from gspo.rewards.gsm8k import extract_solution, gsm8k_reward
 
 __all__ = [
     "RewardBatch",

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Union
+from typing import Any
 
 import numpy as np
 import torch
 
-RewardFn = Callable[[str, Union[str, None], dict], Union[float, dict]]
+RewardFn = Callable[[str, str | None, dict], float | dict]
 
 RESPONSE_PREVIEW_CHARS = 200
 

@@ -6,7 +6,7 @@ import hashlib
 import importlib.util
 import os
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from gspo.rewards.base import RewardError, RewardFn
 

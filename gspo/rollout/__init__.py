@@ -4,5 +4,13 @@ from gspo.rollout.base import Generation, RolloutEngine, SamplingParams, left_pa
 from gspo.rollout.hf import HFRolloutEngine
 from gspo.rollout.seeded import sample_keys
 
-__all__ = ["Generation", "RolloutEngine", "SamplingParams", "HFRolloutEngine", "left_pad", "pad_cat", "response_mask_from_ids",
-           "sample_keys"]
+__all__ = [
+    "Generation",
+    "RolloutEngine",
+    "SamplingParams",
+    "HFRolloutEngine",
+    "left_pad",
+    "pad_cat",
+    "response_mask_from_ids",
+    "sample_keys",
+]

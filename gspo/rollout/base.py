@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Protocol
+from typing import Protocol
 
 import torch
 
@@ -29,7 +29,7 @@ class Generation:
     prompt_mask: torch.Tensor  # (N, P) int64, 1 on real prompt tokens
     response_ids: torch.Tensor  # (N, R) int64, right-padded
     response_mask: torch.Tensor  # (N, R) float32, 1 on generated tokens up to and including EOS
-    log_probs: Optional[torch.Tensor] = None  # (N, R) float32, the sampler's log-probs (0 at padding), if asked
+    log_probs: torch.Tensor | None = None  # (N, R) float32, the sampler's log-probs (0 at padding), if asked
 
     @property
     def response_lengths(self) -> torch.Tensor:  # (N,) int64, tokens incl. EOS
@@ -37,7 +37,7 @@ class Generation:
 
 
 class RolloutEngine(Protocol):
-    def generate(self, prompts: list[list[int]], params: SamplingParams, sample_keys: Optional[torch.Tensor] = None,
+    def generate(self, prompts: list[list[int]], params: SamplingParams, sample_keys: torch.Tensor | None = None,
                  return_log_probs: bool = False) -> Generation:
         """Sample ``params.n`` responses for each prompt (token ids, unpadded); ``sample_keys`` (N,) seed each
         response; ``return_log_probs`` fills ``Generation.log_probs`` (needs ``sample_keys``)."""

@@ -37,8 +37,8 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 ADDITION_ASSET_DIR: Path = Path(__file__).resolve().parent.parent / "assets" / "addition"
 """Package folder with the shipped checkpoint (``model.safetensors``, ``config.json``,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
-from typing import Optional
 
 import torch
 
@@ -26,14 +25,14 @@ class RolloutBatch:
     response_mask: torch.Tensor = field(metadata=_RIGHT)  # (N, R) float32, up to and incl. EOS
     group_ids: torch.Tensor  # (N,) int64, unique per prompt group within a step
     prompt_index: torch.Tensor  # (N,) int64, the prompt's index in its dataset
-    generation_step: Optional[torch.Tensor] = None  # (N,) int64, the training step whose policy sampled it
-    seq_reward: Optional[torch.Tensor] = None  # (N,) float32, reward function score before shaping
-    seq_final_reward: Optional[torch.Tensor] = None  # (N,) float32, after overlong shaping
-    acc: Optional[torch.Tensor] = None  # (N,) float32
-    advantages: Optional[torch.Tensor] = None  # (N,) float32, one per sequence
-    rollout_log_probs: Optional[torch.Tensor] = field(default=None, metadata=_RIGHT)  # (N, R) the sampler's
-    old_log_probs: Optional[torch.Tensor] = field(default=None, metadata=_RIGHT)  # (N, R) float32
-    ref_log_probs: Optional[torch.Tensor] = field(default=None, metadata=_RIGHT)  # (N, R) float32
+    generation_step: torch.Tensor | None = None  # (N,) int64, the training step whose policy sampled it
+    seq_reward: torch.Tensor | None = None  # (N,) float32, reward function score before shaping
+    seq_final_reward: torch.Tensor | None = None  # (N,) float32, after overlong shaping
+    acc: torch.Tensor | None = None  # (N,) float32
+    advantages: torch.Tensor | None = None  # (N,) float32, one per sequence
+    rollout_log_probs: torch.Tensor | None = field(default=None, metadata=_RIGHT)  # (N, R) the sampler's
+    old_log_probs: torch.Tensor | None = field(default=None, metadata=_RIGHT)  # (N, R) float32
+    ref_log_probs: torch.Tensor | None = field(default=None, metadata=_RIGHT)  # (N, R) float32
 
     @classmethod
     def from_generation(cls, gen: Generation, *, group_ids: torch.Tensor, prompt_index: torch.Tensor,

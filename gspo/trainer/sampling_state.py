@@ -88,11 +88,21 @@ class DynamicSamplingState:
     # -------------------------------------------------------------------------------------- checkpoint
     def state_dict(self) -> tuple[dict, dict[str, torch.Tensor]]:
         """(JSON-able state, tensors of the surplus batch)."""
-        tensors = {} if self.surplus is None else {
-            f.name: getattr(self.surplus, f.name) for f in fields(RolloutBatch) if getattr(self.surplus, f.name) is not None}
+        tensors = (
+            {}
+            if self.surplus is None
+            else {
+                f.name: getattr(self.surplus, f.name)
+                for f in fields(RolloutBatch)
+                if getattr(self.surplus, f.name) is not None
+            }
+        )
         version, internal, gauss = self._rng.getstate()
-        return {"keep_ratio": self.keep_ratio, "constant_streak": {str(k): v for k, v in self.constant_streak.items()},
-                "rng": [version, list(internal), gauss]}, tensors
+        return {
+            "keep_ratio": self.keep_ratio,
+            "constant_streak": {str(k): v for k, v in self.constant_streak.items()},
+            "rng": [version, list(internal), gauss],
+        }, tensors
 
     def load_state_dict(self, state: dict, tensors: dict[str, torch.Tensor]) -> None:
         self.keep_ratio = state["keep_ratio"]

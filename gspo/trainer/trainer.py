@@ -14,20 +14,43 @@ from gspo.algos import ADV_ESTIMATORS
 from gspo.config import GSPOConfig, to_yaml
 from gspo.data import PromptItem, PromptSampler
 from gspo.distributed import init_distributed
-from gspo.models import (autocast_dtype, enable_activation_checkpointing, eos_token_ids, load_causal_lm, load_tokenizer,
-                         resolve_device)
+from gspo.models import (
+    autocast_dtype,
+    enable_activation_checkpointing,
+    eos_token_ids,
+    load_causal_lm,
+    load_tokenizer,
+    resolve_device,
+)
 from gspo.rollout import HFRolloutEngine, SamplingParams, sample_keys
 from gspo.trainer.actor import UpdateSchedule, compute_log_probs, update_policy
 from gspo.trainer.batch import RolloutBatch
-from gspo.trainer.checkpoint import (find_latest, full_model_state_dict, load_checkpoint, save_checkpoint,
-                                     save_hf_folder_atomically)
-from gspo.trainer.dynamic_sampling import (GenerationStats, count_groups, keep_informative_groups, split_groups,
-                                          trained_batch_metrics)
-from gspo.trainer.sampling_state import DynamicSamplingState
+from gspo.trainer.checkpoint import (
+    find_latest,
+    full_model_state_dict,
+    load_checkpoint,
+    save_checkpoint,
+    save_hf_folder_atomically,
+)
+from gspo.trainer.dynamic_sampling import (
+    GenerationStats,
+    count_groups,
+    keep_informative_groups,
+    split_groups,
+    trained_batch_metrics,
+)
 from gspo.trainer.metrics import MetricsLogger, summary_line
 from gspo.trainer.optim import build_optimizer, build_scheduler
-from gspo.trainer.parallel import (build_rollout_copy, check_data_parallel, gather_from_ranks, local_rows,
-                                   merge_rank_reward_metrics, shard_model, sync_rollout_weights)
+from gspo.trainer.parallel import (
+    build_rollout_copy,
+    check_data_parallel,
+    gather_from_ranks,
+    local_rows,
+    merge_rank_reward_metrics,
+    shard_model,
+    sync_rollout_weights,
+)
+from gspo.trainer.sampling_state import DynamicSamplingState
 from gspo.trainer.setup import build_dataset, build_reward_manager, check_runnable, check_writable, seed_everything
 from gspo.trainer.signals import StopRequest, TrainingInterrupted
 

@@ -7,7 +7,27 @@ from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
 SPECIAL = ["<unk>", "<pad>", "<s>", "</s>", "<|user|>", "<|assistant|>", "<|system|>"]
-WORDS = "hello world what is 1 + 2 ? a b c d e f g h you are helpful".split()
+WORDS = [
+    "hello",
+    "world",
+    "what",
+    "is",
+    "1",
+    "+",
+    "2",
+    "?",
+    "a",
+    "b",
+    "c",
+    "d",
+    "e",
+    "f",
+    "g",
+    "h",
+    "you",
+    "are",
+    "helpful",
+]
 CHAT_TEMPLATE = (
     "<s>{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }} {% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>{% endif %}"

@@ -75,7 +75,9 @@ def test_custom_prompt_key(plain_tokenizer):
 def test_missing_prompt_key_names_file_line_and_keys(tmp_path, plain_tokenizer):
     path = tmp_path / "train.jsonl"
     path.write_text(json.dumps({"prompt": "a"}) + "\n" + json.dumps({"question": "b", "answer": "c"}) + "\n")
-    with pytest.raises(DataError, match=r"train\.jsonl:2: row has no prompt under key 'prompt'; row keys: \['answer', 'question'\]"):
+    with pytest.raises(
+        DataError, match=r"train\.jsonl:2: row has no prompt under key 'prompt'; row keys: \['answer', 'question'\]"
+    ):
         PromptDataset.from_files(str(path), plain_tokenizer, max_prompt_length=8)
 
 
@@ -119,7 +121,12 @@ def test_overlong_filter_drops_and_warns(plain_tokenizer, caplog):
 
 def test_all_dropped_errors(plain_tokenizer):
     with pytest.raises(DataError, match="all 2 prompts are longer than max_prompt_length=2"):
-        build([{"prompt": "a b c"}, {"prompt": "a b c d"}], plain_tokenizer, max_prompt_length=2, filter_overlong_prompts=True)
+        build(
+            [{"prompt": "a b c"}, {"prompt": "a b c d"}],
+            plain_tokenizer,
+            max_prompt_length=2,
+            filter_overlong_prompts=True,
+        )
 
 
 def test_no_rows(plain_tokenizer):

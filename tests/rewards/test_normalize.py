@@ -26,7 +26,10 @@ def norm(value, response="the response"):
         (torch.tensor(0.5), RewardOutput(0.5, 0.5)),
         ({"score": 0.5}, RewardOutput(0.5, 0.5)),  # acc defaults to score
         ({"score": -1.0, "acc": 0.0}, RewardOutput(-1.0, 0.0)),
-        ({"score": 1, "acc": True, "format": 1, "pred": "72", "bad": math.nan}, RewardOutput(1.0, 1.0, {"format": 1.0})),
+        (
+            {"score": 1, "acc": True, "format": 1, "pred": "72", "bad": math.nan},
+            RewardOutput(1.0, 1.0, {"format": 1.0}),
+        ),
     ],
 )
 def test_valid(value, expected):

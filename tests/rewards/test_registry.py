@@ -21,7 +21,9 @@ def test_register_and_lookup(clean_registry):
 
 
 def test_unknown_data_source_lists_names():
-    with pytest.raises(RewardError, match=r"no reward function registered for data_source 'nope'; registered: \[.*'addition'.*'gsm8k'"):
+    with pytest.raises(
+        RewardError, match=r"no reward function registered for data_source 'nope'; registered: \[.*'addition'.*'gsm8k'"
+    ):
         get_reward_fn("nope")
 
 
@@ -77,7 +79,9 @@ def test_load_missing_file(tmp_path):
 
 def test_load_import_error_shows_exception(tmp_path):
     path = write(tmp_path, "broken.py", "import definitely_not_a_module_xyz\n")
-    with pytest.raises(RewardError, match=r"importing custom reward file .*broken\.py failed: ModuleNotFoundError") as info:
+    with pytest.raises(
+        RewardError, match=r"importing custom reward file .*broken\.py failed: ModuleNotFoundError"
+    ) as info:
         load_custom_reward(path, "f")
     assert isinstance(info.value.__cause__, ModuleNotFoundError)
 
@@ -89,7 +93,9 @@ def test_load_syntax_error(tmp_path):
 
 
 def test_load_missing_function_lists_callables(tmp_path):
-    path = write(tmp_path, "fns.py", "def alpha(r, g, e): return 0.0\ndef beta(r, g, e): return 1.0\n_private = len\nX = 3\n")
+    path = write(
+        tmp_path, "fns.py", "def alpha(r, g, e): return 0.0\ndef beta(r, g, e): return 1.0\n_private = len\nX = 3\n"
+    )
     with pytest.raises(RewardError, match=r"has no function 'gamma'; callables in it: \['alpha', 'beta'\]"):
         load_custom_reward(path, "gamma")
 

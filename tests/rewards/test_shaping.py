@@ -48,7 +48,10 @@ def test_buffer_equal_to_max():
     [
         ({"max_response_length": 100, "buffer_len": 0, "penalty_factor": 1.0}, "buffer_len must be > 0"),
         ({"max_response_length": 100, "buffer_len": -1, "penalty_factor": 1.0}, "buffer_len must be > 0"),
-        ({"max_response_length": 10, "buffer_len": 20, "penalty_factor": 1.0}, r"buffer_len \(20\) must be <= max_response_length"),
+        (
+            {"max_response_length": 10, "buffer_len": 20, "penalty_factor": 1.0},
+            r"buffer_len \(20\) must be <= max_response_length",
+        ),
         ({"max_response_length": 100, "buffer_len": 20, "penalty_factor": -1.0}, "penalty_factor must be >= 0"),
     ],
 )

@@ -80,7 +80,9 @@ def test_drawn_log_probs_use_temperature_over_the_whole_vocabulary():
 def engine(tiny_model_dir):
     tokenizer = load_tokenizer(str(tiny_model_dir))
     model = load_causal_lm(str(tiny_model_dir), torch.device("cpu"))
-    return HFRolloutEngine(model, pad_token_id=tokenizer.pad_token_id, eos_token_ids=[tokenizer.eos_token_id]), tokenizer
+    return HFRolloutEngine(
+        model, pad_token_id=tokenizer.pad_token_id, eos_token_ids=[tokenizer.eos_token_id]
+    ), tokenizer
 
 
 def test_seeded_generation_does_not_depend_on_batching(engine):
@@ -115,10 +117,12 @@ def test_sampler_log_probs_equal_a_recomputation(engine, temperature, top_k):
     prompts = [tokenizer.encode(text) for text in ["1+2=", "33+4=", "5+66="]]
     params = SamplingParams(n=4, temperature=temperature, top_k=top_k, max_new_tokens=6)
     generation = engine.generate(prompts, params, sample_keys(3, torch.arange(3), 4), return_log_probs=True)
-    batch = RolloutBatch.from_generation(generation, group_ids=torch.arange(3).repeat_interleave(4),
-                                         prompt_index=torch.arange(3).repeat_interleave(4))
-    recomputed = compute_log_probs(engine.model, batch, micro_batch_size=12, temperature=temperature,
-                                   autocast_dtype=None)
+    batch = RolloutBatch.from_generation(
+        generation, group_ids=torch.arange(3).repeat_interleave(4), prompt_index=torch.arange(3).repeat_interleave(4)
+    )
+    recomputed = compute_log_probs(
+        engine.model, batch, micro_batch_size=12, temperature=temperature, autocast_dtype=None
+    )
     assert generation.log_probs.shape == generation.response_ids.shape
     assert (generation.log_probs[generation.response_mask == 0] == 0).all()
     torch.testing.assert_close(generation.log_probs, recomputed, rtol=0, atol=1e-5)
@@ -137,9 +141,14 @@ def test_greedy_decoding_matches_hf_generate(engine):
     params = SamplingParams(n=2, do_sample=False, max_new_tokens=8)
     ours = engine.generate(prompts, params)
     for row, prompt in enumerate(prompts):
-        expected = engine.model.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
-                                         do_sample=False, max_new_tokens=8, eos_token_id=engine.eos_token_ids,
-                                         pad_token_id=engine.pad_token_id)[0, len(prompt):]
+        expected = engine.model.generate(
+            torch.tensor([prompt]),
+            attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+            do_sample=False,
+            max_new_tokens=8,
+            eos_token_id=engine.eos_token_ids,
+            pad_token_id=engine.pad_token_id,
+        )[0, len(prompt) :]
         length = int(ours.response_mask[2 * row].sum())
         assert ours.response_ids[2 * row, :length].tolist() == expected[:length].tolist()
         assert torch.equal(ours.response_ids[2 * row], ours.response_ids[2 * row + 1])  # greedy: n copies agree

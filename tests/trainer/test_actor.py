@@ -11,8 +11,8 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from gspo.config import ActorConfig
-from gspo.models import enable_activation_checkpointing
 from gspo.distributed import DistContext
+from gspo.models import enable_activation_checkpointing
 from gspo.trainer.actor import compute_log_probs, even_out, forward_response, update_policy
 from gspo.trainer.batch import RolloutBatch
 

@@ -12,9 +12,14 @@ from gspo.trainer.parallel import build_rollout_copy, local_rows, merge_rank_rew
 
 
 def _batch(rows: int) -> RolloutBatch:
-    return RolloutBatch(prompt_ids=torch.zeros(rows, 2, dtype=torch.long), prompt_mask=torch.ones(rows, 2, dtype=torch.long),
-                        response_ids=torch.zeros(rows, 3, dtype=torch.long), response_mask=torch.ones(rows, 3),
-                        group_ids=torch.arange(rows) // 4, prompt_index=torch.arange(rows))
+    return RolloutBatch(
+        prompt_ids=torch.zeros(rows, 2, dtype=torch.long),
+        prompt_mask=torch.ones(rows, 2, dtype=torch.long),
+        response_ids=torch.zeros(rows, 3, dtype=torch.long),
+        response_mask=torch.ones(rows, 3),
+        group_ids=torch.arange(rows) // 4,
+        prompt_index=torch.arange(rows),
+    )
 
 
 def test_each_rank_takes_its_contiguous_share_of_every_mini_batch():
@@ -34,8 +39,9 @@ def test_shares_cover_every_item_once():
 
 
 def test_reward_metrics_merge_as_sequence_weighted_means_and_summed_errors():
-    merged = merge_rank_reward_metrics([({"reward/errors": 1.0, "reward/overlong": 0.5}, 6),
-                                        ({"reward/errors": 2.0, "reward/overlong": 0.0}, 2)])
+    merged = merge_rank_reward_metrics(
+        [({"reward/errors": 1.0, "reward/overlong": 0.5}, 6), ({"reward/errors": 2.0, "reward/overlong": 0.0}, 2)]
+    )
     assert merged == {"reward/errors": 3.0, "reward/overlong": pytest.approx(0.375)}  # (0.5 * 6 + 0) / 8
 
 

@@ -22,14 +22,25 @@ def _state(model) -> dict[str, torch.Tensor]:
 
 def test_resume_from_step_2_reaches_bit_identical_parameters(make_config, tmp_path):
     # Off-policy mini-batches, dynamic sampling, warm-up and sampling RNG all have to line up for this to hold.
-    common = ("trainer.total_training_steps=4", "trainer.save_freq=2", "trainer.max_actor_ckpt_to_keep=0",
-              "actor_rollout_ref.actor.ppo_mini_batch_size=2", "actor_rollout_ref.actor.optim.lr_warmup_steps_ratio=0.5",
-              "trainer.test_freq=2")
+    common = (
+        "trainer.total_training_steps=4",
+        "trainer.save_freq=2",
+        "trainer.max_actor_ckpt_to_keep=0",
+        "actor_rollout_ref.actor.ppo_mini_batch_size=2",
+        "actor_rollout_ref.actor.optim.lr_warmup_steps_ratio=0.5",
+        "trainer.test_freq=2",
+    )
     straight = Trainer(make_config(*common))
     straight.fit()
     checkpoint = tmp_path / "run" / "checkpoints" / "global_step_2"
-    resumed = Trainer(make_config(*common, "trainer.resume_mode=resume_path", f"trainer.resume_from_path={checkpoint}",
-                                  f"trainer.default_local_dir={tmp_path / 'resumed'}"))
+    resumed = Trainer(
+        make_config(
+            *common,
+            "trainer.resume_mode=resume_path",
+            f"trainer.resume_from_path={checkpoint}",
+            f"trainer.default_local_dir={tmp_path / 'resumed'}",
+        )
+    )
     assert resumed.global_step == 2
     resumed.fit()
     # Bit-identical on CPU: same data order, RNG streams, optimizer moments and LR schedule.
@@ -38,8 +49,9 @@ def test_resume_from_step_2_reaches_bit_identical_parameters(make_config, tmp_pa
 
 
 def test_auto_resume_picks_latest_complete_and_keeps_last_k(make_config, tmp_path):
-    Trainer(make_config("trainer.total_training_steps=3", "trainer.save_freq=1",
-                        "trainer.max_actor_ckpt_to_keep=2")).fit()
+    Trainer(
+        make_config("trainer.total_training_steps=3", "trainer.save_freq=1", "trainer.max_actor_ckpt_to_keep=2")
+    ).fit()
     root = tmp_path / "run" / "checkpoints"
     assert sorted(p.name for p in root.glob("global_step_*")) == ["global_step_2", "global_step_3"]
     assert find_latest(root).name == "global_step_3"
@@ -48,7 +60,7 @@ def test_auto_resume_picks_latest_complete_and_keeps_last_k(make_config, tmp_pat
     assert (root / "global_step_3" / "config.yaml").read_text().startswith("data:")
 
 
-KILL_DURING_WRITE = textwrap.dedent('''
+KILL_DURING_WRITE = textwrap.dedent("""
     import os, signal, sys
     import gspo.trainer.checkpoint as ck
     from gspo.cli import main
@@ -59,25 +71,38 @@ KILL_DURING_WRITE = textwrap.dedent('''
             os.kill(os.getpid(), signal.SIGKILL)
     ck._fsync_tree = fsync_then_die
     sys.exit(main(["train", *sys.argv[1:]]))
-''')
+""")
 
 
 def _base_args(tiny_model_dir, addition_files, parity_reward, out) -> list[str]:
     train, val = addition_files
-    return [f"actor_rollout_ref.model.path={tiny_model_dir}", f"data.train_files=[{train}]", f"data.val_files=[{val}]",
-            f"custom_reward_function.path={parity_reward}", f"trainer.default_local_dir={out}",
-            "data.train_batch_size=4", "data.gen_batch_size=8", "actor_rollout_ref.rollout.n=4",
-            "actor_rollout_ref.actor.ppo_mini_batch_size=4", "data.max_response_length=4",
-            "trainer.val_before_train=false", "trainer.test_freq=-1", "trainer.logger=[]", "trainer.device=cpu"]
+    return [
+        f"actor_rollout_ref.model.path={tiny_model_dir}",
+        f"data.train_files=[{train}]",
+        f"data.val_files=[{val}]",
+        f"custom_reward_function.path={parity_reward}",
+        f"trainer.default_local_dir={out}",
+        "data.train_batch_size=4",
+        "data.gen_batch_size=8",
+        "actor_rollout_ref.rollout.n=4",
+        "actor_rollout_ref.actor.ppo_mini_batch_size=4",
+        "data.max_response_length=4",
+        "trainer.val_before_train=false",
+        "trainer.test_freq=-1",
+        "trainer.logger=[]",
+        "trainer.device=cpu",
+    ]
 
 
-def test_kill_9_during_checkpoint_write_leaves_previous_checkpoint_loadable(tiny_model_dir, addition_files,
-                                                                             parity_reward, tmp_path):
+def test_kill_9_during_checkpoint_write_leaves_previous_checkpoint_loadable(
+    tiny_model_dir, addition_files, parity_reward, tmp_path
+):
     out = tmp_path / "run"
     args = _base_args(tiny_model_dir, addition_files, parity_reward, out) + [
-        "trainer.total_training_steps=3", "trainer.save_freq=1"]
-    proc = subprocess.run([sys.executable, "-c", KILL_DURING_WRITE, *args], capture_output=True, text=True,
-                          timeout=300)
+        "trainer.total_training_steps=3",
+        "trainer.save_freq=1",
+    ]
+    proc = subprocess.run([sys.executable, "-c", KILL_DURING_WRITE, *args], capture_output=True, text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     root = out / "checkpoints"
     assert (root / ".tmp_global_step_2").is_dir() and not (root / "global_step_2").exists()
@@ -153,19 +178,36 @@ def test_saving_the_same_step_twice_replaces_it_whole(make_config, tmp_path):
     root = tmp_path / "run" / "checkpoints"
     assert trainer.save_checkpoint() == root / "global_step_1"  # a stop signal now: nothing is rewritten
     state, tensors = trainer._trainer_state()
-    save_checkpoint(root, 1, model=trainer.model, hf_model=trainer.model, tokenizer=trainer.tokenizer,
-                    optimizer=trainer.optimizer, scheduler=trainer.scheduler, trainer_state=state, tensors=tensors)
+    save_checkpoint(
+        root,
+        1,
+        model=trainer.model,
+        hf_model=trainer.model,
+        tokenizer=trainer.tokenizer,
+        optimizer=trainer.optimizer,
+        scheduler=trainer.scheduler,
+        trainer_state=state,
+        tensors=tensors,
+    )
     assert find_latest(root).name == "global_step_1"
     assert sorted(p.name for p in root.iterdir()) == ["global_step_1", "latest"]  # no .old_ / .tmp_ left behind
 
 
 def test_resuming_at_an_earlier_step_never_prunes_the_checkpoint_just_written(make_config, tmp_path):
-    Trainer(make_config("trainer.total_training_steps=3", "trainer.save_freq=1",
-                        "trainer.max_actor_ckpt_to_keep=0")).fit()
+    Trainer(
+        make_config("trainer.total_training_steps=3", "trainer.save_freq=1", "trainer.max_actor_ckpt_to_keep=0")
+    ).fit()
     root = tmp_path / "run" / "checkpoints"
     # Resume at step 1 with steps 2 and 3 on disk (now an abandoned branch), keeping 2 checkpoints.
-    Trainer(make_config("trainer.total_training_steps=2", "trainer.save_freq=1", "trainer.max_actor_ckpt_to_keep=2",
-                        "trainer.resume_mode=resume_path", f"trainer.resume_from_path={root / 'global_step_1'}")).fit()
+    Trainer(
+        make_config(
+            "trainer.total_training_steps=2",
+            "trainer.save_freq=1",
+            "trainer.max_actor_ckpt_to_keep=2",
+            "trainer.resume_mode=resume_path",
+            f"trainer.resume_from_path={root / 'global_step_1'}",
+        )
+    ).fit()
     assert sorted(p.name for p in root.glob("global_step_*")) == ["global_step_1", "global_step_2"]
     assert find_latest(root).name == "global_step_2"
     # The rewritten step 2 is the resumed run's (its trainer state says it came after step 1 of this history).
