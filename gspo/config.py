@@ -58,7 +58,12 @@ class ModelConfig:
 
 @dataclass
 class PolicyLossConfig:
+    # A registered loss (gspo, vanilla), or, with `path`, the name you give the loss loaded from that file.
     loss_mode: str = "gspo"
+    # A Python file whose function `name` is the policy loss (as custom_reward_function.path / name); protocol in
+    # gspo/algos/registry.py: it returns the per-token loss and its metrics, gspo aggregates.
+    path: str | None = None
+    name: str = "compute_policy_loss"
 
 
 @dataclass
@@ -377,7 +382,12 @@ def validate_config(cfg: GSPOConfig) -> None:
     _require(data.gen_batch_size is None or data.gen_batch_size >= 1, "data.gen_batch_size", "must be >= 1")
     _one_of(data.apply_chat_template, CHAT_TEMPLATE_MODES, "data.apply_chat_template")
 
-    _one_of(actor.policy_loss.loss_mode, tuple(POLICY_LOSSES), "actor_rollout_ref.actor.policy_loss.loss_mode")
+    if actor.policy_loss.path:
+        _require(actor.policy_loss.loss_mode not in POLICY_LOSSES, "actor_rollout_ref.actor.policy_loss.loss_mode",
+                 f"{actor.policy_loss.loss_mode!r} is a built-in loss; with policy_loss.path set, name the file's "
+                 f"loss (e.g. loss_mode=custom)")
+    else:
+        _one_of(actor.policy_loss.loss_mode, tuple(POLICY_LOSSES), "actor_rollout_ref.actor.policy_loss.loss_mode")
     _one_of(actor.loss_agg_mode, LOSS_AGG_MODES, "actor_rollout_ref.actor.loss_agg_mode")
     for name in ("clip_ratio_low", "clip_ratio_high"):
         value = getattr(actor, name)

@@ -11,6 +11,8 @@ from .kl import KL_TYPES, kl_penalty
 from .logprob import entropy_from_logits, log_probs_from_logits
 from .losses import (
     POLICY_LOSSES,
+    PolicyLossFn,
+    RegisteredLoss,
     compute_policy_loss,
     compute_policy_loss_gspo,
     compute_policy_loss_vanilla,
@@ -24,6 +26,8 @@ __all__ = [
     "KL_TYPES",
     "LOSS_AGG_MODES",
     "POLICY_LOSSES",
+    "PolicyLossFn",
+    "RegisteredLoss",
     "agg_loss",
     "broadcast_to_tokens",
     "check_loss_agg_mode",

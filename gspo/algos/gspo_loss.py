@@ -7,9 +7,9 @@ import warnings
 
 import torch
 
-from .aggregation import Count, agg_loss
+from .loss_metrics import clip_metrics
 from .masked import masked_mean, masked_sum
-from .registry import clip_metrics, register_policy_loss, to_floats
+from .registry import register_policy_loss
 
 __all__ = ["compute_policy_loss_gspo"]
 
@@ -32,7 +32,12 @@ def _warn_length_weighted_gspo(loss_agg_mode: str) -> None:
     )
 
 
-@register_policy_loss("gspo")
+def _warn_if_length_weighted(loss_agg_mode: str) -> None:
+    if loss_agg_mode in _LENGTH_WEIGHTED_MODES:
+        _warn_length_weighted_gspo(loss_agg_mode)
+
+
+@register_policy_loss("gspo", check_agg_mode=_warn_if_length_weighted)
 def compute_policy_loss_gspo(
     old_log_prob: torch.Tensor,
     log_prob: torch.Tensor,
@@ -41,12 +46,7 @@ def compute_policy_loss_gspo(
     *,
     clip_ratio_low: float,
     clip_ratio_high: float,
-    clip_ratio_c: float,
-    loss_agg_mode: str,
-    global_num_tokens: Count,
-    global_num_seqs: Count,
-    max_response_len: int | None,
-) -> tuple[torch.Tensor, dict[str, float]]:
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """GSPO loss (Zheng et al. 2025, arXiv:2507.18071, Sec. 4).
 
     Per sequence ``i`` with ``|y_i| = max(1, sum_t M_it)``::
@@ -55,7 +55,7 @@ def compute_policy_loss_gspo(
         s_i   = exp(L_i)                 # Sec. 4.1: length-normalised sequence ratio
         r_it  = exp(min(10, log_prob_it - sg[log_prob_it] + sg[L_i]))
         l_it  = max(-A_it * r_it, -A_it * clip(r_it, 1 - clip_ratio_low, 1 + clip_ratio_high))
-        loss  = agg_loss(l, M, loss_agg_mode)
+        (returned: l, the (B, T) per-token loss; compute_policy_loss aggregates it)
 
     ``sg`` is stop-gradient. The VALUE of ``r_it`` is ``s_i`` for every token
     and its gradient is ``s_i * grad log_prob_it``. With a per-sequence
@@ -67,17 +67,15 @@ def compute_policy_loss_gspo(
 
     The clamp at 10 keeps ``exp`` and its gradient finite for extreme ratios
     (beyond it the gradient is 0). Clipping only acts off-policy: on-policy
-    ``L_i == 0`` exactly, so ``s_i == 1``. ``clip_ratio_c`` is ignored.
+    ``L_i == 0`` exactly, so ``s_i == 1``. There is no dual clip (``clip_ratio_c`` is not an argument).
 
     Modes that weight a sequence by its length (``token-mean``,
     ``seq-mean-token-sum``, ``seq-mean-token-sum-norm``) are allowed but warn
-    once per process per mode.
+    once per process per mode (the registry's ``check_agg_mode`` hook).
 
     Extra metrics: ``actor/seq_importance_ratio`` (mean of ``s_i``, as
     clamped, over non-empty sequences), ``..._max`` and ``..._min``.
     """
-    if loss_agg_mode in _LENGTH_WEIGHTED_MODES:
-        _warn_length_weighted_gspo(loss_agg_mode)
     mask = response_mask
     log_ratio = log_prob - old_log_prob
     tokens_per_seq = mask.sum(dim=-1)
@@ -90,17 +88,9 @@ def compute_policy_loss_gspo(
     pg_losses1 = -advantages * seq_ratio
     pg_losses2 = -advantages * torch.clamp(seq_ratio, 1.0 - clip_ratio_low, 1.0 + clip_ratio_high)
     pg_losses = torch.maximum(pg_losses1, pg_losses2)
-    loss = agg_loss(
-        pg_losses,
-        mask,
-        loss_agg_mode,
-        global_num_tokens=global_num_tokens,
-        global_num_seqs=global_num_seqs,
-        max_response_len=max_response_len,
-    )
 
     with torch.no_grad():
-        metrics = {"actor/pg_loss": loss.detach(), "actor/ppo_kl": masked_mean(-log_ratio, mask)}
+        metrics = {"actor/ppo_kl": masked_mean(-log_ratio, mask)}
         metrics.update(clip_metrics(pg_losses1, pg_losses2, seq_ratio, mask))
         valid = tokens_per_seq > 0
         s = torch.exp(torch.clamp(seq_log_ratio, max=_MAX_LOG_RATIO))[valid]
@@ -108,4 +98,4 @@ def compute_policy_loss_gspo(
         metrics["actor/seq_importance_ratio"] = s.mean() if s.numel() else zero
         metrics["actor/seq_importance_ratio_max"] = s.max() if s.numel() else zero
         metrics["actor/seq_importance_ratio_min"] = s.min() if s.numel() else zero
-    return loss, to_floats(metrics)
+    return pg_losses, metrics

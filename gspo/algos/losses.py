@@ -1,21 +1,31 @@
-"""Policy-loss entry point: dispatches ``loss_mode`` through ``POLICY_LOSSES``.
+"""Policy-loss entry point: dispatches ``loss_mode`` through ``POLICY_LOSSES`` and aggregates.
 
 Built-in modes: ``gspo`` (gspo_loss.py, sequence-level, Zheng et al. 2025,
 arXiv:2507.18071) and ``vanilla`` (ppo_loss.py, token-level PPO/GRPO clip).
-Importing this module registers both.
+Importing this module registers both. A loss returns its per-token loss; this
+is the one place that turns it into the scalar with the global counts.
 """
 
 from __future__ import annotations
 
 import torch
 
-from .aggregation import Count, check_loss_agg_mode
+from .aggregation import Count, agg_loss, check_loss_agg_mode
 from .gspo_loss import compute_policy_loss_gspo  # importing registers "gspo"
 from .ppo_loss import compute_policy_loss_vanilla  # importing registers "vanilla"
-from .registry import POLICY_LOSSES, get_policy_loss_fn, register_policy_loss
+from .registry import (
+    POLICY_LOSSES,
+    PolicyLossFn,
+    RegisteredLoss,
+    describe_loss,
+    get_policy_loss_fn,
+    register_policy_loss,
+)
 
 __all__ = [
     "POLICY_LOSSES",
+    "PolicyLossFn",
+    "RegisteredLoss",
     "register_policy_loss",
     "get_policy_loss_fn",
     "compute_policy_loss",
@@ -30,7 +40,7 @@ def compute_policy_loss(
     advantages: torch.Tensor,
     response_mask: torch.Tensor,
     *,
-    loss_mode: str = "gspo",
+    loss_mode: str | PolicyLossFn | RegisteredLoss = "gspo",
     clip_ratio_low: float = 3e-4,
     clip_ratio_high: float = 4e-4,
     clip_ratio_c: float = 3.0,
@@ -46,12 +56,13 @@ def compute_policy_loss(
         log_prob: (B, T) log-probs under the current policy (carries the gradient).
         advantages: (B, T) advantages (constant along T for GRPO/GSPO).
         response_mask: (B, T) 0/1 mask of response tokens.
-        loss_mode: registry key, ``"gspo"`` or ``"vanilla"`` unless more are registered.
+        loss_mode: registry key, ``"gspo"`` or ``"vanilla"`` unless more are registered, or a loss function
+            itself (see :mod:`gspo.algos.registry` for the protocol), e.g. one loaded from a file.
         clip_ratio_low, clip_ratio_high: the ratio is clipped to
             ``[1 - clip_ratio_low, 1 + clip_ratio_high]``. The defaults are the
             GSPO paper's sequence-level range (3e-4, 4e-4); token-level PPO
             typically uses 0.2 / 0.28.
-        clip_ratio_c: dual-clip constant (vanilla only), must be > 1.
+        clip_ratio_c: dual-clip constant (vanilla only), must be > 1. Passed only to losses that accept it.
         loss_agg_mode, global_num_tokens, global_num_seqs, max_response_len:
             passed to ``agg_loss``.
 
@@ -64,8 +75,10 @@ def compute_policy_loss(
         (``actor/pg_loss``, ``actor/ppo_kl``, ``actor/pg_clipfrac``,
         ``actor/pg_clipfrac_lower``, ``actor/pg_clipfrac_upper`` plus mode-specific keys).
     """
-    fn = get_policy_loss_fn(loss_mode)
+    loss_fn = _resolve(loss_mode)
     check_loss_agg_mode(loss_agg_mode)
+    if loss_fn.check_agg_mode is not None:
+        loss_fn.check_agg_mode(loss_agg_mode)
     shapes = {t.shape for t in (old_log_prob, log_prob, advantages, response_mask)}
     if len(shapes) != 1 or log_prob.dim() != 2:
         raise ValueError(
@@ -81,16 +94,31 @@ def compute_policy_loss(
     old_log_prob, log_prob, advantages = (
         torch.where(keep, t, torch.zeros_like(t)) for t in (old_log_prob, log_prob, advantages)
     )
-    return fn(
-        old_log_prob,
-        log_prob,
-        advantages,
+    hyperparameters = dict(clip_ratio_low=clip_ratio_low, clip_ratio_high=clip_ratio_high, clip_ratio_c=clip_ratio_c)
+    per_token_loss, loss_metrics = loss_fn.fn(
+        old_log_prob, log_prob, advantages, mask, **{k: hyperparameters[k] for k in loss_fn.hyperparameters}
+    )
+    if per_token_loss.shape != log_prob.shape:
+        raise ValueError(
+            f"policy loss {loss_mode!r} returned a {tuple(per_token_loss.shape)} loss; it must return the "
+            f"per-token (batch, response_len) loss {tuple(log_prob.shape)}, which compute_policy_loss aggregates"
+        )
+    loss = agg_loss(
+        per_token_loss,
         mask,
-        clip_ratio_low=clip_ratio_low,
-        clip_ratio_high=clip_ratio_high,
-        clip_ratio_c=clip_ratio_c,
-        loss_agg_mode=loss_agg_mode,
+        loss_agg_mode,
         global_num_tokens=global_num_tokens,
         global_num_seqs=global_num_seqs,
         max_response_len=max_response_len,
     )
+    metrics = {"actor/pg_loss": float(loss.detach().item())}
+    metrics.update({k: float(torch.as_tensor(v).item()) for k, v in loss_metrics.items()})
+    return loss, metrics
+
+
+def _resolve(loss_mode: str | PolicyLossFn | RegisteredLoss) -> RegisteredLoss:
+    if isinstance(loss_mode, RegisteredLoss):
+        return loss_mode
+    if isinstance(loss_mode, str):
+        return get_policy_loss_fn(loss_mode)
+    return describe_loss(loss_mode)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from .aggregation import Count, agg_loss
+from .loss_metrics import clip_metrics
 from .masked import masked_mean
-from .registry import clip_metrics, register_policy_loss, to_floats
+from .registry import register_policy_loss
 
 __all__ = ["compute_policy_loss_vanilla"]
 
@@ -23,11 +23,7 @@ def compute_policy_loss_vanilla(
     clip_ratio_low: float,
     clip_ratio_high: float,
     clip_ratio_c: float,
-    loss_agg_mode: str,
-    global_num_tokens: Count,
-    global_num_seqs: Count,
-    max_response_len: int | None,
-) -> tuple[torch.Tensor, dict[str, float]]:
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Token-level PPO/GRPO clipped loss with dual clip (Schulman et al. 2017; Ye et al. 2020).
 
     Per token::
@@ -38,7 +34,7 @@ def compute_policy_loss_vanilla(
         lc   = max(l1, l2)
         l3   = -A * clip_ratio_c
         l    = min(l3, lc) if A < 0 else lc      # dual clip bounds the loss for A < 0
-        loss = agg_loss(l, M, loss_agg_mode)
+        (returned: l, the (B, T) per-token loss; compute_policy_loss aggregates it)
 
     Extra metric: ``actor/pg_clipfrac_dual``, the masked token share with
     ``A < 0`` and ``l3 < lc``.
@@ -56,21 +52,10 @@ def compute_policy_loss_vanilla(
     pg_losses3 = -advantages * clip_ratio_c
     clip_pg_losses2 = torch.minimum(pg_losses3, clip_pg_losses1)
     pg_losses = torch.where(advantages < 0, clip_pg_losses2, clip_pg_losses1)
-    loss = agg_loss(
-        pg_losses,
-        mask,
-        loss_agg_mode,
-        global_num_tokens=global_num_tokens,
-        global_num_seqs=global_num_seqs,
-        max_response_len=max_response_len,
-    )
 
     with torch.no_grad():
-        metrics = {
-            "actor/pg_loss": loss.detach(),
-            "actor/ppo_kl": masked_mean(old_log_prob - log_prob, mask),
-        }
+        metrics = {"actor/ppo_kl": masked_mean(old_log_prob - log_prob, mask)}
         metrics.update(clip_metrics(pg_losses1, pg_losses2, ratio, mask))
         dual = (advantages < 0) & (pg_losses3 < clip_pg_losses1)
         metrics["actor/pg_clipfrac_dual"] = masked_mean(dual.to(mask.dtype), mask)
-    return loss, to_floats(metrics)
+    return pg_losses, metrics

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import os
-import sys
 from collections.abc import Callable
 
+from gspo.plugins import load_function_from_file
 from gspo.rewards.base import RewardError, RewardFn
 
 _REGISTRY: dict[str, RewardFn] = {}
@@ -79,32 +77,7 @@ def load_custom_reward(path: str | os.PathLike, name: str = DEFAULT_CUSTOM_REWAR
             shown and chained), it has no ``name`` (its callables are listed), or
             ``name`` is not callable.
     """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise RewardError(f"custom reward file not found: {path}")
-    abspath = os.path.abspath(path)
-    stem = os.path.splitext(os.path.basename(abspath))[0]
-    digest = hashlib.sha1(abspath.encode()).hexdigest()[:12]
-    module_name = f"gspo_custom_reward_{''.join(c if c.isalnum() else '_' for c in stem)}_{digest}"
-    spec = importlib.util.spec_from_file_location(module_name, abspath)
-    if spec is None or spec.loader is None:
-        raise RewardError(f"cannot import custom reward file {path}: not a Python module")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    try:
-        spec.loader.exec_module(module)
-    except Exception as e:
-        sys.modules.pop(module_name, None)
-        raise RewardError(f"importing custom reward file {path} failed: {type(e).__name__}: {e}") from e
-    if not hasattr(module, name):
-        callables = sorted(k for k, v in vars(module).items() if callable(v) and not k.startswith("_"))
-        raise RewardError(
-            f"custom reward file {path} has no function {name!r}; callables in it: {callables or 'none'}"
-        )
-    fn = getattr(module, name)
-    if not callable(fn):
-        raise RewardError(f"{name!r} in custom reward file {path} is a {type(fn).__name__}, not a function")
-    return fn
+    return load_function_from_file(path, name, what="custom reward", error=RewardError)
 
 
 def _describe(fn: RewardFn) -> str:

@@ -9,7 +9,15 @@ from dataclasses import dataclass, replace
 import torch
 from transformers import PreTrainedModel
 
-from gspo.algos import agg_loss, compute_policy_loss, entropy_from_logits, kl_penalty, log_probs_from_logits
+from gspo.algos import (
+    RegisteredLoss,
+    agg_loss,
+    compute_policy_loss,
+    entropy_from_logits,
+    get_policy_loss_fn,
+    kl_penalty,
+    log_probs_from_logits,
+)
 from gspo.config import ActorConfig
 from gspo.distributed import DistContext
 from gspo.trainer.batch import RolloutBatch
@@ -137,7 +145,8 @@ class UpdateSchedule:
 
 def update_policy(model: PreTrainedModel, optimizer: torch.optim.Optimizer, batch: RolloutBatch,
                   cfg: ActorConfig, *, n: int, temperature: float, autocast_dtype: torch.dtype | None,
-                  max_response_length: int, dist: DistContext = _SINGLE) -> dict[str, float]:
+                  max_response_length: int, dist: DistContext = _SINGLE,
+                  policy_loss: RegisteredLoss | None = None) -> dict[str, float]:
     """PPO-style epochs over mini-batches of ``cfg.ppo_mini_batch_size`` prompts (x n sequences).
 
     Data parallel: ``batch`` holds this rank's rows (``parallel.local_rows``), mini-batches are
@@ -151,7 +160,9 @@ def update_policy(model: PreTrainedModel, optimizer: torch.optim.Optimizer, batc
     parallelism) leaves the gradient unchanged. Micro-batches are ``cfg.ppo_micro_batch_size_per_gpu``
     consecutive rows, or with ``cfg.use_dynamic_bsz`` rows packed by length to at most
     ``cfg.ppo_max_token_len_per_gpu`` tokens (rows x longest real length) and trimmed of all-padding columns.
+    ``policy_loss``: the loss (``setup.build_policy_loss``); by default the registered ``cfg.policy_loss.loss_mode``.
     """
+    policy_loss = policy_loss or get_policy_loss_fn(cfg.policy_loss.loss_mode)
     metrics = MetricAccumulator()
     mini_batch_rows = cfg.ppo_mini_batch_size * n // dist.world_size
     num_updates = num_skipped = 0
@@ -161,7 +172,7 @@ def update_policy(model: PreTrainedModel, optimizer: torch.optim.Optimizer, batc
             if epoch == 0 and index == 0 and cfg.ppo_epochs == 1:  # no optimizer step yet: exactly on-policy
                 mini_batch = replace(mini_batch, old_log_probs=None)
             mini_metrics = _optimizer_step(model, optimizer, mini_batch, cfg, temperature, autocast_dtype,
-                                           max_response_length, dist)
+                                           max_response_length, dist, policy_loss)
             num_updates += 1
             num_skipped += int(mini_metrics.pop("actor/skipped"))
             metrics.add(mini_metrics)
@@ -170,7 +181,7 @@ def update_policy(model: PreTrainedModel, optimizer: torch.optim.Optimizer, batc
 
 def _optimizer_step(model: PreTrainedModel, optimizer: torch.optim.Optimizer, mini_batch: RolloutBatch,
                     cfg: ActorConfig, temperature: float, autocast_dtype: torch.dtype | None,
-                    max_response_length: int, dist: DistContext) -> dict[str, float]:
+                    max_response_length: int, dist: DistContext, policy_loss: RegisteredLoss) -> dict[str, float]:
     # Mini-batch-global denominators (summed over ranks): micro-batch losses then sum to the mini-batch loss.
     local_counts = torch.tensor([mini_batch.response_mask.sum().item(),
                                  (mini_batch.response_mask.sum(-1) > 0).sum().item()], dtype=torch.float64)
@@ -185,7 +196,7 @@ def _optimizer_step(model: PreTrainedModel, optimizer: torch.optim.Optimizer, mi
     else:
         micro_batches = mini_batch.split(cfg.ppo_micro_batch_size_per_gpu)
     for micro, is_real in even_out(micro_batches, dist):
-        loss, metrics = _micro_batch_loss(model, micro, cfg, temperature, autocast_dtype, counts,
+        loss, metrics = _micro_batch_loss(model, micro, cfg, policy_loss, temperature, autocast_dtype, counts,
                                           share_prompts=cfg.share_prompt_forward, uniform_passes=dist.is_distributed)
         if not is_real:
             (loss * 0.0).backward()  # takes part in FSDP's gradient reduction, adds nothing
@@ -212,8 +223,8 @@ def _optimizer_step(model: PreTrainedModel, optimizer: torch.optim.Optimizer, mi
     return result
 
 
-def _micro_batch_loss(model: PreTrainedModel, micro: RolloutBatch, cfg: ActorConfig, temperature: float,
-                      autocast_dtype: torch.dtype | None, counts: dict, share_prompts: bool,
+def _micro_batch_loss(model: PreTrainedModel, micro: RolloutBatch, cfg: ActorConfig, policy_loss: RegisteredLoss,
+                      temperature: float, autocast_dtype: torch.dtype | None, counts: dict, share_prompts: bool,
                       uniform_passes: bool) -> tuple[torch.Tensor, dict[str, float]]:
     """This micro-batch's share of the mini-batch loss (global denominators), and its metrics."""
     log_probs, entropy = forward_response(model, micro, temperature=temperature, autocast_dtype=autocast_dtype,
@@ -225,7 +236,7 @@ def _micro_batch_loss(model: PreTrainedModel, micro: RolloutBatch, cfg: ActorCon
     old_log_probs = micro.old_log_probs if micro.old_log_probs is not None else log_probs.detach()
     advantages = micro.advantages[:, None].expand_as(log_probs)  # (n, R): one advantage per sequence
     pg_loss, metrics = compute_policy_loss(
-        old_log_probs, log_probs, advantages, mask, loss_mode=cfg.policy_loss.loss_mode,
+        old_log_probs, log_probs, advantages, mask, loss_mode=policy_loss,
         clip_ratio_low=cfg.clip_ratio_low, clip_ratio_high=cfg.clip_ratio_high, clip_ratio_c=cfg.clip_ratio_c,
         loss_agg_mode=cfg.loss_agg_mode, **counts)
     loss = pg_loss

@@ -8,8 +8,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gspo.algos import RegisteredLoss, get_policy_loss_fn
+from gspo.algos.registry import describe_loss
 from gspo.config import ConfigError, GSPOConfig
 from gspo.data import DataError, PromptDataset
+from gspo.plugins import load_function_from_file
 from gspo.resources import resolve_path
 from gspo.rewards import RewardManager, get_reward_fn, load_custom_reward
 
@@ -36,6 +39,19 @@ def build_reward_manager(cfg: GSPOConfig) -> RewardManager:
                          max_response_length=cfg.data.max_response_length)
 
 
+def build_policy_loss(cfg: GSPOConfig) -> RegisteredLoss:
+    """The policy loss: ``policy_loss.path``'s function ``policy_loss.name`` if set, else the registered
+    ``policy_loss.loss_mode``."""
+    loss = cfg.actor_rollout_ref.actor.policy_loss
+    if not loss.path:
+        return get_policy_loss_fn(loss.loss_mode)
+    key = "actor_rollout_ref.actor.policy_loss.path"
+    try:
+        return describe_loss(load_function_from_file(loss.path, loss.name, what="policy loss"))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{key}: {exc}") from exc
+
+
 def check_runnable(cfg: GSPOConfig, train_data: PromptDataset) -> None:
     """Settings that type-check but cannot run on this data: fail before any generation."""
     if cfg.data.train_batch_size > len(train_data):
@@ -60,6 +76,7 @@ def preflight(cfg: GSPOConfig) -> str:
     check_runnable(cfg, train)
     val = build_dataset(cfg, "data.val_files", tokenizer) if cfg.data.val_files else None
     build_reward_manager(cfg)
+    build_policy_loss(cfg)
     reward = cfg.custom_reward_function.path or "registry by data_source"
     return (f"ok: model {model_dir}; {len(train)} train prompts ({train.num_dropped} overlong dropped); "
             f"{len(val) if val else 0} val prompts; reward: {reward}")

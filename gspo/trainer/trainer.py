@@ -51,7 +51,14 @@ from gspo.trainer.parallel import (
     sync_rollout_weights,
 )
 from gspo.trainer.sampling_state import DynamicSamplingState
-from gspo.trainer.setup import build_dataset, build_reward_manager, check_runnable, check_writable, seed_everything
+from gspo.trainer.setup import (
+    build_dataset,
+    build_policy_loss,
+    build_reward_manager,
+    check_runnable,
+    check_writable,
+    seed_everything,
+)
 from gspo.trainer.signals import StopRequest, TrainingInterrupted
 
 log = logging.getLogger(__name__)
@@ -89,6 +96,7 @@ class Trainer:
         self.val_data = build_dataset(cfg, "data.val_files", self.tokenizer) if cfg.data.val_files else None
         check_runnable(cfg, self.train_data)
         self.rewards = build_reward_manager(cfg)
+        self.policy_loss = build_policy_loss(cfg)
         self.sampler = PromptSampler(len(self.train_data), seed=cfg.trainer.seed, shuffle=cfg.data.shuffle)
         self.model = load_causal_lm(model_path, self.device)
         if cfg.actor_rollout_ref.model.enable_gradient_checkpointing:
@@ -299,7 +307,8 @@ class Trainer:
                                 n=self.config.actor_rollout_ref.rollout.n,
                                 temperature=self.config.actor_rollout_ref.rollout.temperature,
                                 autocast_dtype=self.autocast_dtype,
-                                max_response_length=self.config.data.max_response_length, dist=self.dist)
+                                max_response_length=self.config.data.max_response_length, dist=self.dist,
+                                policy_loss=self.policy_loss)
         self._rollout_stale = True
         metrics["actor/lr"] = self.scheduler.get_last_lr()[0]
         self.scheduler.step()

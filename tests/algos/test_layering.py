@@ -9,7 +9,9 @@ from pathlib import Path
 import gspo.algos
 
 ALGOS_DIR = Path(gspo.algos.__file__).parent
-ALLOWED_TOP_LEVEL = {"collections", "torch", "math", "warnings", "typing", "dataclasses", "functools", "__future__"}
+ALLOWED_TOP_LEVEL = {
+    "collections", "inspect", "torch", "math", "warnings", "typing", "dataclasses", "functools", "__future__"
+}
 
 
 def test_import_in_fresh_interpreter_pulls_in_nothing_else():

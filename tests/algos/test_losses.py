@@ -351,21 +351,41 @@ def test_shape_and_clip_validation():
 
 
 def test_register_custom_policy_loss_and_duplicate():
+    """A registered loss returns the per-token loss; compute_policy_loss aggregates it with the global counts and
+    passes only the hyper-parameters the loss names (here clip_ratio_high, not clip_ratio_c)."""
     assert {"gspo", "vanilla"} <= set(POLICY_LOSSES)
+    seen = {}
 
     @register_policy_loss("test-constant")
-    def constant_loss(old_log_prob, log_prob, advantages, response_mask, **kwargs):
-        assert kwargs["loss_agg_mode"] == "token-mean" and kwargs["clip_ratio_c"] == 3.0
-        return log_prob.sum() * 0 + 42.0, {"actor/pg_loss": 42.0}
+    def constant_loss(old_log_prob, log_prob, advantages, response_mask, *, clip_ratio_high):
+        seen["clip_ratio_high"] = clip_ratio_high
+        return log_prob * 0 + 42.0, {"actor/extra": torch.tensor(7.0)}
 
     try:
         x = torch.zeros(1, 2)
-        loss, m = compute_policy_loss(x, x, x, torch.ones(1, 2), loss_mode="test-constant", loss_agg_mode="token-mean")
-        assert loss.item() == 42.0 and m == {"actor/pg_loss": 42.0}
+        # token-mean over 2 tokens with a global count of 4: 42 * 2 / 4 = 21
+        loss, m = compute_policy_loss(x, x, x, torch.ones(1, 2), loss_mode="test-constant",
+                                      loss_agg_mode="token-mean", global_num_tokens=4)
+        assert loss.item() == 21.0 and m == {"actor/pg_loss": 21.0, "actor/extra": 7.0}
+        assert seen == {"clip_ratio_high": 4e-4}
         with pytest.raises(ValueError, match="already registered"):
             register_policy_loss("test-constant")(constant_loss)
     finally:
         POLICY_LOSSES.pop("test-constant")
+
+
+def test_loss_returning_a_scalar_is_rejected():
+    def scalar_loss(old_log_prob, log_prob, advantages, response_mask):
+        return log_prob.sum(), {}
+
+    x = torch.zeros(1, 2)
+    with pytest.raises(ValueError, match="per-token"):
+        compute_policy_loss(x, x, x, torch.ones(1, 2), loss_mode=scalar_loss)
+
+
+def test_gspo_does_not_take_clip_ratio_c():
+    assert POLICY_LOSSES["gspo"].hyperparameters == ("clip_ratio_low", "clip_ratio_high")
+    assert "clip_ratio_c" in POLICY_LOSSES["vanilla"].hyperparameters
 
 
 def test_float32_inputs_and_bool_mask():
