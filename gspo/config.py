@@ -23,13 +23,13 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from gspo.algos import ADV_ESTIMATORS, KL_TYPES, LOSS_AGG_MODES, POLICY_LOSSES
+from gspo.data.dataset import CHAT_TEMPLATE_MODES
+from gspo.rewards.manager import ON_ERROR_MODES
 
 FILTER_METRICS = ("seq_reward", "seq_final_reward", "acc")
 RESUME_MODES = ("auto", "disable", "resume_path")
 DEVICES = ("auto", "cpu", "cuda")
 LOGGERS = ("console", "tensorboard")
-CHAT_TEMPLATE_MODES = ("auto", "always", "never")
-ON_ERROR_MODES = ("raise", "zero")
 
 
 @dataclass
@@ -141,6 +141,9 @@ class RolloutConfig:
     top_k: int = -1  # -1: disabled
     # Sequences per generate() call; <= 0 generates the whole batch at once.
     micro_batch_size: int = 512
+    # verl's key: every response runs to data.max_response_length tokens; EOS neither stops generation nor ends the
+    # trained response (equal token counts, e.g. for benchmarks). Off by default.
+    ignore_eos: bool = False
     val_kwargs: ValKwargsConfig = field(default_factory=ValKwargsConfig)
 
 

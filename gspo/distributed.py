@@ -36,9 +36,9 @@ class DistContext:
     def is_distributed(self) -> bool:
         return self.world_size > 1
 
-    def shard(self, items: list[T]) -> tuple[int, int]:
-        """[start, stop) of this rank's contiguous share of ``items``; shares differ in size by at most one."""
-        return shard_bounds(len(items), self.rank, self.world_size)
+    def share_bounds(self, num_items: int) -> tuple[int, int]:
+        """[start, stop) of this rank's contiguous share of ``num_items`` items; shares differ by at most one."""
+        return shard_bounds(num_items, self.rank, self.world_size)
 
     def all_gather_objects(self, obj: Any) -> list[Any]:
         """Every rank's ``obj`` (picklable, on CPU), in rank order."""
@@ -114,6 +114,5 @@ def init_distributed(device: str) -> DistContext:
     return DistContext(rank=rank, world_size=world_size, local_rank=local_rank)
 
 
-def destroy_distributed() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
+# The context of a process that is not part of a torchrun group (the default of every dist= argument).
+SINGLE_PROCESS = DistContext()

@@ -26,7 +26,8 @@ from typing import Optional, get_type_hints
 import torch
 import yaml
 
-from gspo.config import CHAT_TEMPLATE_MODES, DEVICES, ConfigError
+from gspo.config import DEVICES, ConfigError
+from gspo.data.dataset import CHAT_TEMPLATE_MODES
 from gspo.rewards import extract_solution
 
 CORRECT_ACC = 0.5  # a response counts as correct for pass@k / maj@k when its acc reaches this
@@ -181,6 +182,7 @@ def evaluate(model_path: str, data_files: list[str], cfg: EvalConfig) -> dict:
     from gspo.resources import resolve_path
     from gspo.rewards import RewardManager, load_custom_reward
     from gspo.rollout import HFRolloutEngine, SamplingParams, sample_keys
+    from gspo.rollout.truncation import truncated_responses
 
     start = time.perf_counter()
     torch.manual_seed(cfg.seed)
@@ -211,10 +213,9 @@ def evaluate(model_path: str, data_files: list[str], cfg: EvalConfig) -> dict:
             keys = sample_keys(cfg.seed, torch.arange(first, first + len(batch)), cfg.n) if params.do_sample else None
             generation = engine.generate([p.prompt_ids for p in batch], params, keys)
             texts = tokenizer.batch_decode(generation.response_ids, skip_special_tokens=True)
-            rows = [p for p in batch for _ in range(cfg.n)]
-            scored = rewards.score(texts, generation.response_lengths, [p.ground_truth for p in rows],
-                                   [p.data_source for p in rows], [p.extra_info for p in rows])
-            num_truncated += _count_truncated(generation, eos_ids, cfg.max_response_length)
+            scored = rewards.score_groups(texts, generation.response_lengths, batch, cfg.n)
+            num_truncated += int(truncated_responses(generation.response_ids, generation.response_mask, eos_ids,
+                                                     cfg.max_response_length).sum().item())
             for record in _prompt_records(batch, texts, scored, generation.response_lengths.tolist(), cfg):
                 sink.write(json.dumps(record, ensure_ascii=False) + "\n")
                 records.append(record)
@@ -253,13 +254,6 @@ def summarize(records: list[dict], cfg: EvalConfig, num_truncated: int) -> dict:
     summary["response_length_mean"] = sum(lengths) / max(len(lengths), 1)
     summary["truncated_ratio"] = num_truncated / max(len(lengths), 1)
     return summary
-
-
-def _count_truncated(generation, eos_ids: list[int], max_response_length: int) -> int:
-    """Responses that reached ``max_response_length`` tokens without emitting EOS."""
-    eos = torch.tensor(eos_ids, device=generation.response_ids.device)
-    has_eos = (torch.isin(generation.response_ids, eos) & (generation.response_mask > 0)).any(-1)
-    return int((~has_eos & (generation.response_lengths >= max_response_length)).sum().item())
 
 
 def format_summary(summary: dict) -> str:

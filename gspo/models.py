@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import torch
@@ -77,3 +78,8 @@ def eos_token_ids(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel) ->
     generation_eos = getattr(model.generation_config, "eos_token_id", None)
     ids.update(generation_eos if isinstance(generation_eos, list) else [generation_eos])
     return sorted(i for i in ids if i is not None)
+
+
+def cache_keyword(model: PreTrainedModel) -> str:
+    """transformers >= 5.2x names the KV-cache argument ``cache``; earlier versions ``past_key_values``."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"

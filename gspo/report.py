@@ -8,9 +8,10 @@ matplotlib is an optional dependency (``pip install 'gspo[report]'``) imported o
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
+
+from gspo.data.loading import iter_jsonl
 
 INSTALL_HINT = "gspo report needs matplotlib: pip install 'gspo[report]' (or pip install matplotlib)"
 
@@ -40,13 +41,7 @@ def read_metrics(path: str | Path) -> list[dict]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no metrics file (written by gspo train into trainer.default_local_dir)")
     rows = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
+    for lineno, row in iter_jsonl(path):  # DataError (a ValueError) names file:line for a malformed line
         if not isinstance(row, dict) or not isinstance(row.get("step"), (int, float)):
             raise ValueError(f"{path}:{lineno}: expected a JSON object with a numeric 'step'")
         rows.append(row)

@@ -87,10 +87,10 @@ def test_series_skips_non_finite_and_resumed_repeats_last_wins(tmp_path):
 def test_panels_use_metric_names_the_trainer_logs():
     import inspect
 
-    from gspo.algos import gspo_loss, registry
+    from gspo.algos import gspo_loss, loss_metrics
     from gspo.trainer import actor, dynamic_sampling, trainer
 
-    logged = "".join(inspect.getsource(m) for m in (gspo_loss, registry, actor, dynamic_sampling, trainer))
+    logged = "".join(inspect.getsource(m) for m in (gspo_loss, loss_metrics, actor, dynamic_sampling, trainer))
     for _, _, metrics, _ in PANELS:
         for name, _ in metrics:
             assert f'"{name}"' in logged, name

@@ -4,9 +4,9 @@ Depends on nothing but torch and the standard library, so it can be tested
 and reused without the rest of ``gspo``.
 """
 
-from .advantages import ADV_ESTIMATORS, broadcast_to_tokens, compute_grpo_advantages
+from .advantages import ADV_ESTIMATORS, compute_grpo_advantages
 from .aggregation import LOSS_AGG_MODES, agg_loss, check_loss_agg_mode
-from .filtering import filter_groups, group_keep_mask
+from .filtering import group_keep_mask, informative_rows_mask
 from .kl import KL_TYPES, kl_penalty
 from .logprob import entropy_from_logits, log_probs_from_logits
 from .losses import (
@@ -29,16 +29,15 @@ __all__ = [
     "PolicyLossFn",
     "RegisteredLoss",
     "agg_loss",
-    "broadcast_to_tokens",
     "check_loss_agg_mode",
     "compute_grpo_advantages",
     "compute_policy_loss",
     "compute_policy_loss_gspo",
     "compute_policy_loss_vanilla",
     "entropy_from_logits",
-    "filter_groups",
     "get_policy_loss_fn",
     "group_keep_mask",
+    "informative_rows_mask",
     "kl_penalty",
     "log_probs_from_logits",
     "masked_mean",

@@ -9,7 +9,7 @@ import torch
 
 from ._groups import as_float_values, group_stats
 
-__all__ = ["ADV_ESTIMATORS", "compute_grpo_advantages", "broadcast_to_tokens"]
+__all__ = ["ADV_ESTIMATORS", "compute_grpo_advantages"]
 
 
 def compute_grpo_advantages(
@@ -53,16 +53,6 @@ def compute_grpo_advantages(
         return centered
     std = torch.where(singleton, torch.ones_like(stats.mean), stats.std(unbiased=True))
     return centered / (std[stats.inverse] + epsilon)
-
-
-def broadcast_to_tokens(advantages: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
-    """(B,) per-sequence advantages -> (B, T) per-token ``advantages[:, None] * response_mask``."""
-    if advantages.dim() != 1 or response_mask.dim() != 2 or response_mask.shape[0] != advantages.shape[0]:
-        raise ValueError(
-            f"expected advantages (B,) and response_mask (B, T); got {tuple(advantages.shape)} "
-            f"and {tuple(response_mask.shape)}"
-        )
-    return advantages.unsqueeze(-1) * response_mask.to(advantages.dtype)
 
 
 # ``algorithm.adv_estimator`` -> function(scores (B,), group_ids (B,), *, norm_adv_by_std) -> advantages (B,).

@@ -14,7 +14,7 @@ import torch
 
 from ._groups import GroupStats, as_float_values, group_stats
 
-__all__ = ["filter_groups", "group_keep_mask"]
+__all__ = ["group_keep_mask", "informative_rows_mask"]
 
 
 def _keep_groups(stats: GroupStats, tolerance: float) -> torch.Tensor:
@@ -45,15 +45,15 @@ def group_keep_mask(
     return stats.unique_ids, _keep_groups(stats, tolerance)
 
 
-def filter_groups(
+def informative_rows_mask(
     metric_values: torch.Tensor, group_ids: torch.Tensor, *, tolerance: float = 1e-6
 ) -> torch.Tensor:
-    """(B,) bool mask of the responses whose group survives DAPO filtering.
+    """(B,) bool keep-mask of the responses whose group survives DAPO filtering (True = keep the row).
 
     Same arguments and rule as ``group_keep_mask``, broadcast to members.
 
     >>> import torch
-    >>> filter_groups(torch.tensor([1.0, 1.0, 0.0, 1.0, 0.5]), torch.tensor([0, 0, 1, 1, 2]))
+    >>> informative_rows_mask(torch.tensor([1.0, 1.0, 0.0, 1.0, 0.5]), torch.tensor([0, 0, 1, 1, 2]))
     tensor([False, False,  True,  True,  True])
     """
     stats = group_stats(as_float_values(metric_values), group_ids)

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import Any, Union
 
 from gspo.data.errors import DataError
 
@@ -91,9 +91,12 @@ def _read_file(path: str) -> tuple[list[dict], list[RowSource]]:
     return rows, sources
 
 
-def _read_jsonl(path: str) -> tuple[list[dict], list[RowSource]]:
-    rows: list[dict] = []
-    sources: list[RowSource] = []
+def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
+    """``(line number, parsed value)`` of each non-blank line of a JSON-lines file (1-based line numbers).
+
+    Raises:
+        DataError: ``file:line`` and the reason for a line that is not UTF-8 or not JSON.
+    """
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, start=1):
             try:
@@ -103,18 +106,22 @@ def _read_jsonl(path: str) -> tuple[list[dict], list[RowSource]]:
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
+                yield lineno, json.loads(line)
             except json.JSONDecodeError as e:
                 raise DataError(f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})") from e
-            if not isinstance(obj, dict):
-                hint = ""
-                if isinstance(obj, list):
-                    hint = "; .json files are read as JSON lines (one object per line), not as one JSON array"
-                raise DataError(
-                    f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}{hint}"
-                )
-            rows.append(obj)
-            sources.append(RowSource(path, line=lineno))
+
+
+def _read_jsonl(path: str) -> tuple[list[dict], list[RowSource]]:
+    rows: list[dict] = []
+    sources: list[RowSource] = []
+    for lineno, obj in iter_jsonl(path):
+        if not isinstance(obj, dict):
+            hint = ""
+            if isinstance(obj, list):
+                hint = "; .json files are read as JSON lines (one object per line), not as one JSON array"
+            raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}{hint}")
+        rows.append(obj)
+        sources.append(RowSource(path, line=lineno))
     return rows, sources
 
 

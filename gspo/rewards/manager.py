@@ -144,6 +144,16 @@ class RewardManager:
             extras=extras,
         )
 
+    def score_groups(self, responses: Sequence[str], response_lengths: Sequence[int] | torch.Tensor | None,
+                     prompts: Sequence, n: int) -> RewardBatch:
+        """Score ``len(prompts) * n`` responses where prompt ``i`` owns rows ``[i*n, (i+1)*n)``.
+
+        ``prompts`` are items with ``ground_truth``, ``data_source`` and ``extra_info`` (``gspo.data.PromptItem``).
+        """
+        rows = [p for p in prompts for _ in range(n)]
+        return self.score(responses, response_lengths, [p.ground_truth for p in rows],
+                          [p.data_source for p in rows], [p.extra_info for p in rows])
+
     def _lengths(self, response_lengths: Sequence[int] | torch.Tensor | None, batch: int) -> torch.Tensor | None:
         if response_lengths is None:
             if self.overlong_enable:

@@ -4,11 +4,11 @@ decode loop that drops finished rows."""
 from __future__ import annotations
 
 import contextlib
-import inspect
 
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
+from gspo.models import cache_keyword
 from gspo.rollout.base import Generation, SamplingParams, left_pad, pad_cat, response_mask_from_ids
 from gspo.rollout.seeded import draw_tokens
 
@@ -79,7 +79,7 @@ class HFRolloutEngine:
                     do_sample=params.do_sample)
         eos = torch.tensor(self.eos_token_ids, dtype=torch.long, device=device)
         cache = DynamicCache(config=self.model.config)
-        cache_arg = {_cache_keyword(self.model): cache}
+        cache_arg = {cache_keyword(self.model): cache}
         positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
         logits = self.model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions,
                             use_cache=True, logits_to_keep=1, **cache_arg).logits[:, -1]
@@ -109,11 +109,6 @@ class HFRolloutEngine:
                                 use_cache=True, **cache_arg).logits[:, -1]
             next_position = next_position + 1
         return response_ids[:, :width], log_probs[:, :width]
-
-
-def _cache_keyword(model: PreTrainedModel) -> str:
-    """transformers >= 5.2x names the KV-cache argument ``cache``; earlier versions ``past_key_values``."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 def _concat(chunks: list[Generation], pad_id: int) -> Generation:

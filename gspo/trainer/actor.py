@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import torch
 from transformers import PreTrainedModel
@@ -19,18 +19,24 @@ from gspo.algos import (
     log_probs_from_logits,
 )
 from gspo.config import ActorConfig
-from gspo.distributed import DistContext
+from gspo.distributed import SINGLE_PROCESS, DistContext
 from gspo.trainer.batch import RolloutBatch
 from gspo.trainer.metrics import MetricAccumulator
+from gspo.trainer.old_policy import takes_on_policy_shortcut
 from gspo.trainer.packing import pack_micro_batches
 from gspo.trainer.parallel import full_grad_norm
 from gspo.trainer.shared_prefix import can_share_prompts, full_sequence_logits, shared_prompt_logits
 
-_SINGLE = DistContext()
-
 # Policy-loss metrics that are means over the micro-batch's non-empty sequences (all others are token means); they
 # are re-weighted by sequence counts so the mini-batch value does not depend on how it was cut into micro-batches.
 _SEQUENCE_MEAN_METRICS = frozenset({"actor/seq_importance_ratio"})
+# Extremes over micro-batches, mini-batches and ranks; every other actor metric is a weighted mean.
+_MAX_METRICS = frozenset({"actor/seq_importance_ratio_max"})
+_MIN_METRICS = frozenset({"actor/seq_importance_ratio_min"})
+
+
+def _actor_metrics() -> MetricAccumulator:
+    return MetricAccumulator(max_names=_MAX_METRICS, min_names=_MIN_METRICS)
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None):
@@ -89,7 +95,7 @@ def even_out(micro_batches: list[RolloutBatch], dist: DistContext) -> list[tuple
 @torch.no_grad()
 def compute_log_probs(model: PreTrainedModel, batch: RolloutBatch, *, micro_batch_size: int, temperature: float,
                       autocast_dtype: torch.dtype | None, max_token_len: int | None = None,
-                      logits_chunk_size: int = 0, dist: DistContext = _SINGLE, share_prompts: bool = False
+                      logits_chunk_size: int = 0, dist: DistContext = SINGLE_PROCESS, share_prompts: bool = False
                       ) -> torch.Tensor:
     """(N, R) response log-probs in micro-batches, without gradients (old policy or reference); 0 at padding.
 
@@ -125,27 +131,9 @@ def compute_log_probs(model: PreTrainedModel, batch: RolloutBatch, *, micro_batc
     return torch.where(batch.response_mask.bool(), log_probs, torch.zeros_like(log_probs))
 
 
-@dataclass
-class UpdateSchedule:
-    """How one train batch is cut: ``num_mini_batches`` optimizer steps per epoch, ``ppo_epochs`` epochs."""
-
-    num_mini_batches: int
-    ppo_epochs: int
-
-    @property
-    def is_on_policy(self) -> bool:
-        """True when every gradient is taken at the sampling policy: old log-probs equal current ones."""
-        return self.num_mini_batches == 1 and self.ppo_epochs == 1
-
-    def num_on_policy_rows(self, mini_batch_rows: int) -> int:
-        """Leading rows of the batch whose gradient is taken before any optimizer step of this batch (the first
-        mini-batch, with one epoch): their old log-probs are the current ones, no forward pass needed."""
-        return mini_batch_rows if self.ppo_epochs == 1 else 0
-
-
 def update_policy(model: PreTrainedModel, optimizer: torch.optim.Optimizer, batch: RolloutBatch,
                   cfg: ActorConfig, *, n: int, temperature: float, autocast_dtype: torch.dtype | None,
-                  max_response_length: int, dist: DistContext = _SINGLE,
+                  max_response_length: int, dist: DistContext = SINGLE_PROCESS,
                   policy_loss: RegisteredLoss | None = None) -> dict[str, float]:
     """PPO-style epochs over mini-batches of ``cfg.ppo_mini_batch_size`` prompts (x n sequences).
 
@@ -155,7 +143,7 @@ def update_policy(model: PreTrainedModel, optimizer: torch.optim.Optimizer, batc
     ``batch.old_log_probs`` None means the update is exactly on-policy: the current log-probs (detached) stand
     in for them, which skips a forward pass and gives ratio 1 by construction. The first mini-batch of a single
     epoch is always on-policy, so it takes that shortcut whatever ``old_log_probs`` holds for its rows
-    (:meth:`UpdateSchedule.num_on_policy_rows`).
+    (the old-policy rule, :mod:`gspo.trainer.old_policy`).
     Losses are normalised by the mini-batch's token / sequence counts, so micro-batching (and later data
     parallelism) leaves the gradient unchanged. Micro-batches are ``cfg.ppo_micro_batch_size_per_gpu``
     consecutive rows, or with ``cfg.use_dynamic_bsz`` rows packed by length to at most
@@ -163,13 +151,13 @@ def update_policy(model: PreTrainedModel, optimizer: torch.optim.Optimizer, batc
     ``policy_loss``: the loss (``setup.build_policy_loss``); by default the registered ``cfg.policy_loss.loss_mode``.
     """
     policy_loss = policy_loss or get_policy_loss_fn(cfg.policy_loss.loss_mode)
-    metrics = MetricAccumulator()
+    metrics = _actor_metrics()
     mini_batch_rows = cfg.ppo_mini_batch_size * n // dist.world_size
     num_updates = num_skipped = 0
     model.train()
     for epoch in range(cfg.ppo_epochs):
         for index, mini_batch in enumerate(batch.split(mini_batch_rows)):
-            if epoch == 0 and index == 0 and cfg.ppo_epochs == 1:  # no optimizer step yet: exactly on-policy
+            if takes_on_policy_shortcut(epoch, index, cfg.ppo_epochs):  # no optimizer step yet: exactly on-policy
                 mini_batch = replace(mini_batch, old_log_probs=None)
             mini_metrics = _optimizer_step(model, optimizer, mini_batch, cfg, temperature, autocast_dtype,
                                            max_response_length, dist, policy_loss)
@@ -189,7 +177,7 @@ def _optimizer_step(model: PreTrainedModel, optimizer: torch.optim.Optimizer, mi
     counts = dict(global_num_tokens=num_tokens_total, global_num_seqs=num_seqs_total,
                   max_response_len=max_response_length)
     optimizer.zero_grad(set_to_none=True)
-    micro_metrics = MetricAccumulator()
+    micro_metrics = _actor_metrics()
     pg_loss_total = 0.0
     if cfg.use_dynamic_bsz:
         micro_batches = [micro for _, micro in pack_micro_batches(mini_batch, cfg.ppo_max_token_len_per_gpu)]
@@ -210,7 +198,7 @@ def _optimizer_step(model: PreTrainedModel, optimizer: torch.optim.Optimizer, mi
             micro_metrics.add({name: value}, weight=num_seqs if name in _SEQUENCE_MEAN_METRICS else num_tokens)
     if dist.is_distributed:
         gathered = dist.all_gather_objects((micro_metrics, pg_loss_total))
-        micro_metrics = MetricAccumulator().merge(metrics for metrics, _ in gathered)
+        micro_metrics = _actor_metrics().merge(metrics for metrics, _ in gathered)
         pg_loss_total = sum(loss for _, loss in gathered)
     grad_norm = full_grad_norm(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
     skipped = not math.isfinite(grad_norm)

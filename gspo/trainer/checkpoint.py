@@ -35,12 +35,10 @@ from torch.distributed.checkpoint.state_dict import (
     set_state_dict,
 )
 
-from gspo.distributed import DistContext
+from gspo.distributed import SINGLE_PROCESS, DistContext
 
 LATEST = "latest"
 STEP_PREFIX = "global_step_"
-_SINGLE = DistContext()
-
 
 @dataclass
 class CheckpointState:
@@ -82,7 +80,7 @@ def save_hf_folder(folder: Path, *, hf_model, state_dict: dict[str, torch.Tensor
 
 def save_checkpoint(root: Path, step: int, *, model, hf_model, tokenizer, optimizer, scheduler,
                     trainer_state: dict[str, Any], tensors: dict[str, torch.Tensor] | None = None,
-                    config_yaml: str = "", max_to_keep: int | None = None, dist: DistContext = _SINGLE) -> Path:
+                    config_yaml: str = "", max_to_keep: int | None = None, dist: DistContext = SINGLE_PROCESS) -> Path:
     """Write ``root/global_step_<step>`` atomically and point ``root/latest`` at it (collective: all ranks call).
 
     A crash at any moment leaves either the previous checkpoint or the new one complete: files are written into a
@@ -124,7 +122,7 @@ def save_checkpoint(root: Path, step: int, *, model, hf_model, tokenizer, optimi
                     "numpy_rng": torch.from_numpy(np.random.get_state()[1].astype(np.int64))}, tmp / "extra.pt")
         _, _, numpy_pos, numpy_has_gauss, numpy_gauss = np.random.get_state()
         state = {"step": step, "world_size": dist.world_size,
-                 "python_rng": _python_rng_to_json(random.getstate()),
+                 "python_rng": python_rng_to_json(random.getstate()),
                  "numpy_rng": [int(numpy_pos), int(numpy_has_gauss), float(numpy_gauss)], **trainer_state}
         (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
         (tmp / "config.yaml").write_text(config_yaml)
@@ -205,7 +203,7 @@ def _is_complete(path: Path) -> bool:
         and (path / "state" / ".metadata").is_file()
 
 
-def load_checkpoint(path: Path, *, model, optimizer, scheduler, dist: DistContext = _SINGLE) -> CheckpointState:
+def load_checkpoint(path: Path, *, model, optimizer, scheduler, dist: DistContext = SINGLE_PROCESS) -> CheckpointState:
     """Restore model, optimizer, scheduler and RNGs in place on every rank; return the step and trainer state.
 
     The sharded state is resharded to this run's number of ranks; a rank with no saved RNG state (the run now
@@ -231,7 +229,7 @@ def load_checkpoint(path: Path, *, model, optimizer, scheduler, dist: DistContex
         if rng["cuda_rng"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state(rng["cuda_rng"])
     trainer_state = json.loads((path / "trainer_state.json").read_text())
-    random.setstate(_python_rng_from_json(trainer_state.pop("python_rng")))
+    random.setstate(python_rng_from_json(trainer_state.pop("python_rng")))
     pos, has_gauss, gauss = trainer_state.pop("numpy_rng")
     np.random.set_state(("MT19937", extra["numpy_rng"].numpy().astype(np.uint32), pos, has_gauss, gauss))
     trainer_state.pop("world_size", None)
@@ -239,11 +237,12 @@ def load_checkpoint(path: Path, *, model, optimizer, scheduler, dist: DistContex
                            tensors=extra.get("tensors", {}))
 
 
-def _python_rng_to_json(state: tuple) -> list:
+def python_rng_to_json(state: tuple) -> list:
+    """``random.getstate()`` as JSON-able lists (and back with :func:`python_rng_from_json`)."""
     version, internal, gauss = state
     return [version, list(internal), gauss]
 
 
-def _python_rng_from_json(state: list) -> tuple:
+def python_rng_from_json(state: list) -> tuple:
     version, internal, gauss = state
     return (version, tuple(internal), gauss)

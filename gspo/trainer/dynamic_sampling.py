@@ -1,4 +1,8 @@
-"""DAPO dynamic sampling: keep prompt groups whose metric varies, accumulate them until the train batch is full.
+"""DAPO dynamic sampling, in one place: generate -> score -> filter -> accumulate until the train batch is full.
+
+:func:`collect_train_batch` is the loop, over two callables (draw prompt indices, generate and score them), so it
+runs without a model; :class:`DynamicSamplingState` is what carries over from one training step to the next;
+the per-group keep rule itself is :func:`gspo.algos.informative_rows_mask` (DAPO, arXiv:2503.14476, Sec. 3.2).
 
 Filter metrics (``algorithm.filter_groups.metric``):
 
@@ -6,17 +10,41 @@ Filter metrics (``algorithm.filter_groups.metric``):
 - ``seq_final_reward``: the reward the advantages use, after overlong shaping;
 - ``acc``: the reward's ``acc`` (its score when it returns a plain number). Filter on ``acc`` when the score is
   shaped, so a group whose answers are all right but of different lengths still counts as solved.
+
+Dynamic sampling that wastes little. Three switches under ``algorithm.filter_groups``, each off by default
+(verl's behaviour):
+
+- ``keep_surplus``: kept groups beyond ``train_batch_size`` wait for the next step instead of being dropped; they
+  are used first, at most ``max_surplus_age`` steps after they were generated, and never twice.
+- ``adaptive_gen_batch_size``: each generation batch is sized from the running keep ratio so that one batch
+  usually fills what the train batch still needs.
+- ``prefilter``: a prompt whose last ``min_constant_visits`` groups were all-equal (always solved, or always
+  failed) is skipped before generation; each skip is re-admitted with probability ``readmit_prob`` so no prompt
+  is lost for good.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 
 import torch
 
-from gspo.algos import filter_groups
+from gspo.algos import group_keep_mask, informative_rows_mask
+from gspo.config import FilterGroupsConfig
+from gspo.rollout.truncation import truncated_responses
 from gspo.trainer.batch import RolloutBatch
+from gspo.trainer.checkpoint import python_rng_from_json, python_rng_to_json
 from gspo.trainer.metrics import MetricAccumulator
+
+_KEEP_RATIO_MOMENTUM = 0.7  # weight of the past in the running keep ratio
+_MIN_KEEP_RATIO = 0.05  # never size a batch for less than a 5% keep ratio (bounds one batch at 20x the need)
+_HEADROOM = 1.1  # generate 10% more than the expected need so one batch usually suffices
+
+DrawPrompts = Callable[[int], list[int]]  # how many -> that many prompt indices (the sampler's next ones)
+GenerateAndScore = Callable[[list[int]], tuple[RolloutBatch, dict[str, float]]]  # prompt indices -> scored groups
 
 
 class DynamicSamplingError(RuntimeError):
@@ -26,7 +54,7 @@ class DynamicSamplingError(RuntimeError):
 def keep_informative_groups(batch: RolloutBatch, metric: str) -> RolloutBatch:
     """Rows of the groups whose ``metric`` (a RolloutBatch field name) is not constant across the group."""
     values = getattr(batch, metric)
-    return batch.select(filter_groups(values, batch.group_ids))
+    return batch.select(informative_rows_mask(values, batch.group_ids))
 
 
 def split_groups(batch: RolloutBatch, num_groups: int) -> tuple[RolloutBatch, RolloutBatch]:
@@ -88,13 +116,8 @@ class GenerationStats:
         lengths = generated.response_lengths
         self._sums["length"] = self._sums.get("length", 0.0) + lengths.sum().item()
         self._max_length = max(self._max_length, int(lengths.max().item()))
-        self._num_clipped += int(self._truncated(generated).sum().item())
-
-    def _truncated(self, batch: RolloutBatch) -> torch.Tensor:
-        """(N,) bool: responses that hit max_response_length without emitting EOS."""
-        eos = torch.tensor(self.eos_token_ids, device=batch.response_ids.device)
-        has_eos = (torch.isin(batch.response_ids, eos) & (batch.response_mask > 0)).any(-1)
-        return ~has_eos & (batch.response_lengths >= self.max_response_length)
+        self._num_clipped += int(truncated_responses(generated.response_ids, generated.response_mask,
+                                                     self.eos_token_ids, self.max_response_length).sum().item())
 
     def cap_error(self, needed: int, cap: int, metric: str) -> DynamicSamplingError:
         return DynamicSamplingError(
@@ -134,3 +157,130 @@ def trained_batch_metrics(batch: RolloutBatch) -> dict[str, float]:
             "reward/kept/final_reward_mean": batch.seq_final_reward.mean().item(),
             "reward/kept/acc_mean": batch.acc.mean().item(),
             "reward/kept/advantage_abs_mean": batch.advantages.abs().mean().item()}
+
+
+class DynamicSamplingState:
+    """Surplus groups, the running keep ratio and per-prompt all-equal streaks; checkpointed with the run."""
+
+    def __init__(self, cfg: FilterGroupsConfig, *, default_gen_batch_size: int, num_prompts: int, seed: int = 0):
+        self.cfg = cfg
+        # Its own RNG, not the global one: every rank must make the same draws whatever else (a custom reward
+        # function, say) consumes random numbers on that rank.
+        self._rng = random.Random(seed)
+        self.default_gen_batch_size = default_gen_batch_size
+        self.num_prompts = num_prompts
+        self.surplus: RolloutBatch | None = None
+        self.keep_ratio: float | None = None
+        self.constant_streak: dict[int, int] = {}
+
+    # ------------------------------------------------------------------------------------------ surplus
+    def take_surplus(self, step: int) -> RolloutBatch | None:
+        """Surplus groups still fresh enough for ``step`` (at most ``max_surplus_age`` steps old); clears the store."""
+        surplus, self.surplus = self.surplus, None
+        if surplus is None:
+            return None
+        fresh = surplus.select(step - surplus.generation_step <= self.cfg.max_surplus_age)
+        return fresh if fresh.num_sequences else None
+
+    def store_surplus(self, leftover: RolloutBatch | None) -> None:
+        if self.cfg.keep_surplus and leftover is not None and leftover.num_sequences:
+            self.surplus = leftover
+
+    # ------------------------------------------------------------------------------------ batch sizing
+    def gen_batch_size(self, groups_needed: int) -> int:
+        """Prompts to draw for the next generation batch."""
+        if not self.cfg.adaptive_gen_batch_size or self.keep_ratio is None:
+            return self.default_gen_batch_size
+        wanted = math.ceil(groups_needed / max(self.keep_ratio, _MIN_KEEP_RATIO) * _HEADROOM)
+        return max(1, min(wanted, self.num_prompts))
+
+    def observe(self, batch: RolloutBatch, metric: str) -> None:
+        """Update the keep ratio and the all-equal streaks from one scored generation batch."""
+        group_ids, keep = group_keep_mask(getattr(batch, metric), batch.group_ids)
+        ratio = keep.float().mean().item()
+        self.keep_ratio = ratio if self.keep_ratio is None else (
+            _KEEP_RATIO_MOMENTUM * self.keep_ratio + (1 - _KEEP_RATIO_MOMENTUM) * ratio)
+        prompt_of_group = dict(zip(batch.group_ids.tolist(), batch.prompt_index.tolist()))
+        for group, informative in zip(group_ids.tolist(), keep.tolist()):
+            prompt = prompt_of_group[group]
+            self.constant_streak[prompt] = 0 if informative else self.constant_streak.get(prompt, 0) + 1
+
+    # --------------------------------------------------------------------------------------- prefilter
+    def admit(self, prompt_indices: list[int]) -> tuple[list[int], int]:
+        """The prompts to generate for, and how many were skipped by the prefilter."""
+        prefilter = self.cfg.prefilter
+        if not prefilter.enable:
+            return prompt_indices, 0
+        admitted = [i for i in prompt_indices
+                    if self.constant_streak.get(i, 0) < prefilter.min_constant_visits
+                    or self._rng.random() < prefilter.readmit_prob]
+        return admitted, len(prompt_indices) - len(admitted)
+
+    # -------------------------------------------------------------------------------------- checkpoint
+    def state_dict(self) -> tuple[dict, dict[str, torch.Tensor]]:
+        """(JSON-able state, tensors of the surplus batch)."""
+        tensors = (
+            {}
+            if self.surplus is None
+            else {
+                f.name: getattr(self.surplus, f.name)
+                for f in fields(RolloutBatch)
+                if getattr(self.surplus, f.name) is not None
+            }
+        )
+        return {
+            "keep_ratio": self.keep_ratio,
+            "constant_streak": {str(k): v for k, v in self.constant_streak.items()},
+            "rng": python_rng_to_json(self._rng.getstate()),
+        }, tensors
+
+    def load_state_dict(self, state: dict, tensors: dict[str, torch.Tensor]) -> None:
+        self.keep_ratio = state["keep_ratio"]
+        self.constant_streak = {int(k): v for k, v in state["constant_streak"].items()}
+        self.surplus = RolloutBatch(**tensors) if tensors else None
+        if "rng" in state:
+            self._rng.setstate(python_rng_from_json(state["rng"]))
+
+
+def collect_train_batch(num_groups: int, cfg: FilterGroupsConfig, state: DynamicSamplingState, *, step: int,
+                        draw_prompts: DrawPrompts, generate_and_score: GenerateAndScore, stats: GenerationStats,
+                        pad_token_id: int) -> tuple[RolloutBatch, dict[str, float]]:
+    """Generation batches until ``num_groups`` informative prompt groups are kept (DAPO dynamic sampling).
+
+    Surplus groups carried from earlier steps go first (none grows stale); each generation batch draws
+    ``state.gen_batch_size`` prompts, drops those the prefilter skips, generates and scores the rest, and keeps
+    the groups whose ``cfg.metric`` varies (all of them when ``cfg.enable`` is false). Whole groups beyond
+    ``num_groups`` are stored as surplus (``keep_surplus``) or dropped. Raises :class:`DynamicSamplingError` after
+    ``cfg.max_num_gen_batches`` batches (0: unlimited). Returns the train batch (groups in generation order) and
+    the step's generation metrics (``stats.metrics()``).
+    """
+    kept: list[RolloutBatch] = []
+    surplus = state.take_surplus(step)
+    if surplus is not None:
+        stats.add_surplus(surplus, step)
+        kept.append(surplus)
+    while stats.num_kept_groups < num_groups:
+        if cfg.enable and 0 < cfg.max_num_gen_batches <= stats.num_gen_batches:
+            raise stats.cap_error(num_groups, cfg.max_num_gen_batches, cfg.metric)
+        batch, reward_metrics = generate_and_score(_admitted_prompts(num_groups - stats.num_kept_groups, state,
+                                                                     draw_prompts, stats))
+        if cfg.enable:
+            state.observe(batch, cfg.metric)
+        kept_now = keep_informative_groups(batch, cfg.metric) if cfg.enable else batch
+        stats.add(batch, kept_now, reward_metrics)
+        kept.append(kept_now)
+    train_batch, leftover = split_groups(RolloutBatch.concat(kept, pad_token_id), num_groups)
+    state.store_surplus(leftover)
+    assert count_groups(train_batch) == num_groups
+    return train_batch, stats.metrics()
+
+
+def _admitted_prompts(groups_needed: int, state: DynamicSamplingState, draw_prompts: DrawPrompts,
+                      stats: GenerationStats) -> list[int]:
+    """The next generation batch's prompt indices, sized and prefiltered by the dynamic-sampling state."""
+    while True:
+        admitted, skipped = state.admit(draw_prompts(state.gen_batch_size(groups_needed)))
+        stats.add_prefiltered(skipped)
+        if admitted:
+            return admitted
+

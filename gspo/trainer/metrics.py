@@ -7,18 +7,24 @@ from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
-import torch
-
 
 class MetricAccumulator:
-    """Weighted means of scalar metrics; names ending in ``_max`` / ``_min`` reduce by max / min."""
+    """Weighted means of scalar metrics, except the names in ``max_names`` / ``min_names`` (reduced by max / min).
 
-    def __init__(self) -> None:
+    The reduction is declared, never guessed from a name: a reward function's extra ``foo_max`` is averaged.
+    """
+
+    def __init__(self, *, max_names: Iterable[str] = (), min_names: Iterable[str] = ()) -> None:
         self._values: dict[str, list[tuple[float, float]]] = defaultdict(list)
+        self.max_names, self.min_names = frozenset(max_names), frozenset(min_names)
 
     def add(self, metrics: dict[str, float], weight: float = 1.0) -> None:
         for name, value in metrics.items():
             self._values[name].append((float(value), float(weight)))
+
+    def like(self) -> MetricAccumulator:
+        """An empty accumulator with the same reductions."""
+        return MetricAccumulator(max_names=self.max_names, min_names=self.min_names)
 
     def merge(self, others: Iterable[MetricAccumulator]) -> MetricAccumulator:
         """This accumulator plus the (value, weight) pairs of ``others`` (e.g. gathered from other ranks)."""
@@ -31,23 +37,14 @@ class MetricAccumulator:
         out = {}
         for name, pairs in self._values.items():
             values = [v for v, _ in pairs]
-            if name.endswith("_max"):
+            if name in self.max_names:
                 out[name] = max(values)
-            elif name.endswith("_min"):
+            elif name in self.min_names:
                 out[name] = min(values)
             else:
                 total_weight = sum(w for _, w in pairs)
                 out[name] = sum(v * w for v, w in pairs) / total_weight if total_weight > 0 else 0.0
         return out
-
-
-def describe(prefix: str, values: torch.Tensor) -> dict[str, float]:
-    """mean / max / min of a 1-D tensor under ``prefix`` (empty tensors give zeros)."""
-    if values.numel() == 0:
-        return {f"{prefix}_mean": 0.0, f"{prefix}_max": 0.0, f"{prefix}_min": 0.0}
-    values = values.float()
-    return {f"{prefix}_mean": values.mean().item(), f"{prefix}_max": values.max().item(),
-            f"{prefix}_min": values.min().item()}
 
 
 class MetricsLogger:

@@ -9,11 +9,10 @@ group.
 
 from __future__ import annotations
 
-import inspect
-
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
+from gspo.models import cache_keyword
 from gspo.trainer.batch import RolloutBatch
 
 
@@ -45,7 +44,7 @@ def shared_prompt_logits(model: PreTrainedModel, batch: RolloutBatch, *, always_
     first_row, inverse = _prompt_rows(batch)  # (G,), (N,) row -> its prompt
     prompt_ids, prompt_mask = batch.prompt_ids[first_row], batch.prompt_mask[first_row]  # (G, P)
     cache = DynamicCache(config=model.config)
-    cache_arg = _cache_keyword(model)
+    cache_arg = cache_keyword(model)
     prompt_out = model(input_ids=prompt_ids, attention_mask=prompt_mask,
                        position_ids=(prompt_mask.cumsum(-1) - 1).clamp(min=0), use_cache=True, logits_to_keep=1,
                        **{cache_arg: cache})
@@ -87,8 +86,3 @@ def _activation_checkpointing(model: PreTrainedModel) -> bool:
     flag = getattr(type(model), "is_activation_checkpointing", None)  # transformers 5 name
     return bool(model.is_activation_checkpointing if flag is not None else getattr(model, "is_gradient_checkpointing",
                                                                                       False))
-
-
-def _cache_keyword(model: PreTrainedModel) -> str:
-    """transformers >= 5.2x names the KV-cache argument ``cache``; earlier versions ``past_key_values``."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"

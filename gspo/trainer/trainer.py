@@ -23,7 +23,7 @@ from gspo.models import (
     resolve_device,
 )
 from gspo.rollout import HFRolloutEngine, SamplingParams, sample_keys
-from gspo.trainer.actor import UpdateSchedule, compute_log_probs, update_policy
+from gspo.trainer.actor import compute_log_probs, update_policy
 from gspo.trainer.batch import RolloutBatch
 from gspo.trainer.checkpoint import (
     find_latest,
@@ -33,13 +33,18 @@ from gspo.trainer.checkpoint import (
     save_hf_folder_atomically,
 )
 from gspo.trainer.dynamic_sampling import (
+    DynamicSamplingState,
     GenerationStats,
-    count_groups,
-    keep_informative_groups,
-    split_groups,
+    collect_train_batch,
     trained_batch_metrics,
 )
 from gspo.trainer.metrics import MetricsLogger, summary_line
+from gspo.trainer.old_policy import (
+    num_on_policy_rows,
+    rollout_log_probs_are_old,
+    rows_to_recompute,
+    with_on_policy_rows_marked,
+)
 from gspo.trainer.optim import build_optimizer, build_scheduler
 from gspo.trainer.parallel import (
     build_rollout_copy,
@@ -50,7 +55,6 @@ from gspo.trainer.parallel import (
     shard_model,
     sync_rollout_weights,
 )
-from gspo.trainer.sampling_state import DynamicSamplingState
 from gspo.trainer.setup import (
     build_dataset,
     build_policy_loss,
@@ -108,15 +112,13 @@ class Trainer:
         self._rollout_stale = False
         self.ref_model = self._build_ref_model(model_path)
         self.engine = HFRolloutEngine(self.rollout_model, pad_token_id=self.tokenizer.pad_token_id,
-                                      eos_token_ids=eos_token_ids(self.tokenizer, self.rollout_model),
+                                      eos_token_ids=[] if cfg.actor_rollout_ref.rollout.ignore_eos
+                                      else eos_token_ids(self.tokenizer, self.rollout_model),
                                       micro_batch_size=cfg.actor_rollout_ref.rollout.micro_batch_size,
                                       autocast_dtype=self.autocast_dtype)
         self.total_steps = self._total_training_steps()
         self.optimizer = build_optimizer(self.model, cfg.actor_rollout_ref.actor.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.actor_rollout_ref.actor.optim, self.total_steps)
-        actor = cfg.actor_rollout_ref.actor
-        self.schedule = UpdateSchedule(num_mini_batches=cfg.data.train_batch_size // actor.ppo_mini_batch_size,
-                                       ppo_epochs=actor.ppo_epochs)
         self.sampling_state = DynamicSamplingState(
             cfg.algorithm.filter_groups, default_gen_batch_size=cfg.data.gen_batch_size or cfg.data.train_batch_size,
             num_prompts=len(self.train_data), seed=cfg.trainer.seed)
@@ -170,6 +172,7 @@ class Trainer:
             batch = batch.to(self.device)
             local = local_rows(batch, self.config.actor_rollout_ref.actor.ppo_mini_batch_size
                                * self.config.actor_rollout_ref.rollout.n, self.dist)  # this rank's rows
+            self.compute_old_log_probs(local, timings)
             self.compute_reference_log_probs(local, timings)
             with _timer(timings, "timing/update"):
                 metrics.update(self.update(local))
@@ -180,40 +183,15 @@ class Trainer:
 
     def collect_train_batch(self, timings: dict[str, float]) -> tuple[RolloutBatch, dict[str, float]]:
         """DAPO dynamic sampling: generation batches until ``train_batch_size`` informative groups are kept."""
-        cfg = self.config
-        needed = cfg.data.train_batch_size
-        filtering = cfg.algorithm.filter_groups
-        cap = filtering.max_num_gen_batches
+        params = self._sampling_params()
         stats = GenerationStats(eos_token_ids=self.engine.eos_token_ids,
-                                max_response_length=cfg.data.max_response_length)
-        kept: list[RolloutBatch] = []
-        surplus = self.sampling_state.take_surplus(self.global_step)
-        if surplus is not None:  # kept groups left over from the last step go first, so none grows stale
-            stats.add_surplus(surplus, self.global_step)
-            kept.append(surplus)
-        while stats.num_kept_groups < needed:
-            if filtering.enable and 0 < cap <= stats.num_gen_batches:
-                raise stats.cap_error(needed, cap, filtering.metric)
-            prompts = self._draw_prompts(needed - stats.num_kept_groups, stats)
-            batch, reward_metrics = self.generate_and_score(prompts, self._sampling_params(), timings)
-            if filtering.enable:
-                self.sampling_state.observe(batch, filtering.metric)
-            kept_now = keep_informative_groups(batch, filtering.metric) if filtering.enable else batch
-            stats.add(batch, kept_now, reward_metrics)
-            kept.append(kept_now)
-        train_batch, leftover = split_groups(RolloutBatch.concat(kept, self.tokenizer.pad_token_id), needed)
-        self.sampling_state.store_surplus(leftover)
-        assert count_groups(train_batch) == needed
-        return train_batch, stats.metrics()
-
-    def _draw_prompts(self, groups_needed: int, stats: GenerationStats) -> list[PromptItem]:
-        """The next generation batch's prompts, sized and prefiltered by the dynamic-sampling state."""
-        while True:
-            drawn = self.sampler.take(self.sampling_state.gen_batch_size(groups_needed))
-            admitted, skipped = self.sampling_state.admit(drawn)
-            stats.add_prefiltered(skipped)
-            if admitted:
-                return [self.train_data[i] for i in admitted]
+                                max_response_length=self.config.data.max_response_length)
+        return collect_train_batch(
+            self.config.data.train_batch_size, self.config.algorithm.filter_groups, self.sampling_state,
+            step=self.global_step, draw_prompts=self.sampler.take, stats=stats,
+            generate_and_score=lambda indices: self.generate_and_score([self.train_data[i] for i in indices],
+                                                                       params, timings),
+            pad_token_id=self.tokenizer.pad_token_id)
 
     def generate_and_score(self, prompts: list[PromptItem], params: SamplingParams,
                            timings: dict[str, float] | None = None, group_ids: torch.Tensor | None = None
@@ -230,7 +208,7 @@ class Trainer:
         if self._rollout_stale and self.rollout_model is not self.model:  # collective: every rank, before any exit
             sync_rollout_weights(self.model, self.rollout_model)
         self._rollout_stale = False
-        start, stop = self.dist.shard(prompts)
+        start, stop = self.dist.share_bounds(len(prompts))
 
         def local_share() -> tuple[RolloutBatch, dict[str, float]] | None:
             if start == stop:
@@ -260,47 +238,39 @@ class Trainer:
     def score(self, batch: RolloutBatch, prompts: list[PromptItem]) -> dict[str, float]:
         """Fill ``seq_reward`` / ``seq_final_reward`` / ``acc`` in place; return the reward function's metrics
         (errors, overlong shaping, extras); the means are recomputed over all batches by the caller."""
-        n = batch.num_sequences // len(prompts)
-        rows = [p for p in prompts for _ in range(n)]
         texts = self.tokenizer.batch_decode(batch.response_ids, skip_special_tokens=True)
-        rewards = self.rewards.score(texts, batch.response_lengths, [p.ground_truth for p in rows],
-                                     [p.data_source for p in rows], [p.extra_info for p in rows])
+        rewards = self.rewards.score_groups(texts, batch.response_lengths, prompts,
+                                            batch.num_sequences // len(prompts))
         batch.seq_reward, batch.seq_final_reward, batch.acc = rewards.seq_reward, rewards.seq_final_reward, rewards.acc
         return {k: v for k, v in rewards.metrics.items() if not k.endswith(("/score_mean", "/final_mean", "/acc_mean"))}
 
-    def compute_reference_log_probs(self, batch: RolloutBatch, timings: dict[str, float]) -> None:
-        """Old-policy log-probs (skipped when the update is exactly on-policy) and reference log-probs (KL),
-        for this rank's rows."""
+    def _log_prob_options(self) -> dict:
         rollout_cfg, actor = self.config.actor_rollout_ref.rollout, self.config.actor_rollout_ref.actor
-        common = dict(micro_batch_size=actor.ppo_micro_batch_size_per_gpu, temperature=rollout_cfg.temperature,
-                      autocast_dtype=self.autocast_dtype, logits_chunk_size=actor.logits_chunk_size,
-                      max_token_len=actor.ppo_max_token_len_per_gpu if actor.use_dynamic_bsz else None,
-                      dist=self.dist, share_prompts=actor.share_prompt_forward)
-        on_policy_rows = self.schedule.num_on_policy_rows(actor.ppo_mini_batch_size * rollout_cfg.n
-                                                          // self.dist.world_size)
-        if self._rollout_log_probs_are_old(batch, on_policy_rows):
+        return dict(micro_batch_size=actor.ppo_micro_batch_size_per_gpu, temperature=rollout_cfg.temperature,
+                    autocast_dtype=self.autocast_dtype, logits_chunk_size=actor.logits_chunk_size,
+                    max_token_len=actor.ppo_max_token_len_per_gpu if actor.use_dynamic_bsz else None,
+                    dist=self.dist, share_prompts=actor.share_prompt_forward)
+
+    def compute_old_log_probs(self, batch: RolloutBatch, timings: dict[str, float]) -> None:
+        """Set ``batch.old_log_probs`` (this rank's rows) by the old-policy rule (:mod:`gspo.trainer.old_policy`):
+        the sampler's when they are the old policy's, else a forward pass over the rows past the on-policy ones;
+        left None when every row is on-policy."""
+        actor = self.config.actor_rollout_ref.actor
+        on_policy_rows = num_on_policy_rows(actor.ppo_mini_batch_size * self.config.actor_rollout_ref.rollout.n
+                                            // self.dist.world_size, actor.ppo_epochs)
+        if rollout_log_probs_are_old(batch, on_policy_rows=on_policy_rows, step=self.global_step,
+                                     use_rollout_log_probs=self.use_rollout_log_probs, dist=self.dist):
             batch.old_log_probs = batch.rollout_log_probs
-        elif on_policy_rows < batch.num_sequences:
+        elif (later := rows_to_recompute(batch, on_policy_rows)) is not None:
             with _timer(timings, "timing/old_log_prob"):
-                later = batch.select(torch.arange(on_policy_rows, batch.num_sequences))
-                # NaN marks rows update_policy must not read (it uses the current log-probs there).
-                skipped = torch.full((on_policy_rows, batch.response_ids.shape[1]), float("nan"),
-                                     device=batch.response_ids.device)
-                batch.old_log_probs = torch.cat([skipped, compute_log_probs(self.model, later, **common)])
+                recomputed = compute_log_probs(self.model, later, **self._log_prob_options())
+                batch.old_log_probs = with_on_policy_rows_marked(on_policy_rows, recomputed)
+
+    def compute_reference_log_probs(self, batch: RolloutBatch, timings: dict[str, float]) -> None:
+        """Set ``batch.ref_log_probs`` (this rank's rows) when the KL loss needs the reference policy."""
         if self.ref_model is not None:
             with _timer(timings, "timing/ref"):
-                batch.ref_log_probs = compute_log_probs(self.ref_model, batch, **common)
-
-    def _rollout_log_probs_are_old(self, batch: RolloutBatch, on_policy_rows: int) -> bool:
-        """Whether the sampler's log-probs are the old policy's (the policy at the start of this update) for
-        every row that needs them: sampled by the current weights at this step, in fp32. Rows carried over from
-        an earlier step (``keep_surplus``) or restored without them (a checkpoint from a run that recomputed) are
-        recomputed instead; the same answer on every rank, which then runs the same passes."""
-        if not self.use_rollout_log_probs:
-            return False
-        later = batch.generation_step[on_policy_rows:]
-        usable = batch.rollout_log_probs is not None and bool((later == self.global_step).all())
-        return not self.dist.all_reduce_max(int(not usable))
+                batch.ref_log_probs = compute_log_probs(self.ref_model, batch, **self._log_prob_options())
 
     def update(self, batch: RolloutBatch) -> dict[str, float]:
         metrics = update_policy(self.model, self.optimizer, batch, self.config.actor_rollout_ref.actor,
@@ -328,7 +298,8 @@ class Trainer:
     def _throughput(self, batch: RolloutBatch, metrics: dict[str, float]) -> dict[str, float]:
         """Tokens per second of the whole run (all ranks), from rank 0's timings."""
         trained = batch.response_mask.sum().item() + batch.prompt_mask.sum().item()
-        throughput = {"perf/train_tokens_per_s": trained / max(metrics["timing/update"], 1e-9)}
+        throughput = {"train/trained_tokens": float(trained),
+                      "perf/train_tokens_per_s": trained / max(metrics["timing/update"], 1e-9)}
         if metrics.get("timing/gen", 0.0) > 0:  # a step filled from surplus alone generated nothing
             throughput["perf/gen_tokens_per_s"] = metrics["train/generated_tokens"] / metrics["timing/gen"]
         return throughput

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from gspo.algos import broadcast_to_tokens, compute_grpo_advantages
+from gspo.algos import compute_grpo_advantages
 
 F64 = torch.float64
 EPS = 1e-6
@@ -87,12 +87,3 @@ def test_shape_mismatch_raises():
         compute_grpo_advantages(torch.zeros(3), torch.zeros(4, dtype=torch.long))
     with pytest.raises(ValueError):
         compute_grpo_advantages(torch.zeros(2, 2), torch.zeros(2, 2, dtype=torch.long))
-
-
-def test_broadcast_to_tokens():
-    adv = torch.tensor([1.5, -2.0, 0.0], dtype=F64)
-    mask = torch.tensor([[1, 1, 0], [1, 0, 0], [0, 0, 0]], dtype=F64)
-    out = broadcast_to_tokens(adv, mask)
-    assert_close(out, torch.tensor([[1.5, 1.5, 0.0], [-2.0, 0.0, 0.0], [0.0, 0.0, 0.0]], dtype=F64))
-    with pytest.raises(ValueError):
-        broadcast_to_tokens(adv, mask[:2])

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from gspo.algos import filter_groups, group_keep_mask
+from gspo.algos import group_keep_mask, informative_rows_mask
 
 F64 = torch.float64
 
@@ -11,7 +11,7 @@ def test_dapo_rule_with_non_contiguous_groups():
     # id 6: [0, 0] all-zero -> drop.
     values = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.5, 0.0, 1.0, 0.0], dtype=F64)
     ids = torch.tensor([4, 2, 4, 2, 9, 6, 4, 6])
-    keep = filter_groups(values, ids)
+    keep = informative_rows_mask(values, ids)
     assert keep.dtype == torch.bool
     assert keep.tolist() == [False, True, False, True, True, False, False, False]
     unique_ids, group_keep = group_keep_mask(values, ids)
@@ -24,37 +24,38 @@ def test_float_noise_does_not_keep_an_all_equal_group():
     values = torch.tensor([a, 0.3], dtype=F64)
     ids = torch.tensor([0, 0])
     assert values[0] != values[1]
-    assert filter_groups(values, ids).tolist() == [False, False]
+    assert informative_rows_mask(values, ids).tolist() == [False, False]
     # A strict std > 0 test would keep it: that is what the tolerance is for.
-    assert filter_groups(values, ids, tolerance=0.0).tolist() == [True, True]
+    assert informative_rows_mask(values, ids, tolerance=0.0).tolist() == [True, True]
 
 
 def test_exactly_equal_group_is_dropped_even_with_zero_tolerance():
     values = torch.tensor([0.1, 0.1, 0.1], dtype=F64)
-    assert filter_groups(values, torch.tensor([1, 1, 1]), tolerance=0.0).tolist() == [False] * 3
+    assert informative_rows_mask(values, torch.tensor([1, 1, 1]), tolerance=0.0).tolist() == [False] * 3
 
 
 def test_uses_population_std():
     # [0, 1.8e-6]: population std 0.9e-6 <= 1e-6 -> drop (unbiased std 1.27e-6 would keep it).
     values = torch.tensor([0.0, 1.8e-6], dtype=F64)
-    assert filter_groups(values, torch.tensor([3, 3])).tolist() == [False, False]
+    assert informative_rows_mask(values, torch.tensor([3, 3])).tolist() == [False, False]
     # [0, 2.2e-6]: population std 1.1e-6 > 1e-6 -> keep.
     values = torch.tensor([0.0, 2.2e-6], dtype=F64)
-    assert filter_groups(values, torch.tensor([3, 3])).tolist() == [True, True]
+    assert informative_rows_mask(values, torch.tensor([3, 3])).tolist() == [True, True]
 
 
 def test_singleton_kept_even_when_zero():
-    assert filter_groups(torch.tensor([0.0, 0.0]), torch.tensor([1, 2])).tolist() == [True, True]
+    assert informative_rows_mask(torch.tensor([0.0, 0.0]), torch.tensor([1, 2])).tolist() == [True, True]
 
 
 def test_integer_metrics_and_errors():
-    assert filter_groups(torch.tensor([1, 0, 1, 1]), torch.tensor([0, 0, 1, 1])).tolist() == [True, True, False, False]
+    keep = informative_rows_mask(torch.tensor([1, 0, 1, 1]), torch.tensor([0, 0, 1, 1]))
+    assert keep.tolist() == [True, True, False, False]
     with pytest.raises(ValueError):
-        filter_groups(torch.zeros(3), torch.zeros(3, dtype=torch.long), tolerance=-1.0)
+        informative_rows_mask(torch.zeros(3), torch.zeros(3, dtype=torch.long), tolerance=-1.0)
     with pytest.raises(ValueError):
-        filter_groups(torch.zeros(3), torch.zeros(2, dtype=torch.long))
+        informative_rows_mask(torch.zeros(3), torch.zeros(2, dtype=torch.long))
 
 
 def test_empty_batch():
-    keep = filter_groups(torch.zeros(0), torch.zeros(0, dtype=torch.long))
+    keep = informative_rows_mask(torch.zeros(0), torch.zeros(0, dtype=torch.long))
     assert keep.shape == (0,) and keep.dtype == torch.bool

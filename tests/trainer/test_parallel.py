@@ -46,11 +46,14 @@ def test_reward_metrics_merge_as_sequence_weighted_means_and_summed_errors():
 
 
 def test_metric_accumulators_merge_across_ranks():
-    first, second = MetricAccumulator(), MetricAccumulator()
-    first.add({"actor/pg_clipfrac": 0.5, "actor/ratio_max": 1.2}, weight=3)
-    second.add({"actor/pg_clipfrac": 0.1, "actor/ratio_max": 1.5}, weight=1)
-    reduced = MetricAccumulator().merge([first, second]).reduce()
-    assert reduced == {"actor/pg_clipfrac": pytest.approx(0.4), "actor/ratio_max": 1.5}  # (1.5 + 0.1) / 4
+    first = MetricAccumulator(max_names={"actor/ratio_max"})
+    second = first.like()
+    first.add({"actor/pg_clipfrac": 0.5, "actor/ratio_max": 1.2, "reward/extra/len_max": 2.0}, weight=3)
+    second.add({"actor/pg_clipfrac": 0.1, "actor/ratio_max": 1.5, "reward/extra/len_max": 6.0}, weight=1)
+    reduced = first.like().merge([first, second]).reduce()
+    # (1.5 + 0.1) / 4; a name ending in _max that was not declared is a weighted mean: (6 + 6) / 4
+    assert reduced == {"actor/pg_clipfrac": pytest.approx(0.4), "actor/ratio_max": 1.5,
+                       "reward/extra/len_max": 3.0}
 
 
 def test_rollout_copy_is_cast_tied_gradient_free_and_independent():

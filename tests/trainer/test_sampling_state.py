@@ -9,7 +9,7 @@ import torch
 
 from gspo.config import FilterGroupsConfig, PrefilterConfig
 from gspo.trainer import Trainer
-from gspo.trainer.sampling_state import DynamicSamplingState
+from gspo.trainer.dynamic_sampling import DynamicSamplingState
 
 # Even rows get a constant reward (their groups are always dropped), odd rows a varying one.
 HALF_CONSTANT_REWARD = '''

@@ -10,6 +10,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from gspo.trainer import DynamicSamplingError, Trainer
 from gspo.trainer.actor import compute_log_probs
+from gspo.trainer.old_policy import num_on_policy_rows, rollout_log_probs_are_old, takes_on_policy_shortcut
 
 
 def _params(model) -> dict[str, torch.Tensor]:
@@ -109,19 +110,24 @@ def test_rollout_log_probs_stand_in_only_for_rows_sampled_by_the_current_weights
                                   "actor_rollout_ref.actor.ppo_mini_batch_size=4", "actor_rollout_ref.rollout.n=8"))
     batch, _ = trainer.collect_train_batch({})
     first_mini_batch = 4 * 8
-    assert trainer._rollout_log_probs_are_old(batch, first_mini_batch)
+
+    def are_old(candidate):
+        return rollout_log_probs_are_old(candidate, on_policy_rows=first_mini_batch, step=trainer.global_step,
+                                         use_rollout_log_probs=True, dist=trainer.dist)
+
+    assert are_old(batch)
     # A carried-over (surplus) row in the first mini-batch is fine: it takes the on-policy shortcut...
     stale_first = batch.generation_step.clone()
     stale_first[0] -= 1
-    assert trainer._rollout_log_probs_are_old(replace(batch, generation_step=stale_first), first_mini_batch)
+    assert are_old(replace(batch, generation_step=stale_first))
     # ...one after it needs the policy at the start of this update, which its sampler was not.
     stale_later = batch.generation_step.clone()
     stale_later[-1] -= 1
-    assert not trainer._rollout_log_probs_are_old(replace(batch, generation_step=stale_later), first_mini_batch)
+    assert not are_old(replace(batch, generation_step=stale_later))
     # Restored without them (a checkpoint of a run that recomputed): recompute.
-    assert not trainer._rollout_log_probs_are_old(replace(batch, rollout_log_probs=None), first_mini_batch)
+    assert not are_old(replace(batch, rollout_log_probs=None))
     local = replace(batch, generation_step=stale_later)
-    trainer.compute_reference_log_probs(local, timings := {})
+    trainer.compute_old_log_probs(local, timings := {})
     assert "timing/old_log_prob" in timings and torch.isfinite(local.old_log_probs[first_mini_batch:]).all()
 
 
@@ -201,3 +207,10 @@ def test_reward_errors_are_counted_over_all_generation_batches(make_config, tmp_
     with pytest.raises(RewardError, match="boom"):
         for _ in range(3):
             strict.train_step()
+
+
+def test_old_policy_rule_first_mini_batch_of_a_single_epoch_only():
+    assert num_on_policy_rows(32, ppo_epochs=1) == 32 and num_on_policy_rows(32, ppo_epochs=2) == 0
+    assert takes_on_policy_shortcut(0, 0, ppo_epochs=1)
+    assert not takes_on_policy_shortcut(0, 1, ppo_epochs=1)  # after the first optimizer step
+    assert not takes_on_policy_shortcut(0, 0, ppo_epochs=2)  # the second epoch revisits these rows off-policy

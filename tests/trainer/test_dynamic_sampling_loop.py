@@ -1,0 +1,116 @@
+"""The generate -> score -> filter -> accumulate loop, without a model: scripted rewards per prompt index."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from gspo.config import FilterGroupsConfig, PrefilterConfig
+from gspo.trainer.batch import RolloutBatch
+from gspo.trainer.dynamic_sampling import (
+    DynamicSamplingError,
+    DynamicSamplingState,
+    GenerationStats,
+    collect_train_batch,
+)
+
+N = 2  # responses per prompt
+EOS = 9
+
+
+class ScriptedRollout:
+    """Prompts with an even index always score 1 (all-equal groups, dropped); odd ones score [0, 1] (kept)."""
+
+    def __init__(self, num_prompts: int, step: int = 0):
+        self.order = itertools.cycle(range(num_prompts))
+        self.step = step
+        self.next_group = 0
+        self.generated: list[list[int]] = []  # prompt indices of each generation batch
+
+    def draw(self, how_many: int) -> list[int]:
+        return [next(self.order) for _ in range(how_many)]
+
+    def generate_and_score(self, indices: list[int]) -> tuple[RolloutBatch, dict[str, float]]:
+        self.generated.append(list(indices))
+        rows = len(indices) * N
+        groups = torch.arange(self.next_group, self.next_group + len(indices)).repeat_interleave(N)
+        self.next_group += len(indices)
+        reward = torch.tensor([[1.0, 1.0] if i % 2 == 0 else [0.0, 1.0] for i in indices]).flatten()
+        batch = RolloutBatch(prompt_ids=torch.ones(rows, 1, dtype=torch.long),
+                             prompt_mask=torch.ones(rows, 1, dtype=torch.long),
+                             response_ids=torch.full((rows, 2), EOS), response_mask=torch.ones(rows, 2),
+                             group_ids=groups, prompt_index=torch.tensor(indices).repeat_interleave(N),
+                             generation_step=torch.full((rows,), self.step), seq_reward=reward,
+                             seq_final_reward=reward, acc=reward)
+        return batch, {"reward/errors": 0.0}
+
+
+def _collect(num_groups: int, cfg: FilterGroupsConfig, state: DynamicSamplingState, rollout: ScriptedRollout):
+    return collect_train_batch(num_groups, cfg, state, step=rollout.step, draw_prompts=rollout.draw,
+                               generate_and_score=rollout.generate_and_score, pad_token_id=0,
+                               stats=GenerationStats(eos_token_ids=[EOS], max_response_length=2))
+
+
+def _state(cfg: FilterGroupsConfig, gen_batch: int, num_prompts: int = 8) -> DynamicSamplingState:
+    return DynamicSamplingState(cfg, default_gen_batch_size=gen_batch, num_prompts=num_prompts)
+
+
+def test_keeps_only_varying_groups_across_generation_batches():
+    cfg = FilterGroupsConfig(metric="acc")
+    rollout = ScriptedRollout(num_prompts=8)
+    batch, metrics = _collect(3, cfg, _state(cfg, gen_batch=4), rollout)
+    # 4 prompts per batch, 2 of them odd: batch 1 keeps prompts 1, 3; batch 2 (4..7) keeps 5 (and 7, dropped).
+    assert rollout.generated == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert batch.prompt_index.tolist() == [1, 1, 3, 3, 5, 5]
+    assert metrics["train/num_gen_batches"] == 2.0 and metrics["train/kept_prompts"] == 4.0
+    assert metrics["train/filtered_prompts_ratio"] == 0.5
+    assert metrics["response_length/clip_ratio"] == 0.0  # every response ends with EOS
+
+
+def test_cap_reached_raises_naming_the_remedies():
+    cfg = FilterGroupsConfig(metric="acc", max_num_gen_batches=2)
+    rollout = ScriptedRollout(num_prompts=2)  # prompt 0 is always dropped, prompt 1 kept: 1 group per batch
+    with pytest.raises(DynamicSamplingError, match="kept 2 of 4 prompt groups in 2 generation batches"):
+        _collect(3, cfg, _state(cfg, gen_batch=2, num_prompts=2), rollout)
+    assert len(rollout.generated) == 2
+
+
+def test_surplus_is_carried_to_the_next_step_and_used_first():
+    cfg = FilterGroupsConfig(metric="acc", keep_surplus=True)
+    state = _state(cfg, gen_batch=8)
+    rollout = ScriptedRollout(num_prompts=8)
+    first, _ = _collect(2, cfg, state, rollout)  # keeps 1, 3, 5, 7: trains on 1, 3; 5, 7 wait
+    assert first.prompt_index.tolist() == [1, 1, 3, 3]
+    rollout.step = 1
+    second, metrics = _collect(2, cfg, state, rollout)
+    assert second.prompt_index.tolist() == [5, 5, 7, 7]
+    assert len(rollout.generated) == 1  # filled from surplus alone
+    assert metrics["train/surplus_groups_used"] == 2.0 and metrics["train/surplus_age_mean"] == 1.0
+    assert "train/filtered_prompts_ratio" not in metrics  # nothing generated: no ratio to report
+
+
+def test_without_keep_surplus_leftover_groups_are_dropped():
+    cfg = FilterGroupsConfig(metric="acc")
+    state = _state(cfg, gen_batch=8)
+    _collect(2, cfg, state, ScriptedRollout(num_prompts=8))
+    assert state.surplus is None
+
+
+def test_prefilter_skips_prompts_that_were_always_all_equal():
+    cfg = FilterGroupsConfig(metric="acc", prefilter=PrefilterConfig(enable=True, min_constant_visits=1,
+                                                                     readmit_prob=0.0))
+    state = _state(cfg, gen_batch=4, num_prompts=4)
+    rollout = ScriptedRollout(num_prompts=4)
+    _collect(2, cfg, state, rollout)  # prompts 0 and 2 are all-equal once: skipped from now on
+    _, metrics = _collect(2, cfg, state, rollout)
+    assert rollout.generated == [[0, 1, 2, 3], [1, 3]]
+    assert metrics["train/prefiltered_prompts"] == 2.0 and metrics["train/filtered_prompts_ratio"] == 0.0
+
+
+def test_disabled_filter_keeps_every_group():
+    cfg = FilterGroupsConfig(enable=False)
+    batch, metrics = _collect(4, cfg, _state(cfg, gen_batch=4), ScriptedRollout(num_prompts=8))
+    assert batch.prompt_index.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert metrics["train/num_gen_batches"] == 1.0
