@@ -23,6 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _quick import quick_overrides  # noqa: E402
+
 SPLIT = ("timing/gen", "timing/reward", "timing/old_log_prob", "timing/update")
 COMPARED = ("train/kept_prompts", "reward/all/score_mean", "reward/kept/score_mean", "actor/pg_loss",
             "actor/grad_norm", "actor/pg_clipfrac")
@@ -59,8 +62,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--nproc", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--quick", action="store_true", help="seconds-long smoke run: 1 tiny step on 1 and 2 processes")
     opts, overrides = parser.parse_known_args()
     with tempfile.TemporaryDirectory() as tmp:
+        if opts.quick:
+            opts.steps, opts.warmup = 1, 0
+            overrides = [*quick_overrides(Path(tmp)), *overrides]
         runs = {}
         for nproc in opts.nproc:
             out = Path(tmp) / f"np{nproc}"

@@ -4,6 +4,7 @@ Prints one JSON line: start / end validation accuracy (greedy, held-out prompts)
 peak RSS of the training process, and whether the targets (<= 300 s, >= +0.20 accuracy) are met.
 
     python benchmarks/default_run.py [key=value ...]   # extra overrides are passed to `gspo train`
+    python benchmarks/default_run.py --quick           # 1 tiny step: checks the script runs, not the targets
 """
 
 from __future__ import annotations
@@ -18,13 +19,20 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _quick import quick_overrides  # noqa: E402
+
 TARGET_SECONDS = 300.0
 TARGET_GAIN = 0.20
 
 
-def main(overrides: list[str]) -> dict:
+def main(argv: list[str]) -> dict:
+    quick = "--quick" in argv
+    overrides = [arg for arg in argv if arg != "--quick"]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run"
+        if quick:
+            overrides = quick_overrides(Path(tmp)) + overrides
         cmd = [sys.executable, "-m", "gspo", "train", f"trainer.default_local_dir={out}", *overrides]
         start = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -48,6 +56,8 @@ def main(overrides: list[str]) -> dict:
         "machine": platform.processor() or platform.machine(),
     }
     result["meets_targets"] = result["wall_s"] <= TARGET_SECONDS and result["val_acc_gain"] >= TARGET_GAIN
+    if quick:
+        result.update(quick=True, meets_targets=None)  # a smoke run says nothing about the targets
     return result
 
 

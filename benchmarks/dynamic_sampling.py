@@ -31,6 +31,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _quick import quick_overrides  # noqa: E402
+
 PREFIX = "algorithm.filter_groups."
 VARIANTS = {
     "verl": [],
@@ -77,9 +80,15 @@ def main() -> None:
     parser.add_argument("--train-prompts", type=int, default=0, help="first N embedded training prompts (0: all)")
     parser.add_argument("--verl-gen-batch-sizes", type=int, nargs="+", default=None, metavar="G",
                         help="data.gen_batch_size values for verl's rule (default: the config's)")
+    parser.add_argument("--quick", action="store_true",
+                        help="seconds-long smoke run: 1 step, 1 seed, verl vs all, 16 prompts, tiny batches")
     parser.add_argument("overrides", nargs="*", help="extra key=value applied to every run")
     args = parser.parse_args()
     subset_dir = tempfile.TemporaryDirectory()
+    if args.quick:
+        args.steps, args.seeds, args.variants, args.train_prompts = 1, [1], ["verl", "all"], 16
+        args.overrides = [*quick_overrides(Path(subset_dir.name)), "algorithm.filter_groups.enable=true",
+                          "actor_rollout_ref.rollout.n=4", f"{PREFIX}max_num_gen_batches=20", *args.overrides]
     if args.train_prompts > 0:
         from gspo.resources import resolve_path
 

@@ -153,9 +153,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--mmap-threshold", type=int, default=65536,
                         help="MALLOC_MMAP_THRESHOLD_ for the children (0: glibc's default, whose heap reuse makes "
                              "peak RSS vary by +-100 MiB from run to run)")
+    parser.add_argument("--quick", action="store_true", help="seconds-long smoke run: a tiny model, R = 8")
     parser.add_argument("--response-length", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--_child", action="store_true", help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.lengths, args.prompts, args.n, args.prompt_length, args.micro_batch_size = [8], 1, 2, 8, 2
+        args.hidden, args.layers, args.vocab, args.threads = 32, 1, 64, 1
+    return args
 
 
 if __name__ == "__main__":

@@ -89,6 +89,7 @@ class ActorConfig:
     clip_ratio_low: float = 3e-4
     clip_ratio_high: float = 4e-4
     clip_ratio_c: float = 3.0
+    # seq-mean-token-sum-norm divides by N_seq x data.max_response_length, verl by the length alone (README).
     loss_agg_mode: str = "seq-mean-token-mean"
     # Prompts per optimizer step; more than one mini-batch per train batch makes the update off-policy.
     ppo_mini_batch_size: int = 16

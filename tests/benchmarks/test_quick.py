@@ -1,0 +1,58 @@
+"""Every benchmark's --quick mode runs end to end and prints its JSON (seconds; no timing is asserted)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def _run(script: str, *args: str) -> list[dict]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / script), "--quick", *args], capture_output=True,
+                          text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+
+
+def test_every_benchmark_has_a_quick_test():
+    scripts = {p.name for p in BENCHMARKS.glob("*.py") if not p.name.startswith("_")}
+    tested = {"default_run.py", "dynamic_sampling.py", "data_parallel.py", "memory.py", "vs_trl.py"}
+    assert scripts == tested
+
+
+def test_default_run_quick():
+    (result,) = _run("default_run.py")
+    assert result["quick"] and result["steps"] == 1 and 0.0 <= result["end_val_acc"] <= 1.0
+
+
+def test_dynamic_sampling_quick():
+    rows = _run("dynamic_sampling.py")
+    assert [r["variant"] for r in rows] == ["verl", "all"]
+    assert all(r["generated_tokens_per_trained_group"] > 0 for r in rows)
+
+
+def test_data_parallel_quick():
+    rows = _run("data_parallel.py")
+    assert [r["nproc"] for r in rows] == [1, 2]
+    assert rows[1]["same_kept_and_rewards_as_nproc_1"] is True
+
+
+def test_memory_quick():
+    rows = _run("memory.py")
+    assert [r["use_dynamic_bsz"] for r in rows] == [False, True]
+    assert all(len(r["peak_delta_mib"]) == 1 for r in rows)
+
+
+def test_vs_trl_quick_runs_our_side_with_fixed_length():
+    (result,) = _run("vs_trl.py", "--fixed-length")
+    small = result["sizes"]["small"]
+    ours = small["ours"]
+    assert ours["optimizer_steps_per_step"] == 2 and ours["sec_per_step"] > 0
+    assert ours["mean_response_length"] == 4.0  # rollout.ignore_eos: every response runs --quick's 4 tokens
+    if small["trl"] is None:  # TRL is not installed (CI): our side alone, no ratio
+        assert "ratio_ours_over_trl" not in small
