@@ -54,6 +54,16 @@ class ModelConfig:
     path: str = "embedded://addition"
     # Recompute activations in the backward pass: less memory, about one extra forward of compute.
     enable_gradient_checkpointing: bool = False
+    # LoRA through peft (`pip install -e '.[lora]'`), verl's keys: adapter rank, 0 = full fine-tuning. With a rank,
+    # only the adapters train (fp32), the base is frozen (bf16 on CUDA), the KL reference is the base with the
+    # adapters switched off, and final_model/ is the merged model (gspo/trainer/lora.py).
+    lora_rank: int = 0
+    # Adapter output scale alpha / rank.
+    lora_alpha: float = 16.0
+    # "all-linear" (every linear layer but the LM head, peft's shorthand) or a list of module names / suffixes.
+    target_modules: Any = "all-linear"
+    # Dropout on the adapter input in training forward passes (peft's lora_dropout); 0 keeps the update exact.
+    lora_dropout: float = 0.0
 
 
 @dataclass
@@ -376,6 +386,17 @@ def _one_of(value: Any, choices: tuple, key: str) -> None:
     _require(value in choices, key, f"{value!r} is not one of {', '.join(map(str, choices))}")
 
 
+def _validate_lora(model: ModelConfig) -> None:
+    key = "actor_rollout_ref.model"
+    _require(model.lora_rank >= 0, f"{key}.lora_rank", "must be >= 0 (0 = full fine-tuning)")
+    _require(model.lora_alpha > 0, f"{key}.lora_alpha", "must be > 0")
+    _require(0.0 <= model.lora_dropout < 1.0, f"{key}.lora_dropout", "must lie in [0, 1)")
+    targets = model.target_modules
+    _require(targets == "all-linear" or (isinstance(targets, list) and bool(targets)
+                                         and all(isinstance(t, str) and t for t in targets)),
+             f"{key}.target_modules", f"{targets!r} must be 'all-linear' or a non-empty list of module names")
+
+
 def validate_config(cfg: GSPOConfig) -> None:
     """Raise :class:`ConfigError` naming the key for any value that type-checks but cannot run."""
     data, actor, rollout = cfg.data, cfg.actor_rollout_ref.actor, cfg.actor_rollout_ref.rollout
@@ -385,6 +406,7 @@ def validate_config(cfg: GSPOConfig) -> None:
     _require(data.train_batch_size >= 1, "data.train_batch_size", "must be >= 1")
     _require(data.gen_batch_size is None or data.gen_batch_size >= 1, "data.gen_batch_size", "must be >= 1")
     _one_of(data.apply_chat_template, CHAT_TEMPLATE_MODES, "data.apply_chat_template")
+    _validate_lora(cfg.actor_rollout_ref.model)
 
     if actor.policy_loss.path:
         _require(actor.policy_loss.loss_mode not in POLICY_LOSSES, "actor_rollout_ref.actor.policy_loss.loss_mode",

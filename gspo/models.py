@@ -40,11 +40,12 @@ def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def load_causal_lm(path: str, device: torch.device) -> PreTrainedModel:
-    """fp32 parameters on ``device``; mixed precision (bf16 on CUDA) is applied per forward by the caller."""
+def load_causal_lm(path: str, device: torch.device, dtype: torch.dtype = torch.float32) -> PreTrainedModel:
+    """fp32 parameters on ``device`` (``dtype`` for a frozen LoRA base); mixed precision (bf16 on CUDA) is applied
+    per forward by the caller."""
     folder = check_model_path(path)
     try:
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, local_files_only=True)
     except Exception as exc:
         raise ModelLoadError(f"actor_rollout_ref.model.path: cannot load {folder} as a causal LM: {exc}") from exc
     return model.to(device)

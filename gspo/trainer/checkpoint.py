@@ -20,6 +20,7 @@ import os
 import random
 import shutil
 import warnings
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,15 +79,23 @@ def save_hf_folder(folder: Path, *, hf_model, state_dict: dict[str, torch.Tensor
     tokenizer.save_pretrained(folder)
 
 
+def _state_options(model: torch.nn.Module) -> StateDictOptions:
+    """Frozen parameters (a LoRA base) are not saved: they are re-read from the model path on resume."""
+    frozen = any(not param.requires_grad for param in model.parameters())
+    return StateDictOptions(ignore_frozen_params=frozen, strict=not frozen)
+
+
 def save_checkpoint(root: Path, step: int, *, model, hf_model, tokenizer, optimizer, scheduler,
                     trainer_state: dict[str, Any], tensors: dict[str, torch.Tensor] | None = None,
-                    config_yaml: str = "", max_to_keep: int | None = None, dist: DistContext = SINGLE_PROCESS) -> Path:
+                    config_yaml: str = "", max_to_keep: int | None = None, dist: DistContext = SINGLE_PROCESS,
+                    export: Callable[[Path], None] | None = None) -> Path:
     """Write ``root/global_step_<step>`` atomically and point ``root/latest`` at it (collective: all ranks call).
 
     A crash at any moment leaves either the previous checkpoint or the new one complete: files are written into a
     hidden temporary folder, fsynced, and only then renamed into place; ``latest`` is replaced last.
     ``hf_model`` is an unsharded model of the same architecture used to write ``model/`` (the policy itself on
-    one process).
+    one process). ``export(folder)``, when given, writes the model's files into the checkpoint folder instead of
+    ``model/`` (LoRA: the adapter); every rank calls it.
     """
     final = root / f"{STEP_PREFIX}{step}"
     tmp = root / f".tmp_{STEP_PREFIX}{step}"
@@ -108,16 +117,20 @@ def save_checkpoint(root: Path, step: int, *, model, hf_model, tokenizer, optimi
     if dist.is_main:  # every rank has read it (the all-reduce above)
         writer.unlink()
     (tmp / "rng").mkdir(exist_ok=True)
-    model_state, optimizer_state = get_state_dict(model, optimizer)
+    model_state, optimizer_state = get_state_dict(model, optimizer, options=_state_options(model))
     with _quiet_single_process():
         dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=tmp / "state",
                  no_dist=not dist.is_distributed)
     torch.save({"torch_rng": torch.get_rng_state(),  # this rank's device only: resumable with other GPU counts
                 "cuda_rng": torch.cuda.get_rng_state() if torch.cuda.is_available() else None},
                tmp / "rng" / f"rank_{dist.rank}.pt")
-    full_state = full_model_state_dict(model, dist)
+    if export is not None:
+        export(tmp)
+    else:
+        full_state = full_model_state_dict(model, dist)
+        if dist.is_main:
+            save_hf_folder(tmp / "model", hf_model=hf_model, state_dict=full_state, tokenizer=tokenizer)
     if dist.is_main:
-        save_hf_folder(tmp / "model", hf_model=hf_model, state_dict=full_state, tokenizer=tokenizer)
         torch.save({"scheduler": scheduler.state_dict(), "tensors": tensors or {},
                     "numpy_rng": torch.from_numpy(np.random.get_state()[1].astype(np.int64))}, tmp / "extra.pt")
         _, _, numpy_pos, numpy_has_gauss, numpy_gauss = np.random.get_state()
@@ -212,14 +225,16 @@ def load_checkpoint(path: Path, *, model, optimizer, scheduler, dist: DistContex
     if not _is_complete(path):
         raise FileNotFoundError(f"{path} is not a complete gspo checkpoint (trainer.resume_from_path or "
                                 f"checkpoints/latest)")
-    model_state, optimizer_state = get_state_dict(model, optimizer)
+    options = _state_options(model)
+    model_state, optimizer_state = get_state_dict(model, optimizer, options=options)
     state = {"model": model_state, "optimizer": optimizer_state}
     try:
         with _quiet_single_process():
             dcp.load(state, checkpoint_id=path / "state", no_dist=not dist.is_distributed)
     except Exception as exc:  # DCP reports a missing key as a planner error deep in a stack trace
         raise ValueError(f"{path}: checkpoint does not match the model or optimizer: {exc}") from exc
-    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"],
+                   options=options)
     extra = torch.load(path / "extra.pt", weights_only=True, map_location="cpu")
     scheduler.load_state_dict(extra["scheduler"])
     rng_file = path / "rng" / f"rank_{dist.rank}.pt"

@@ -73,9 +73,12 @@ def build_rollout_copy(model: PreTrainedModel, dtype: torch.dtype | None) -> Pre
 
 @torch.no_grad()
 def sync_rollout_weights(sharded: torch.nn.Module, replica: torch.nn.Module) -> None:
-    """Copy the current (sharded) parameters into the rollout copy; an all-gather per parameter on every rank."""
+    """Copy the current (sharded) trainable parameters into the rollout copy; an all-gather per parameter on every
+    rank."""
     targets = dict(replica.named_parameters())
     for name, param in sharded.named_parameters():
+        if not param.requires_grad:  # frozen (a LoRA base): never changes
+            continue
         target = targets[name]
         # CPU-offloaded shards move to the rollout device first, so the all-gather runs there (NCCL), not on gloo.
         full = param.to(target.device).full_tensor() if isinstance(param, DTensor) else param

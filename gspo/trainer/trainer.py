@@ -38,6 +38,7 @@ from gspo.trainer.dynamic_sampling import (
     collect_train_batch,
     trained_batch_metrics,
 )
+from gspo.trainer.lora import LoRAPolicy, base_dtype
 from gspo.trainer.metrics import MetricsLogger, summary_line
 from gspo.trainer.old_policy import (
     num_on_policy_rows,
@@ -102,7 +103,8 @@ class Trainer:
         self.rewards = build_reward_manager(cfg)
         self.policy_loss = build_policy_loss(cfg)
         self.sampler = PromptSampler(len(self.train_data), seed=cfg.trainer.seed, shuffle=cfg.data.shuffle)
-        self.model = load_causal_lm(model_path, self.device)
+        self.model = load_causal_lm(model_path, self.device, base_dtype(cfg.actor_rollout_ref.model, self.device))
+        self.lora = LoRAPolicy.attach(self.model, cfg.actor_rollout_ref.model)  # None: full fine-tuning
         if cfg.actor_rollout_ref.model.enable_gradient_checkpointing:
             enable_activation_checkpointing(self.model)
         self.rollout_model = self.model  # one process generates with the policy itself
@@ -138,8 +140,10 @@ class Trainer:
         self.autocast_dtype = None
 
     def _build_ref_model(self, model_path: str):
-        if not self.config.actor_rollout_ref.actor.use_kl_loss:
-            return None  # the reference model costs a full copy of the weights: load it only when used
+        if not self.config.actor_rollout_ref.actor.use_kl_loss or self.lora is not None:
+            # The reference model costs a full copy of the weights: load it only when used. With LoRA the
+            # reference is the policy with its adapters switched off.
+            return None
         ref = load_causal_lm(model_path, self.device).eval()
         ref.requires_grad_(False)
         if self.dist.is_distributed:
@@ -268,9 +272,18 @@ class Trainer:
 
     def compute_reference_log_probs(self, batch: RolloutBatch, timings: dict[str, float]) -> None:
         """Set ``batch.ref_log_probs`` (this rank's rows) when the KL loss needs the reference policy."""
-        if self.ref_model is not None:
-            with _timer(timings, "timing/ref"):
-                batch.ref_log_probs = compute_log_probs(self.ref_model, batch, **self._log_prob_options())
+        if self.config.actor_rollout_ref.actor.use_kl_loss:
+            with _timer(timings, "timing/ref"), self._reference() as reference:
+                batch.ref_log_probs = compute_log_probs(reference, batch, **self._log_prob_options())
+
+    @contextmanager
+    def _reference(self):
+        """The KL reference policy: its own frozen copy, or with LoRA the base (the policy, adapters off)."""
+        if self.lora is None:
+            yield self.ref_model
+            return
+        with self.lora.adapters_disabled():
+            yield self.model
 
     def update(self, batch: RolloutBatch) -> dict[str, float]:
         metrics = update_policy(self.model, self.optimizer, batch, self.config.actor_rollout_ref.actor,
@@ -390,11 +403,17 @@ class Trainer:
                                hf_model=self.rollout_model, tokenizer=self.tokenizer, optimizer=self.optimizer,
                                scheduler=self.scheduler, trainer_state=state, tensors=tensors,
                                config_yaml=to_yaml(self.config),
-                               max_to_keep=self.config.trainer.max_actor_ckpt_to_keep, dist=self.dist)
+                               max_to_keep=self.config.trainer.max_actor_ckpt_to_keep, dist=self.dist,
+                               export=self.lora and self.lora.checkpoint_export(self.tokenizer, self.dist))
 
     def save_final_model(self) -> Path:
         """The trained policy as a plain HF folder (safetensors + tokenizer), gathered to rank 0."""
         final = self.output_dir / "final_model"
+        if self.lora is not None:  # merged plain HF model, and the PEFT adapter beside it
+            self.lora.save_final(final, self.output_dir / "final_adapter", self.tokenizer, self.dist,
+                                 save_folder=save_hf_folder_atomically)
+            self.dist.barrier()
+            return final
         state_dict = full_model_state_dict(self.model, self.dist)
         if self.is_main:  # a re-run's export replaces the previous one whole, never leaving it half written
             save_hf_folder_atomically(final, hf_model=self.rollout_model, state_dict=state_dict,
@@ -410,6 +429,8 @@ class Trainer:
                 else find_latest(self.output_dir / "checkpoints"))
         if path is None:
             return
+        if self.lora is not None:
+            self.lora.check_base(path)
         state = load_checkpoint(path, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
                                 dist=self.dist)
         self._rollout_stale = True
