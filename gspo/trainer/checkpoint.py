@@ -85,6 +85,13 @@ def _state_options(model: torch.nn.Module) -> StateDictOptions:
     return StateDictOptions(ignore_frozen_params=frozen, strict=not frozen)
 
 
+def _trainable_state(model: torch.nn.Module, model_state: dict) -> dict:
+    """``model_state`` without frozen parameters under any of their names (``ignore_frozen_params`` keeps a tied
+    alias such as ``lm_head.weight``, the size of the embedding)."""
+    frozen = {name for name, param in model.named_parameters(remove_duplicate=False) if not param.requires_grad}
+    return {name: value for name, value in model_state.items() if name not in frozen}
+
+
 def save_checkpoint(root: Path, step: int, *, model, hf_model, tokenizer, optimizer, scheduler,
                     trainer_state: dict[str, Any], tensors: dict[str, torch.Tensor] | None = None,
                     config_yaml: str = "", max_to_keep: int | None = None, dist: DistContext = SINGLE_PROCESS,
@@ -118,6 +125,7 @@ def save_checkpoint(root: Path, step: int, *, model, hf_model, tokenizer, optimi
         writer.unlink()
     (tmp / "rng").mkdir(exist_ok=True)
     model_state, optimizer_state = get_state_dict(model, optimizer, options=_state_options(model))
+    model_state = _trainable_state(model, model_state)
     with _quiet_single_process():
         dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=tmp / "state",
                  no_dist=not dist.is_distributed)
@@ -227,7 +235,7 @@ def load_checkpoint(path: Path, *, model, optimizer, scheduler, dist: DistContex
                                 f"checkpoints/latest)")
     options = _state_options(model)
     model_state, optimizer_state = get_state_dict(model, optimizer, options=options)
-    state = {"model": model_state, "optimizer": optimizer_state}
+    state = {"model": _trainable_state(model, model_state), "optimizer": optimizer_state}
     try:
         with _quiet_single_process():
             dcp.load(state, checkpoint_id=path / "state", no_dist=not dist.is_distributed)
