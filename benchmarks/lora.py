@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 TARGET_GAIN = 0.15
 TARGET_SECONDS = 300.0
 # The lr the README gives for LoRA on the embedded default (full fine-tuning uses 1e-4); see --lr.
-DEFAULT_LORA_LR = 2e-3
+DEFAULT_LORA_LR = 1e-3
 
 
 def child(spec: dict) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 from pathlib import Path
 
 import torch
@@ -15,12 +16,28 @@ class ModelLoadError(ValueError):
     """The model path is missing, unreadable, or not a causal LM."""
 
 
+def adapter_base_path(folder: Path) -> Path | None:
+    """The base model folder of a PEFT adapter folder (``adapter_config.json``, no ``config.json``), else None."""
+    config = folder / "adapter_config.json"
+    if (folder / "config.json").is_file() or not config.is_file():
+        return None
+    try:
+        return Path(json.loads(config.read_text())["base_model_name_or_path"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelLoadError(f"actor_rollout_ref.model.path: cannot read the base model of {config}: {exc}") from None
+
+
 def check_model_path(path: str) -> Path:
-    """Fail fast, before any work starts, when ``path`` is not a local HF model folder."""
+    """Fail fast, before any work starts, when ``path`` is not a local HF model folder (or a PEFT adapter folder
+    whose base is one)."""
     folder = resolve_path(path)
     key = "actor_rollout_ref.model.path"
     if not folder.exists():
         raise ModelLoadError(f"{key}: {path!r} does not exist (only local folders are supported; no downloads)")
+    base = adapter_base_path(folder)
+    if base is not None:
+        check_model_path(str(base))
+        return folder
     if not (folder / "config.json").is_file():
         raise ModelLoadError(f"{key}: {path!r} has no config.json; expected a folder written by save_pretrained")
     try:
@@ -44,10 +61,18 @@ def load_causal_lm(path: str, device: torch.device, dtype: torch.dtype = torch.f
     """fp32 parameters on ``device`` (``dtype`` for a frozen LoRA base); mixed precision (bf16 on CUDA) is applied
     per forward by the caller."""
     folder = check_model_path(path)
+    base = adapter_base_path(folder)
     try:
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(base or folder, dtype=dtype, local_files_only=True)
     except Exception as exc:
         raise ModelLoadError(f"actor_rollout_ref.model.path: cannot load {folder} as a causal LM: {exc}") from exc
+    if base is not None:  # a LoRA checkpoint's adapter/ (or final_adapter/): its base with the adapter merged in
+        try:
+            from peft import PeftModel
+        except ImportError:
+            raise ModelLoadError(f"{folder} is a PEFT adapter folder; loading it needs peft "
+                                 f"(pip install -e '.[lora]')") from None
+        model = PeftModel.from_pretrained(model, folder).merge_and_unload()
     return model.to(device)
 
 

@@ -170,7 +170,10 @@ def lora_layers(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
 
 
 def _full(tensor: torch.Tensor) -> torch.Tensor:
-    return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
+    """The unsharded tensor; a CPU-offloaded shard is gathered on its mesh's device (NCCL, not gloo)."""
+    if not isinstance(tensor, DTensor):
+        return tensor
+    return tensor.to(tensor.device_mesh.device_type).full_tensor()
 
 
 @torch.no_grad()

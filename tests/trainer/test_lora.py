@@ -11,6 +11,7 @@ from transformers import AutoModelForCausalLM
 
 from gspo.algos import ADV_ESTIMATORS
 from gspo.config import ConfigError
+from gspo.models import load_causal_lm, load_tokenizer
 from gspo.trainer import Trainer
 from gspo.trainer.actor import compute_log_probs
 from gspo.trainer.lora import iter_merged_weights
@@ -87,6 +88,10 @@ def test_merged_export_and_peft_adapter_compute_the_adapted_policy(trained, tiny
     adapter = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), out / "final_adapter")
     torch.testing.assert_close(_logits(adapter, ids), adapted, rtol=0, atol=1e-6)
     assert json.loads((out / "final_adapter" / "adapter_config.json").read_text())["r"] == 4
+    # `gspo eval --model` takes an adapter folder (final_adapter/, a checkpoint's adapter/): base + merged adapter.
+    evaluated = load_causal_lm(str(out / "final_adapter"), torch.device("cpu"))
+    torch.testing.assert_close(_logits(evaluated, ids), adapted, rtol=0, atol=1e-5)
+    assert load_tokenizer(str(out / "checkpoints" / "global_step_2" / "adapter")).pad_token_id is not None
 
 
 def test_merged_weights_are_base_plus_scaled_product(trained):
