@@ -38,7 +38,7 @@ FINGERPRINT_FILE = "base_fingerprint.json"
 _KEY = "actor_rollout_ref.model"
 
 
-def _peft():
+def require_peft():
     try:
         import peft
     except ImportError:
@@ -70,7 +70,7 @@ class LoRAPolicy:
         """
         if model_cfg.lora_rank == 0:
             return None
-        peft = _peft()
+        peft = require_peft()
         fingerprint = weights_fingerprint(model)
         config = peft.LoraConfig(r=model_cfg.lora_rank, lora_alpha=model_cfg.lora_alpha,
                                  target_modules=model_cfg.target_modules, lora_dropout=model_cfg.lora_dropout,
@@ -165,7 +165,7 @@ class LoRAPolicy:
 
 def lora_layers(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
     """Module name -> peft LoRA linear layer, in module order."""
-    peft = _peft()
+    peft = require_peft()
     return {name: module for name, module in model.named_modules() if isinstance(module, peft.tuners.lora.Linear)}
 
 

@@ -61,6 +61,10 @@ def check_runnable(cfg: GSPOConfig, train_data: PromptDataset) -> None:
     if gen_batch > len(train_data):
         raise ConfigError(f"data.gen_batch_size: {gen_batch} is larger than the {len(train_data)} usable prompts "
                           f"in data.train_files")
+    if cfg.actor_rollout_ref.model.lora_rank > 0:
+        from gspo.trainer.lora import require_peft
+
+        require_peft()  # an optional extra: say so before the weights load
     if not cfg.custom_reward_function.path:
         for source in sorted({item.data_source for item in train_data}):
             get_reward_fn(source)  # raises, listing the registered rewards

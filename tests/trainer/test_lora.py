@@ -190,3 +190,13 @@ def test_bad_lora_settings_name_the_key(make_config):
         Trainer(make_config(*LORA, "actor_rollout_ref.model.target_modules=[no_such_layer]"))
     with pytest.raises(ConfigError, match="actor_rollout_ref.model.target_modules.*only linear"):
         Trainer(make_config(*LORA, "actor_rollout_ref.model.target_modules=[embed_tokens]"))
+
+
+def test_missing_peft_is_a_config_error_before_the_weights_load(make_config, monkeypatch):
+    import sys
+
+    from gspo.trainer.setup import preflight
+
+    monkeypatch.setitem(sys.modules, "peft", None)  # `import peft` raises ImportError
+    with pytest.raises(ConfigError, match=r"lora_rank: LoRA needs peft; install it with pip install -e '.\[lora\]'"):
+        preflight(make_config(*LORA))  # gspo validate
