@@ -62,7 +62,8 @@ class ModelConfig:
     lora_alpha: float = 16.0
     # "all-linear" (every linear layer but the LM head, peft's shorthand) or a list of module names / suffixes.
     target_modules: Any = "all-linear"
-    # Dropout on the adapter input in training forward passes (peft's lora_dropout); 0 keeps the update exact.
+    # Dropout on the adapter input in training forward passes (peft's lora_dropout). Above 0 the importance ratio
+    # against the (dropout-free) old policy carries dropout noise, which GSPO's narrow clip range mostly clips.
     lora_dropout: float = 0.0
 
 
