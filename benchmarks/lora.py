@@ -5,6 +5,7 @@ the embedded default learns with LoRA. Prints one JSON object.
                                                    # then `gspo train` with LoRA (target: >= +15 points, <= 300 s)
     python benchmarks/lora.py --quick              # the 0.59M model, 2 small steps each, no learning run (tested)
     python benchmarks/lora.py --rank 16 --alpha 32 --lr 2e-3 --sizes medium
+    python benchmarks/lora.py --sizes              # the learning run alone
 
 Each (model, mode) runs in a fresh process, so peak RSS is that configuration's own. Steps are timed with dynamic
 sampling off (a random-init 20M model earns no reward, so every group would be filtered) and the embedded
@@ -22,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -83,15 +85,32 @@ def run_child(spec: dict) -> dict:
 
 
 def learning_run(opts: argparse.Namespace) -> dict:
-    """`gspo train` (the embedded default) with LoRA: start / end validation accuracy and wall time."""
-    from default_run import main as default_run
-
-    result = default_run([f"actor_rollout_ref.model.lora_rank={opts.rank}",
-                          f"actor_rollout_ref.model.lora_alpha={opts.alpha}",
-                          f"actor_rollout_ref.actor.optim.lr={opts.lr}"])
-    result["meets_targets"] = result["wall_s"] <= TARGET_SECONDS and result["val_acc_gain"] >= TARGET_GAIN
-    result["targets"] = {"val_acc_gain": TARGET_GAIN, "wall_s": TARGET_SECONDS}
-    return result
+    """`gspo train` (the embedded default) with LoRA: validation accuracy over training, the wall time, and the
+    training time at which the gain first reached the target (steps + validations, from metrics.jsonl)."""
+    overrides = [f"actor_rollout_ref.model.lora_rank={opts.rank}", f"actor_rollout_ref.model.lora_alpha={opts.alpha}",
+                 f"actor_rollout_ref.actor.optim.lr={opts.lr}"]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "run"
+        cmd = [sys.executable, "-m", "gspo", "train", f"trainer.default_local_dir={out}", *overrides]
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        wall = time.perf_counter() - start
+        if proc.returncode != 0:
+            sys.stderr.write(proc.stderr[-4000:])
+            raise SystemExit(f"gspo train failed with exit code {proc.returncode}")
+        rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    elapsed, curve = 0.0, []
+    for row in rows:
+        elapsed += row.get("timing/step", 0.0) + row.get("timing/val", 0.0)
+        if "val/acc_mean" in row:
+            curve.append((row["step"], round(elapsed, 1), row["val/acc_mean"]))
+    start_acc = curve[0][2]
+    reached = next((t for _, t, acc in curve if acc - start_acc >= TARGET_GAIN), None)
+    gain = curve[-1][2] - start_acc
+    return {"overrides": overrides, "start_val_acc": start_acc, "end_val_acc": curve[-1][2],
+            "val_acc_gain": round(gain, 4), "val_curve_step_s_acc": curve, "wall_s": round(wall, 1),
+            "train_s_to_target_gain": reached, "targets": {"val_acc_gain": TARGET_GAIN, "wall_s": TARGET_SECONDS},
+            "meets_targets": wall <= TARGET_SECONDS and gain >= TARGET_GAIN}
 
 
 def main(opts: argparse.Namespace) -> dict:
@@ -126,7 +145,7 @@ def _ratios(rows: list[dict]) -> dict:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", nargs="+", choices=("small", "medium"), default=["small", "medium"])
+    parser.add_argument("--sizes", nargs="*", choices=("small", "medium"), default=["small", "medium"])
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--warmup", type=int, default=1, help="untimed first steps")
     parser.add_argument("--threads", type=int, default=2)
