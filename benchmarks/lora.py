@@ -125,9 +125,10 @@ def main(opts: argparse.Namespace) -> dict:
                             steps=opts.steps, warmup=opts.warmup, threads=opts.threads, rank=opts.rank,
                             alpha=opts.alpha, lr=opts.lr if mode == "lora" else 1e-4, extra=opts.extra)
                 rows.append({"size": size, "mode": mode, **run_child(spec)})
-    result = {"benchmark": "lora", "rank": opts.rank, "alpha": opts.alpha, "lora_lr": opts.lr, "rows": rows,
-              "ratios_lora_over_full": _ratios(rows), "machine": platform.processor() or platform.machine(),
-              "cpu_count": os.cpu_count(), "threads": opts.threads}
+    result = {"benchmark": "lora", "quick": opts.quick, "rank": opts.rank, "alpha": opts.alpha, "lora_lr": opts.lr,
+              "rows": rows, "ratios_lora_over_full": _ratios(rows),
+              "machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+              "threads": opts.threads}
     if not opts.quick and not opts.skip_learning:
         result["learning"] = learning_run(opts)
     return result
@@ -159,8 +160,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     opts.extra = []
     if opts.quick:  # a smoke test of the benchmark itself: numbers of parameters and state exact, timings not
         opts.sizes, opts.steps, opts.warmup, opts.threads = ["small"], 2, 1, 1
-        opts.extra = ["data.train_batch_size=8", "data.gen_batch_size=8", "actor_rollout_ref.rollout.n=4",
-                      "actor_rollout_ref.actor.ppo_mini_batch_size=4"]
+        opts.extra = ["data.train_batch_size=2", "data.gen_batch_size=2", "actor_rollout_ref.rollout.n=2",
+                      "actor_rollout_ref.actor.ppo_mini_batch_size=2"]  # benchmarks/_quick.py's batch
     return opts
 
 

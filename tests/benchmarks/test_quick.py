@@ -21,7 +21,7 @@ def _run(script: str, *args: str) -> list[dict]:
 
 def test_every_benchmark_has_a_quick_test():
     scripts = {p.name for p in BENCHMARKS.glob("*.py") if not p.name.startswith("_")}
-    tested = {"default_run.py", "dynamic_sampling.py", "data_parallel.py", "memory.py", "vs_trl.py"}
+    tested = {"default_run.py", "dynamic_sampling.py", "data_parallel.py", "memory.py", "vs_trl.py", "lora.py"}
     assert scripts == tested
 
 
@@ -56,3 +56,21 @@ def test_vs_trl_quick_runs_our_side_with_fixed_length():
     assert ours["mean_response_length"] == 4.0  # rollout.ignore_eos: every response runs --quick's 4 tokens
     if small["trl"] is None:  # TRL is not installed (CI): our side alone, no ratio
         assert "ratio_ours_over_trl" not in small
+
+
+# The shipped warm start (gspo/assets/addition): hidden 128, intermediate 384, 3 layers, 4 query / 2 key-value heads
+# of size 32. Rank-8 adapters on its 7 linear layers per block hold 8 x (in + out) each: q, o 8(128+128)=2048,
+# k, v 8(128+64)=1536, gate, up, down 8(128+384)=4096 -> 19456 per layer, 58368 in all.
+FULL_PARAMS, LORA_PARAMS = 593408, 58368
+
+
+def test_lora_quick():
+    (result,) = _run("lora.py")
+    rows = {row["mode"]: row for row in result["rows"]}
+    assert result["quick"] and "learning" not in result
+    assert rows["full"]["trainable_params"] == rows["full"]["base_params"] == FULL_PARAMS
+    assert rows["lora"]["trainable_params"] == LORA_PARAMS and rows["lora"]["base_params"] == FULL_PARAMS
+    for row in rows.values():  # AdamW: two fp32 moments per parameter and a 4-byte step count per tensor
+        moments = 8 * row["trainable_params"]
+        assert moments < row["optimizer_state_bytes"] <= moments + 4 * 200
+        assert row["s_per_step"] > 0 and row["peak_rss_mib"] > 0
