@@ -149,7 +149,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--sizes", nargs="*", choices=("small", "medium"), default=["small", "medium"])
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--warmup", type=int, default=1, help="untimed first steps")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads per process (1: no OpenMP spin-waiting on a shared machine)")
     parser.add_argument("--rank", type=int, default=8)
     parser.add_argument("--alpha", type=float, default=16.0)
     parser.add_argument("--lr", type=float, default=DEFAULT_LORA_LR, help="LoRA learning rate")
