@@ -102,17 +102,13 @@ class RewardManager:
 
         outputs: list[RewardOutput] = []
         num_errors = 0
-        fns: dict[str, RewardFn] = {}
-        for i, (response, gt, source, extra) in enumerate(zip(responses, ground_truths, data_sources, extra_infos)):
-            fn = self.custom_fn
-            if fn is None:
-                if source not in fns:
-                    fns[source] = get_reward_fn(source)
-                fn = fns[source]
-            fn_name = getattr(fn, "__qualname__", None) or repr(fn)
+        fns = self._functions(data_sources, batch)
+        raw_results = _call_rewards(fns, responses, ground_truths, extra_infos)
+        for i, (response, gt, source, raw) in enumerate(zip(responses, ground_truths, data_sources, raw_results)):
+            fn_name = getattr(fns[i], "__qualname__", None) or repr(fns[i])
             try:
-                # A copy, so a reward function cannot mutate the dataset's extra_info.
-                raw = fn(response, gt, dict(extra or {}))
+                if isinstance(raw, BaseException):
+                    raise raw
                 out = normalize_reward(raw, fn_name=fn_name, response_text=response)
             except Exception as e:
                 if self.on_error == "raise":
@@ -154,6 +150,13 @@ class RewardManager:
         return self.score(responses, response_lengths, [p.ground_truth for p in rows],
                           [p.data_source for p in rows], [p.extra_info for p in rows])
 
+    def _functions(self, data_sources: Sequence[str], batch: int) -> list[RewardFn]:
+        """The reward function of each response (an unknown data_source raises: a configuration error)."""
+        if self.custom_fn is not None:
+            return [self.custom_fn] * batch
+        by_source = {source: get_reward_fn(source) for source in dict.fromkeys(data_sources)}
+        return [by_source[source] for source in data_sources]
+
     def _lengths(self, response_lengths: Sequence[int] | torch.Tensor | None, batch: int) -> torch.Tensor | None:
         if response_lengths is None:
             if self.overlong_enable:
@@ -164,6 +167,39 @@ class RewardManager:
         if lengths.shape != (batch,):
             raise ValueError(f"response_lengths must have shape ({batch},), got {tuple(lengths.shape)}")
         return lengths
+
+
+def _call_rewards(fns: list[RewardFn], responses: Sequence[str], ground_truths: Sequence[str | None],
+                  extra_infos: Sequence[dict | None]) -> list:
+    """Each response's raw reward value, or the exception its reward function raised for it.
+
+    A function with a ``score_batch(responses, ground_truths, extra_infos) -> list`` attribute gets all its
+    responses in one call (the math rewards verify them in parallel); an entry of that list may be an exception
+    (that response's failure). An exception raised by ``score_batch`` itself propagates: it is not about one
+    response (a missing dependency, say) and must not be scored 0 under ``on_error="zero"``.
+    """
+    results: list = [None] * len(responses)
+    groups: dict[int, list[int]] = defaultdict(list)
+    for i, fn in enumerate(fns):
+        groups[id(fn)].append(i)
+    for indices in groups.values():
+        fn = fns[indices[0]]
+        # Copies, so a reward function cannot mutate the dataset's extra_info.
+        extras = [dict(extra_infos[i] or {}) for i in indices]
+        score_batch = getattr(fn, "score_batch", None)
+        if score_batch is not None:
+            values = score_batch([responses[i] for i in indices], [ground_truths[i] for i in indices], extras)
+            if len(values) != len(indices):
+                raise RewardError(f"{fn!r}.score_batch returned {len(values)} results for {len(indices)} responses")
+            for i, value in zip(indices, values):
+                results[i] = value
+            continue
+        for i, extra in zip(indices, extras):
+            try:
+                results[i] = fn(responses[i], ground_truths[i], extra)
+            except Exception as e:
+                results[i] = e
+    return results
 
 
 def _failure_message(error: Exception, i: int, fn_name: str, source: str, gt: object, response: str) -> str:

@@ -9,6 +9,7 @@ from gspo.plugins import load_function_from_file
 from gspo.rewards.base import RewardError, RewardFn
 
 _REGISTRY: dict[str, RewardFn] = {}
+_PREFIXES: dict[str, RewardFn] = {}  # data_source prefix -> reward, for families like verl's "aime*"
 
 DEFAULT_CUSTOM_REWARD_NAME = "compute_score"  # verl's default name for a custom reward function
 
@@ -50,20 +51,38 @@ def register_reward(*names: str, override: bool = False) -> Callable[[RewardFn],
     return decorator
 
 
+def register_reward_prefix(prefix: str) -> Callable[[RewardFn], RewardFn]:
+    """Decorator registering a reward function for every data_source starting with ``prefix`` (an exact name
+    registered with :func:`register_reward` wins; of several matching prefixes, the longest)."""
+    if not isinstance(prefix, str) or not prefix:
+        raise ValueError(f"register_reward_prefix needs a non-empty prefix, got {prefix!r}")
+
+    def decorator(fn: RewardFn) -> RewardFn:
+        existing = _PREFIXES.get(prefix)
+        if existing is not None and not _same_function(existing, fn):
+            raise RewardError(f"reward prefix {prefix!r} is already registered to {_describe(existing)}")
+        _PREFIXES[prefix] = fn
+        return fn
+
+    return decorator
+
+
 def registered_rewards() -> list[str]:
-    """Sorted names of all registered reward functions."""
-    return sorted(_REGISTRY)
+    """Sorted names of all registered reward functions; a prefix registration shows as ``prefix*``."""
+    return sorted([*_REGISTRY, *(f"{prefix}*" for prefix in _PREFIXES)])
 
 
 def get_reward_fn(data_source: str) -> RewardFn:
     """The reward function registered for ``data_source``; RewardError (listing the names) if none."""
-    try:
+    if data_source in _REGISTRY:
         return _REGISTRY[data_source]
-    except KeyError:
-        raise RewardError(
-            f"no reward function registered for data_source {data_source!r}; registered: "
-            f"{registered_rewards()}; register one with @register_reward or pass a custom reward function"
-        ) from None
+    matching = [prefix for prefix in _PREFIXES if data_source.startswith(prefix)]
+    if matching:
+        return _PREFIXES[max(matching, key=len)]
+    raise RewardError(
+        f"no reward function registered for data_source {data_source!r}; registered: "
+        f"{registered_rewards()}; register one with @register_reward or pass a custom reward function"
+    )
 
 
 def load_custom_reward(path: str | os.PathLike, name: str = DEFAULT_CUSTOM_REWARD_NAME) -> RewardFn:

@@ -1,0 +1,157 @@
+r"""Math rewards verified with math-verify: MATH / MATH-500 (score 1 / 0) and DAPO-Math / AIME (score 1 / -1).
+
+Each response's final answer is extracted (:func:`.extract.extract_final_answer`: the last ``\boxed{}`` or
+``Answer:`` line) and compared with the ground truth by math-verify in worker processes (:mod:`.pool`), so
+``\dfrac12``, ``0.5`` and ``\frac{1}{2}`` all match ``\frac12``. Scores follow verl for the same ``data_source``:
+its MATH reward gives 1 / 0, its DAPO reward (``math_dapo`` and ``aime*``) 1 / -1; ``acc`` is 1 / 0 for both.
+Every result also carries ``has_answer`` (1 when an answer was extracted), logged as ``reward/extra/has_answer``.
+
+A verification that passes its deadline (``GSPO_MATH_TIMEOUT_S``, default 5 s per answer) is a reward error
+(:class:`MathVerifyTimeout`), handled like any other by ``reward_model.on_error``: "raise" stops with the answer
+shown, "zero" scores it 0 and counts it in ``reward/errors``.
+
+The registered functions have a ``score_batch`` attribute, which :class:`gspo.rewards.RewardManager` uses to send
+a whole batch to the pool at once; calling the function itself scores one response.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from decimal import Decimal, InvalidOperation
+
+from gspo.rewards.base import RewardError, preview
+from gspo.rewards.math.extract import clean_answer, extract_final_answer
+from gspo.rewards.math.pool import Verdict, shared_pool
+from gspo.rewards.registry import register_reward, register_reward_prefix
+
+MATH_SOURCES = ("math", "lighteval/MATH", "DigitalLearningGmbH/MATH-lighteval", "HuggingFaceH4/MATH-500")
+DAPO_SOURCES = ("math_dapo",)
+DAPO_PREFIX = "aime"  # verl: data_source.startswith("aime") is scored like math_dapo
+
+_PLAIN_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+class MathVerifyTimeout(RewardError):
+    """math-verify did not finish comparing one answer within the per-answer deadline."""
+
+
+class MathVerifyFailure(RewardError):
+    """math-verify (or its worker process) failed on one answer."""
+
+
+def is_math_source(data_source: str) -> bool:
+    """Whether ``data_source`` is scored by the math-verify rewards of this module.
+
+    >>> is_math_source("HuggingFaceH4/MATH-500"), is_math_source("aime_2024"), is_math_source("openai/gsm8k")
+    (True, True, False)
+    """
+    return data_source in MATH_SOURCES or data_source in DAPO_SOURCES or data_source.startswith(DAPO_PREFIX)
+
+
+def _fast_verdict(gold: str, pred: str) -> bool | None:
+    """The verdict without math-verify when it is certain: equal strings, or two plain decimal numbers.
+
+    >>> _fast_verdict("34", "34"), _fast_verdict("3", "3.0"), _fast_verdict("34", "35"), _fast_verdict("1/2", "0.5")
+    (True, True, False, None)
+    """
+    if gold == pred:
+        return True
+    if _PLAIN_NUMBER.fullmatch(gold) and _PLAIN_NUMBER.fullmatch(pred):
+        try:
+            return Decimal(gold) == Decimal(pred)
+        except InvalidOperation:
+            return None
+    return None
+
+
+def verify_pairs(pairs: Sequence[tuple[str, str]]) -> list[Verdict]:
+    """A :class:`Verdict` per ``(gold, pred)`` answer pair; certain cases are settled here, the rest in the pool."""
+    verdicts: list[Verdict | None] = []
+    for gold, pred in pairs:
+        fast = _fast_verdict(gold, pred)
+        verdicts.append(None if fast is None else Verdict("ok", fast))
+    todo = [i for i, v in enumerate(verdicts) if v is None]
+    if todo:
+        for i, verdict in zip(todo, shared_pool().verify([pairs[i] for i in todo])):
+            verdicts[i] = verdict
+    return verdicts  # type: ignore[return-value]
+
+
+def _score_batch(responses: Sequence[str], ground_truths: Sequence[str | None], wrong_score: float) -> list:
+    """Per response: ``{"score", "acc", "has_answer"}`` or the :class:`RewardError` to report for it."""
+    results: list = [None] * len(responses)
+    pairs, where = [], []
+    for i, (response, gt) in enumerate(zip(responses, ground_truths)):
+        if gt is None or not str(gt).strip():
+            results[i] = ValueError("math reward needs a ground truth answer, got " + repr(gt))
+            continue
+        answer = extract_final_answer(response)
+        if answer is None:
+            results[i] = {"score": wrong_score, "acc": 0.0, "has_answer": 0.0}
+        else:
+            pairs.append((clean_answer(str(gt)), answer))
+            where.append(i)
+    for i, (gold, pred), verdict in zip(where, pairs, verify_pairs(pairs)):
+        if verdict.status == "ok":
+            results[i] = {"score": 1.0 if verdict.equal else wrong_score, "acc": float(verdict.equal),
+                          "has_answer": 1.0}
+        elif verdict.status == "timeout":
+            results[i] = MathVerifyTimeout(
+                f"math-verify passed its per-answer deadline ({verdict.message or 'soft timeout'}) comparing answer "
+                f"{preview(pred, 120)} with ground truth {preview(gold, 120)}; set reward_model.on_error=zero to "
+                f"score such answers 0 and count them, or raise GSPO_MATH_TIMEOUT_S")
+        else:
+            results[i] = MathVerifyFailure(f"math-verify failed on answer {preview(pred, 120)}: {verdict.message}")
+    return results
+
+
+def _single(results: list):
+    (result,) = results
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
+@register_reward(*MATH_SOURCES)
+def math_reward(response_text: str, ground_truth: str | None, extra_info: dict) -> dict:
+    r"""1.0 when the response's final answer is equivalent to the ground truth (math-verify), else 0.0.
+
+    >>> math_reward(r"so $x = \boxed{\dfrac12}$", r"\frac{1}{2}", {})
+    {'score': 1.0, 'acc': 1.0, 'has_answer': 1.0}
+    >>> math_reward("the answer is 7", "7", {})  # no box, no "Answer:" line
+    {'score': 0.0, 'acc': 0.0, 'has_answer': 0.0}
+    """
+    return _single(_score_batch([response_text], [ground_truth], wrong_score=0.0))
+
+
+@register_reward(*DAPO_SOURCES)
+@register_reward_prefix(DAPO_PREFIX)
+def dapo_math_reward(response_text: str, ground_truth: str | None, extra_info: dict) -> dict:
+    """As :func:`math_reward` with DAPO's scores: 1.0 when correct, -1.0 otherwise (``acc`` stays 1 / 0).
+
+    >>> dapo_math_reward("...\\nAnswer: 34", "34", {}), dapo_math_reward("Answer: 35", "34", {})["score"]
+    ({'score': 1.0, 'acc': 1.0, 'has_answer': 1.0}, -1.0)
+    """
+    return _single(_score_batch([response_text], [ground_truth], wrong_score=-1.0))
+
+
+math_reward.score_batch = lambda responses, gts, extra_infos: _score_batch(responses, gts, wrong_score=0.0)
+dapo_math_reward.score_batch = lambda responses, gts, extra_infos: _score_batch(responses, gts, wrong_score=-1.0)
+
+
+def merge_equivalent(answers: Sequence[str | None]) -> list[str | None]:
+    r"""``answers`` with each replaced by the first earlier answer it is equivalent to (math-verify), so a vote
+    over the result counts equivalent forms together; None (no answer) stays None. Timeouts count as different.
+
+    >>> merge_equivalent([r"\frac12", "0.5", "2", None, r"\dfrac{1}{2}"])
+    ['\\frac12', '\\frac12', '2', None, '\\frac12']
+    """
+    distinct = list(dict.fromkeys(a for a in answers if a is not None))
+    pairs = [(distinct[j], distinct[i]) for i in range(len(distinct)) for j in range(i)]
+    verdicts = dict(zip(pairs, verify_pairs(pairs)))
+    representative: dict[str, str] = {}
+    for i, answer in enumerate(distinct):
+        representative[answer] = next((representative[distinct[j]] for j in range(i)
+                                       if verdicts[(distinct[j], answer)].equal), answer)
+    return [None if a is None else representative[a] for a in answers]
