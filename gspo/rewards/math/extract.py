@@ -109,6 +109,8 @@ def extract_final_answer(text: str) -> str | None:
         if answer is None:  # the last box never closes: the response was cut before its answer ended
             return None
         answer = clean_answer(answer)
+        while answer.startswith("\\boxed{") and _balanced_group(answer, 6) == answer[7:-1]:
+            answer = clean_answer(answer[7:-1])  # \boxed{\boxed{3}}
         if answer:  # an empty box or a bare "Answer:" states nothing; the answer before it counts
             return answer if len(answer) <= _MAX_ANSWER_CHARS else None
     return None

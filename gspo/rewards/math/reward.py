@@ -16,6 +16,7 @@ a whole batch to the pool at once; calling the function itself scores one respon
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
@@ -73,6 +74,8 @@ def verify_pairs(pairs: Sequence[tuple[str, str]]) -> list[Verdict]:
         verdicts.append(None if fast is None else Verdict("ok", fast))
     todo = [i for i, v in enumerate(verdicts) if v is None]
     if todo:
+        if importlib.util.find_spec("math_verify") is None:
+            raise RewardError("the math rewards need math-verify: pip install 'gspo[math]'")
         for i, verdict in zip(todo, shared_pool().verify([pairs[i] for i in todo])):
             verdicts[i] = verdict
     return verdicts  # type: ignore[return-value]
