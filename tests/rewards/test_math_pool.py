@@ -1,8 +1,8 @@
 """The verifier pool: per-answer deadlines that hold off the main thread, stuck and dead workers replaced, order kept.
 
-Pathological answers: deeply nested parentheses take math-verify's parser ~10 s (pure Python: the soft deadline
-stops it); a hard deadline shorter than the soft one makes the parent kill the worker instead (the path taken when
-work is stuck in C code and never sees the signal).
+Pathological answers: deeply nested parentheses take math-verify's parser ~10 CPU-s (pure Python: the soft
+deadline, in CPU seconds, stops it); a hard deadline shorter than the soft one makes the parent kill the worker
+instead (the path taken when work is stuck in C code and never sees the signal).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ HUGE = "9^{9^{9^{9}}}"
 
 @pytest.fixture(scope="module")
 def pool():
-    pool = VerifierPool(2, timeout_s=1.0, hard_timeout_s=4.0)
+    pool = VerifierPool(2, timeout_s=1.0, hard_timeout_s=30.0)
     yield pool
     pool.close()
 
@@ -42,7 +42,7 @@ def test_soft_deadline_stops_pathological_answers_and_the_rest_still_scores(pool
     verdicts = pool.verify([("1", SLOW), ("1", HUGE), ("2", "2.0"), ("1", SLOW), (r"\frac{1}{2}", "1/2")])
     assert [v.status for v in verdicts] == ["timeout", "timeout", "ok", "timeout", "ok"]
     assert [v.equal for v in verdicts] == [False, False, True, False, True]
-    assert time.monotonic() - start < 4.0 * 3  # three timeouts of ~1 s over two workers, never the 10 s parse
+    assert time.monotonic() - start < 60  # three timeouts of 1 CPU-s over two workers, never 3 x 10 s of parsing
     assert pool.num_killed == killed  # the workers stopped themselves
 
 

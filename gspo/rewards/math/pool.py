@@ -2,12 +2,14 @@
 
 Why not ``multiprocessing.Pool`` / ``ProcessPoolExecutor``: neither can stop one task. A verification stuck in C
 code (sympy evaluating ``10^{10^{10}}``) holds its worker forever; verl's answer is to terminate the whole pool.
-Here each worker has its own pipe and a short queue of tasks; results come back in order, so the parent knows which
-task a worker is on and since when. A worker past ``hard_timeout_s`` on one task is SIGKILLed, that task is a
-timeout, its queued tasks go back to the front of the line, and a fresh worker takes its place.
+Here each worker has its own pipe and a short queue of tasks; results come back in order, so the parent knows
+which task a worker is on and since when. A worker past ``hard_timeout_s`` (wall clock) on one task is SIGKILLed,
+that task is a timeout, its queued tasks go back to the front of the line, and a fresh worker takes its place.
 
-Workers start from a ``forkserver`` that has imported math-verify once (about a second), so a replacement is a fork
-(milliseconds), and the trainer's CUDA state is never forked. Windows has no forkserver: ``spawn`` is used there.
+Workers start from a ``forkserver`` that has imported math-verify and warmed up sympy once (:mod:`.warmup`, a few
+seconds), so a replacement is a fork (milliseconds) and starts warm, and the trainer's CUDA state is never forked.
+Windows has no forkserver: ``spawn`` is used there. As with any spawn / forkserver multiprocessing, a script that
+scores math rewards must guard its entry point with ``if __name__ == "__main__":`` (workers import ``__main__``).
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ def _context():
     if "forkserver" in mp.get_all_start_methods():
         ctx = mp.get_context("forkserver")
         # Only the verifier is preloaded (not the default "__main__": re-importing a training script is no help).
-        ctx.set_forkserver_preload(["math_verify", verifier.__name__])
+        ctx.set_forkserver_preload(["math_verify", verifier.__name__, "gspo.rewards.math.warmup"])
         return ctx
     return mp.get_context("spawn")
 
@@ -61,8 +63,10 @@ class VerifierPool:
 
     Args:
         num_workers: processes (>= 1).
-        timeout_s: soft deadline per answer, seconds (the worker stops itself; cheap).
-        hard_timeout_s: the parent kills the worker after this long on one answer (default ``timeout_s + 2``).
+        timeout_s: soft deadline per answer, CPU seconds of the worker (it stops itself; cheap).
+        hard_timeout_s: wall seconds on one answer after which the parent kills the worker (for work stuck where
+            the soft deadline's signal cannot reach it, or a machine so loaded that CPU time crawls); default
+            ``2 * timeout_s + 5``.
         queue_depth: tasks sent ahead to each worker, so it never waits for the parent to be scheduled.
     """
 
@@ -72,7 +76,8 @@ class VerifierPool:
             raise ValueError(f"need num_workers >= 1, timeout_s > 0, queue_depth >= 1; got {num_workers}, "
                              f"{timeout_s}, {queue_depth}")
         self.num_workers, self.timeout_s, self.queue_depth = num_workers, float(timeout_s), queue_depth
-        self.hard_timeout_s = float(hard_timeout_s) if hard_timeout_s is not None else self.timeout_s + 2.0
+        self.hard_timeout_s = float(hard_timeout_s) if hard_timeout_s is not None else \
+            2 * self.timeout_s + 5.0
         self.num_killed = 0  # workers killed at the hard deadline, over the pool's life
         self._ctx = _context()
         self._lock = threading.Lock()
@@ -210,10 +215,14 @@ def default_num_workers() -> int:
 
 
 def default_timeout_s() -> float:
-    """``GSPO_MATH_TIMEOUT_S`` if set, else 5 s per answer (math-verify's own default per parse / comparison)."""
+    """``GSPO_MATH_TIMEOUT_S`` if set, else 3 CPU seconds per answer.
+
+    The slowest ordinary answer measured (an interval, first of its kind in a worker) took 0.43 s; what takes
+    longer is nearly always a pathological expression, and each one holds a worker for the whole deadline.
+    """
     raw = os.environ.get("GSPO_MATH_TIMEOUT_S")
     if raw is None:
-        return 5.0
+        return 3.0
     try:
         value = float(raw)
     except ValueError:

@@ -6,7 +6,8 @@ Each response's final answer is extracted (:func:`.extract.extract_final_answer`
 its MATH reward gives 1 / 0, its DAPO reward (``math_dapo`` and ``aime*``) 1 / -1; ``acc`` is 1 / 0 for both.
 Every result also carries ``has_answer`` (1 when an answer was extracted), logged as ``reward/extra/has_answer``.
 
-A verification that passes its deadline (``GSPO_MATH_TIMEOUT_S``, default 5 s per answer) is a reward error
+A verification that passes its deadline (``GSPO_MATH_TIMEOUT_S``, default 3 CPU seconds per answer; the parent
+kills a worker after ``2 * timeout + 5`` wall seconds on one answer) is a reward error
 (:class:`MathVerifyTimeout`), handled like any other by ``reward_model.on_error``: "raise" stops with the answer
 shown, "zero" scores it 0 and counts it in ``reward/errors``.
 
@@ -19,7 +20,7 @@ from __future__ import annotations
 import importlib.util
 import re
 from collections.abc import Sequence
-from decimal import Decimal, InvalidOperation
+from fractions import Fraction
 
 from gspo.rewards.base import RewardError, preview
 from gspo.rewards.math.extract import clean_answer, extract_final_answer
@@ -30,7 +31,7 @@ MATH_SOURCES = ("math", "lighteval/MATH", "DigitalLearningGmbH/MATH-lighteval", 
 DAPO_SOURCES = ("math_dapo",)
 DAPO_PREFIX = "aime"  # verl: data_source.startswith("aime") is scored like math_dapo
 
-_PLAIN_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+_RATIONAL = re.compile(r"(-)?(?:(\d+(?:\.\d+)?)|\\[dt]?frac\{(\d+)\}\{(\d+)\}|\\[dt]?frac(\d)(\d)|(\d+)/(\d+))")
 
 
 class MathVerifyTimeout(RewardError):
@@ -50,35 +51,66 @@ def is_math_source(data_source: str) -> bool:
     return data_source in MATH_SOURCES or data_source in DAPO_SOURCES or data_source.startswith(DAPO_PREFIX)
 
 
+def _as_rational(answer: str) -> tuple[Fraction, bool] | None:
+    r"""``answer`` as an exact number and whether it was written as a decimal, if it is a plain integer, decimal or
+    fraction (``\frac{a}{b}``, ``\dfrac12``, ``a/b``, with a sign); None for anything else.
+
+    >>> _as_rational(r"-\dfrac{3}{4}"), _as_rational("0.5"), _as_rational(r"\frac12"), _as_rational("50\\%")
+    ((Fraction(-3, 4), False), (Fraction(1, 2), True), (Fraction(1, 2), False), None)
+    """
+    match = _RATIONAL.fullmatch(answer.replace(" ", ""))
+    if match is None:
+        return None
+    sign, number, num, den, num1, den1, slash_num, slash_den = match.groups()
+    if number is not None:
+        value, decimal = Fraction(number), "." in number
+    else:
+        top, bottom = (num, den) if num is not None else (num1, den1) if num1 is not None else (slash_num, slash_den)
+        if int(bottom) == 0:
+            return None
+        value, decimal = Fraction(int(top), int(bottom)), False
+    return (-value if sign else value), decimal
+
+
 def _fast_verdict(gold: str, pred: str) -> bool | None:
-    """The verdict without math-verify when it is certain: equal strings, or two plain decimal numbers.
+    """The verdict without math-verify where it is certain: equal strings, or two plain numbers (integers,
+    decimals, fractions) that are exactly equal, or unequal beyond math-verify's decimal rounding (6 places).
 
     >>> _fast_verdict("34", "34"), _fast_verdict("3", "3.0"), _fast_verdict("34", "35"), _fast_verdict("1/2", "0.5")
-    (True, True, False, None)
+    (True, True, False, True)
+    >>> _fast_verdict(r"\frac{1}{3}", "0.333333") is None, _fast_verdict("x", "y") is None  # for math-verify
+    (True, True)
     """
     if gold == pred:
         return True
-    if _PLAIN_NUMBER.fullmatch(gold) and _PLAIN_NUMBER.fullmatch(pred):
-        try:
-            return Decimal(gold) == Decimal(pred)
-        except InvalidOperation:
-            return None
-    return None
+    a, b = _as_rational(gold), _as_rational(pred)
+    if a is None or b is None:
+        return None
+    if a[0] == b[0]:
+        return True
+    if not (a[1] or b[1]) or abs(a[0] - b[0]) > Fraction(1, 10**5):
+        return False
+    return None  # a decimal within rounding distance: math-verify's rounding rules decide
 
 
 def verify_pairs(pairs: Sequence[tuple[str, str]]) -> list[Verdict]:
-    """A :class:`Verdict` per ``(gold, pred)`` answer pair; certain cases are settled here, the rest in the pool."""
-    verdicts: list[Verdict | None] = []
-    for gold, pred in pairs:
-        fast = _fast_verdict(gold, pred)
-        verdicts.append(None if fast is None else Verdict("ok", fast))
-    todo = [i for i, v in enumerate(verdicts) if v is None]
+    """A :class:`Verdict` per ``(gold, pred)`` answer pair; certain cases are settled here, the rest in the pool.
+
+    Each distinct pair is verified once, and pairs go out sorted by ground truth, so a worker sees a ground truth's
+    pairs together and parses it once (its parse cache is per process).
+    """
+    verdicts: dict[tuple[str, str], Verdict] = {}
+    for pair in pairs:
+        if pair not in verdicts:
+            fast = _fast_verdict(*pair)
+            if fast is not None:
+                verdicts[pair] = Verdict("ok", fast)
+    todo = sorted({pair for pair in pairs if pair not in verdicts})
     if todo:
         if importlib.util.find_spec("math_verify") is None:
             raise RewardError("the math rewards need math-verify: pip install 'gspo[math]'")
-        for i, verdict in zip(todo, shared_pool().verify([pairs[i] for i in todo])):
-            verdicts[i] = verdict
-    return verdicts  # type: ignore[return-value]
+        verdicts.update(zip(todo, shared_pool().verify(todo)))
+    return [verdicts[pair] for pair in pairs]
 
 
 def _score_batch(responses: Sequence[str], ground_truths: Sequence[str | None], wrong_score: float) -> list:

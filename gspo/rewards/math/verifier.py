@@ -1,10 +1,10 @@
 r"""Answer equivalence with math-verify, as run inside a verifier worker process (see :mod:`.pool`).
 
 math-verify's own timeouts use ``signal.alarm``, which only works on a process's main thread and only in whole
-seconds. A worker process's main thread is ours, so the soft deadline here is a float ``setitimer`` alarm raising
-:class:`DeadlineExceeded` (a ``BaseException``, so math-verify's and sympy's ``except Exception`` do not swallow
-it). Work stuck inside C code (``9^{9^{9^9}}`` as a big integer) never sees the signal; the parent process
-kills such a worker at its hard deadline.
+seconds. A worker process's main thread is ours, so the soft deadline here is a ``setitimer(ITIMER_PROF)`` timer:
+CPU seconds of the worker, so a busy machine does not turn a slow-but-fine answer into a timeout. It raises
+:class:`DeadlineExceeded`, a ``BaseException``, so math-verify's and sympy's ``except Exception`` do not swallow it.
+Work stuck inside C code never sees the signal; the parent kills such a worker at its (wall-clock) hard deadline.
 """
 
 from __future__ import annotations
@@ -57,15 +57,15 @@ def _on_alarm(signum, frame) -> None:
     raise DeadlineExceeded()
 
 
-def call_with_deadline(fn: Callable[..., Any], args: tuple, seconds: float) -> Any:
-    """``fn(*args)``, raising :class:`DeadlineExceeded` after ``seconds`` (main thread only; POSIX)."""
-    previous = signal.signal(signal.SIGALRM, _on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+def call_with_deadline(fn: Callable[..., Any], args: tuple, cpu_seconds: float) -> Any:
+    """``fn(*args)``, raising :class:`DeadlineExceeded` once it used ``cpu_seconds`` of CPU (main thread; POSIX)."""
+    previous = signal.signal(signal.SIGPROF, _on_alarm)
+    signal.setitimer(signal.ITIMER_PROF, cpu_seconds)
     try:
         return fn(*args)
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        signal.setitimer(signal.ITIMER_PROF, 0)
+        signal.signal(signal.SIGPROF, previous)
 
 
 def quiet_math_verify() -> None:
