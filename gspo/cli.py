@@ -41,6 +41,17 @@ def _parser() -> argparse.ArgumentParser:
     sub = datasets.add_parser("gsm8k", help=text, description=text)
     sub.add_argument("--input", required=True, metavar="DIR", help="folder with the original train.jsonl, test.jsonl")
     sub.add_argument("--output", required=True, metavar="DIR", help="folder for train.parquet, test.parquet")
+    text = "MATH / MATH-500 / DAPO-Math-17k as published (.parquet / .jsonl) -> DIR/SPLIT.parquet, box instruction"
+    sub = datasets.add_parser("math", help=text, description=text + " (see gspo/data/math.py for the fields)")
+    sub.add_argument("--input", required=True, metavar="FILE", help="the published file (one split)")
+    sub.add_argument("--format", required=True, choices=["math", "math500", "dapo17k"],
+                     help="math: lighteval/MATH layout (problem, solution); math500: HuggingFaceH4/MATH-500 "
+                          "(problem, answer); dapo17k: BytedTsinghua-SIA/DAPO-Math-17k (prompt, reward_model)")
+    sub.add_argument("--output", required=True, metavar="DIR", help="folder for SPLIT.parquet")
+    sub.add_argument("--split", default=None, help="output file stem and extra_info.split (default: test for "
+                     "math500, train otherwise)")
+    sub.add_argument("--instruction", default="boxed", choices=["boxed", "dapo"],
+                     help="boxed: problem + verl's '... within \\boxed{}.' (default); dapo: DAPO's 'Answer:' wrapper")
     return parser
 
 
@@ -65,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "report":
             return report(args.run_dir)
         if args.command == "data":
-            return prepare_data(args.dataset, args.input, args.output)
+            return prepare_data(args)
         config = load_config(args.config, args.overrides)
         if args.command == "validate":
             return validate(config)
@@ -166,11 +177,18 @@ def report(run_dir: str) -> int:
     return 0
 
 
-def prepare_data(dataset: str, input_dir: str, output_dir: str) -> int:
+def prepare_data(args: argparse.Namespace) -> int:
+    if args.dataset == "math":
+        from gspo.data.math import prepare_math
+
+        done = prepare_math(args.input, args.format, args.output, args.split, args.instruction)
+        repeats = f" ({done['duplicates_dropped']} repeated problems dropped)" if done["duplicates_dropped"] else ""
+        print(f"{done['path']}: {done['rows']} rows{repeats}")
+        return 0
     from gspo.data.gsm8k import prepare_gsm8k
 
-    counts = prepare_gsm8k(input_dir, output_dir)
-    print(", ".join(f"{output_dir}/{split}.parquet: {num} rows" for split, num in counts.items()))
+    counts = prepare_gsm8k(args.input, args.output)
+    print(", ".join(f"{args.output}/{split}.parquet: {num} rows" for split, num in counts.items()))
     return 0
 
 
