@@ -7,7 +7,9 @@ custom reward file), so an eval number means what the training metrics mean. Met
     pass@1   mean ``acc`` over all P*n responses
     mean@n   mean reward ``score`` over all P*n responses (differs from pass@1 for partial-credit rewards)
     pass@k   mean over prompts of 1 - C(n-c, k) / C(n, k), c = responses with acc >= 0.5 (unbiased; Chen et al. 2021)
-    maj@k    share of prompts whose majority answer over the first k responses is correct
+    maj@k    share of prompts whose majority answer over the first k responses is correct; answers are GSM8K's
+             extracted numbers, math-verify equivalence classes for the math data sources (``\frac12`` and ``0.5``
+             vote together), else the stripped response
 
 Outputs in ``output_dir``: ``generations.jsonl`` (one line per prompt) and ``summary.json``.
 """
@@ -29,6 +31,7 @@ import yaml
 from gspo.config import DEVICES, ConfigError
 from gspo.data.dataset import CHAT_TEMPLATE_MODES
 from gspo.rewards import extract_solution
+from gspo.rewards.math import extract_final_answer, is_math_source, merge_equivalent
 
 CORRECT_ACC = 0.5  # a response counts as correct for pass@k / maj@k when its acc reaches this
 GSM8K_SOURCES = ("openai/gsm8k", "gsm8k")
@@ -141,10 +144,21 @@ def majority_vote(answers: list[str | None], accs: list[float]) -> tuple[str | N
 
 
 def extract_answer(response: str, data_source: str, extra_info: dict) -> str | None:
-    """The answer that votes in maj@k: GSM8K's extracted number (the reward's method), else the stripped text."""
+    """The answer that votes in maj@k: GSM8K's extracted number (the reward's method), the math rewards' final
+    answer (last box / "Answer:" line), else the stripped text."""
     if data_source in GSM8K_SOURCES:
         return extract_solution(response, method=(extra_info or {}).get("method", "strict"))
+    if is_math_source(data_source):
+        return extract_final_answer(response)
     return response.strip()
+
+
+def voting_answers(answers: list[str | None], data_source: str, k: int) -> list[str | None]:
+    """``answers`` as they vote in maj@k: for the math sources, each of the first k replaced by the first
+    equivalent one (math-verify), so a vote counts mathematically equal answers together."""
+    if not is_math_source(data_source):
+        return answers
+    return merge_equivalent(answers[:k]) + answers[k:]
 
 
 def score_prompt(answers: list[str | None], scores: list[float], accs: list[float], k: int) -> dict:
@@ -232,11 +246,12 @@ def _prompt_records(batch: list, texts: list[str], scored, lengths: list[int], c
     for i, item in enumerate(batch):
         span = slice(i * cfg.n, (i + 1) * cfg.n)
         answers = [extract_answer(text, item.data_source, item.extra_info) for text in texts[span]]
+        votes = voting_answers(answers, item.data_source, cfg.pass_k)
         scores, accs = scored.seq_reward[span].tolist(), scored.acc[span].tolist()
         records.append({"index": item.index, "data_source": item.data_source, "prompt": item.prompt_text,
                         "ground_truth": item.ground_truth, "responses": texts[span], "answers": answers,
                         "scores": scores, "accs": accs, "response_lengths": lengths[span],
-                        **score_prompt(answers, scores, accs, cfg.pass_k)})
+                        **score_prompt(votes, scores, accs, cfg.pass_k)})
     return records
 
 
