@@ -9,7 +9,8 @@ parse caches help only as much as they would across training steps. Mixes:
     math         the template mix above (data_source HuggingFaceH4/MATH-500)
     dapo         integer answers on an "Answer:" line (math_dapo): mostly settled without math-verify
     distinct     every answer a different radical expression (no cache, no shortcut): the worst case
-    pathological the math mix with 8 answers that take math-verify's parser ~10 CPU-s each: stopped at the deadline
+    pathological the math mix with one answer in 96 (8 of 768) that takes math-verify's parser ~10 CPU-s: each is
+                 stopped at the deadline and scored as a reward error
 
 Prints one JSON line per mix: wall seconds (median over repeats), answers/s, CPU seconds of the trainer process and
 the workers together (on a shared machine wall time measures the load; ``cpu_s`` / workers is the idle-machine wall
@@ -31,6 +32,7 @@ import time
 FILLER = ("We expand both sides and collect terms. Substituting the constraint gives a quadratic whose "
           "discriminant is a perfect square, so the roots are rational. ") * 7
 SLOW = "(" * 40 + "1" + ")" * 40
+PATHOLOGICAL_EVERY = 96  # one answer in 96: 8 in a 768-response batch
 
 
 def _template(rng: random.Random) -> tuple[str, list[str], str]:
@@ -70,7 +72,7 @@ def make_batch(mix: str, prompts: int, n: int, seed: int) -> tuple[list[str], li
             else:
                 roll = rng.random()
                 answer = gt if roll < 0.4 else rng.choice(forms) if roll < 0.6 else wrong if roll < 0.9 else None
-            if mix == "pathological" and (p * n + i) % max(1, prompts * n // 8) == 0:
+            if mix == "pathological" and (p * n + i) % PATHOLOGICAL_EVERY == 0:
                 answer = SLOW
             if answer is None:
                 text = FILLER + r"so the answer is \boxed{" + gt[: len(gt) // 2]  # cut mid-box
