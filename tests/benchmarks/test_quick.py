@@ -21,7 +21,8 @@ def _run(script: str, *args: str) -> list[dict]:
 
 def test_every_benchmark_has_a_quick_test():
     scripts = {p.name for p in BENCHMARKS.glob("*.py") if not p.name.startswith("_")}
-    tested = {"default_run.py", "dynamic_sampling.py", "data_parallel.py", "memory.py", "vs_trl.py", "lora.py"}
+    tested = {"default_run.py", "dynamic_sampling.py", "data_parallel.py", "memory.py", "vs_trl.py", "lora.py",
+              "math_reward.py"}
     assert scripts == tested
 
 
@@ -74,3 +75,14 @@ def test_lora_quick():
         moments = 8 * row["trainable_params"]
         assert moments < row["optimizer_state_bytes"] <= moments + 4 * 200
         assert row["s_per_step"] > 0 and row["peak_rss_mib"] > 0
+
+
+def test_math_reward_quick():
+    head, *rows = _run("math_reward.py")
+    assert head["workers"] >= 1 and head["timeout_s"] == 1.0 and head["pool_start_s"] > 0
+    by_mix = {row["mix"]: row for row in rows}
+    assert set(by_mix) == {"math", "dapo", "distinct", "pathological"}
+    for mix, row in by_mix.items():
+        assert row["responses"] == 32 and row["answers_per_s"] > 0, row
+        assert row["errors"] == ([1] if mix == "pathological" else [0]), row  # the one answer past its deadline
+    assert 0 < by_mix["math"]["acc_mean"] < 1 and by_mix["distinct"]["acc_mean"] == 0
