@@ -16,7 +16,7 @@ Prints one JSON line per mix: wall seconds (median over repeats), answers/s, CPU
 the workers together (on a shared machine wall time measures the load; ``cpu_s`` / workers is the idle-machine wall
 time when the work spreads evenly), errors, workers killed; first a line with the pool's start-up time.
 
-    python benchmarks/math_reward.py [--prompts 48] [--n 16] [--repeats 3] [--workers N] [--timeout-s 3]
+    python benchmarks/math_reward.py [--prompts 48] [--n 16] [--repeats 3] [--workers N] [--timeout-s 2]
     python benchmarks/math_reward.py --quick     # 4 x 8 responses, 1 repeat: a smoke test of this script
 """
 
@@ -106,7 +106,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, default=None, help="verifier processes (default: GSPO_MATH_WORKERS "
                         "or this process's share of the cores)")
-    parser.add_argument("--timeout-s", type=float, default=None, help="per-answer deadline, CPU s (default 3)")
+    parser.add_argument("--timeout-s", type=float, default=None, help="per-answer deadline, CPU s (default 2)")
     parser.add_argument("--mixes", nargs="+", default=["math", "dapo", "distinct", "pathological"])
     parser.add_argument("--quick", action="store_true", help="4 x 8 responses, 1 repeat, 1 s deadline")
     args = parser.parse_args()

@@ -20,7 +20,7 @@
 #   PYTHON        interpreter with gspo[math] installed (default python)
 #   NGPUS, NNODES processes per node (default: all visible GPUs) and nodes (default 1), as the 3B GSM8K recipe
 #   GSPO_MATH_WORKERS, GSPO_MATH_TIMEOUT_S  verifier processes per rank (default: cores / local ranks, at most 8)
-#                 and CPU seconds per answer (default 3); a timed-out answer scores 0 and counts in reward/errors
+#                 and CPU seconds per answer (default 2); a timed-out answer scores 0 and counts in reward/errors
 #   GSPO_ALLOW_CPU=1  skip the GPU check (the tiny CPU recipe, gspo_dynamic_sampling_tiny_math.sh, reuses this)
 #
 # Lengths: Qwen2.5-Math has a 4,096-token context, so prompts get 1,024 tokens and responses 3,072, the last 512

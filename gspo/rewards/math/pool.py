@@ -66,7 +66,8 @@ class VerifierPool:
         timeout_s: soft deadline per answer, CPU seconds of the worker (it stops itself; cheap).
         hard_timeout_s: wall seconds on one answer after which the parent kills the worker (for work stuck where
             the soft deadline's signal cannot reach it, or a machine so loaded that CPU time crawls); default
-            ``2 * timeout_s + 5``.
+            ``timeout_s + 3`` (an ordinary answer takes a fraction of a CPU second, so even a machine loaded
+            several times over finishes it within 3 s of wall time).
         queue_depth: tasks sent ahead to each worker, so it never waits for the parent to be scheduled.
     """
 
@@ -77,7 +78,7 @@ class VerifierPool:
                              f"{timeout_s}, {queue_depth}")
         self.num_workers, self.timeout_s, self.queue_depth = num_workers, float(timeout_s), queue_depth
         self.hard_timeout_s = float(hard_timeout_s) if hard_timeout_s is not None else \
-            2 * self.timeout_s + 5.0
+            self.timeout_s + 3.0
         self.num_killed = 0  # workers killed at the hard deadline, over the pool's life
         self._ctx = _context()
         self._lock = threading.Lock()
@@ -215,14 +216,14 @@ def default_num_workers() -> int:
 
 
 def default_timeout_s() -> float:
-    """``GSPO_MATH_TIMEOUT_S`` if set, else 3 CPU seconds per answer.
+    """``GSPO_MATH_TIMEOUT_S`` if set, else 2 CPU seconds per answer.
 
     The slowest ordinary answer measured (an interval, first of its kind in a worker) took 0.43 s; what takes
     longer is nearly always a pathological expression, and each one holds a worker for the whole deadline.
     """
     raw = os.environ.get("GSPO_MATH_TIMEOUT_S")
     if raw is None:
-        return 3.0
+        return 2.0
     try:
         value = float(raw)
     except ValueError:

@@ -6,8 +6,8 @@ Each response's final answer is extracted (:func:`.extract.extract_final_answer`
 its MATH reward gives 1 / 0, its DAPO reward (``math_dapo`` and ``aime*``) 1 / -1; ``acc`` is 1 / 0 for both.
 Every result also carries ``has_answer`` (1 when an answer was extracted), logged as ``reward/extra/has_answer``.
 
-A verification that passes its deadline (``GSPO_MATH_TIMEOUT_S``, default 3 CPU seconds per answer; the parent
-kills a worker after ``2 * timeout + 5`` wall seconds on one answer) is a reward error
+A verification that passes its deadline (``GSPO_MATH_TIMEOUT_S``, default 2 CPU seconds per answer; the parent
+kills a worker after ``timeout + 3`` wall seconds on one answer) is a reward error
 (:class:`MathVerifyTimeout`), handled like any other by ``reward_model.on_error``: "raise" stops with the answer
 shown, "zero" scores it 0 and counts it in ``reward/errors``.
 
