@@ -73,7 +73,8 @@ def test_overrides_resolve_under_the_schema_and_user_args_win(tmp_path):
 
 
 def test_tiny_script_end_to_end(tmp_path):
-    """Converter + train (1 step) + eval (2 prompts x 4) + report on the hand-written files (~1-2 min busy CPU)."""
+    """Converter + tiny model fitted to box answers + train (1 step) + eval (2 prompts x 4) + report on the
+    hand-written files (~2 min on a busy 2-core machine)."""
     proc = run(SCRIPT_TINY, tmp_path, "trainer.val_before_train=false", timeout=900, OUTPUT_DIR=str(tmp_path / "out"),
                TINY_STEPS="1", TINY_EVAL_PROMPTS="2")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -81,7 +82,7 @@ def test_tiny_script_end_to_end(tmp_path):
     assert "train.parquet: 16 rows" in proc.stdout and "test.parquet: 6 rows" in proc.stdout
     metrics = [json.loads(line) for line in (out / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == [1]
-    assert "reward/extra/has_answer" in metrics[0]  # scored by the math-verify reward
+    assert metrics[0]["reward/extra/has_answer"] > 0  # the fitted model boxes answers; math-verify checked them
     summary = json.loads((out / "run" / "eval" / "summary.json").read_text())
     assert summary["num_prompts"] == 2 and summary["n"] == 4 and "maj@4" in summary and "pass@4" in summary
     assert (out / "run" / "final_model" / "config.json").is_file()

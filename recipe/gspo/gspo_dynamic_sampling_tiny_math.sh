@@ -2,8 +2,9 @@
 # The math recipe end to end on CPU in a couple of minutes, with a tiny random-initialised Qwen2:
 #   gspo data math (hand-written MATH / MATH-500 files) -> build tiny model + tokenizer
 #   -> gspo train (gspo_dynamic_sampling_math.sh, math-verify rewards) -> gspo eval (pass@k, maj@k) -> gspo report.
-# A smoke test of the plumbing, not of learning: a random 2-layer model does not box the right answer, so rewards
-# are 0 (MATH names) and every group's advantages are 0.
+# A smoke test of the plumbing, not of learning: the 2-layer model is fitted for a few seconds to answer in
+# \boxed{} (TINY_SFT_STEPS, default 80), so its samples carry boxed answers, right on some training prompts and
+# wrong elsewhere, which the math-verify workers check in training and in eval (maj@k by equivalence).
 #
 #   bash recipe/gspo/gspo_dynamic_sampling_tiny_math.sh [key=value ...]     # train overrides, applied last
 #
@@ -29,10 +30,11 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 "$PYTHON" -m gspo data math --input "$TRAIN_FILE" --format "$TRAIN_FORMAT" --output "$DATA_DIR" --split train
 "$PYTHON" -m gspo data math --input "$VAL_FILE" --format math500 --output "$DATA_DIR" --split test
 if [[ ! -f "$MODEL_DIR/config.json" ]]; then
-  "$PYTHON" "$REPO_DIR/recipe/gspo/build_tiny_model.py" "$DATA_DIR/train.parquet" "$MODEL_DIR"
+  # Fitted briefly to answer in \boxed{}, so samples carry answers (right and wrong) for math-verify to check.
+  "$PYTHON" "$REPO_DIR/recipe/gspo/build_tiny_model.py" "$DATA_DIR/train.parquet" "$MODEL_DIR" "${TINY_SFT_STEPS:-80}"
 fi
 
-# Random model -> every answer wrong -> every group all-equal: dynamic sampling would drop them all and stop at
+# Most groups of such a model are all right or all wrong: dynamic sampling would keep too few and stop at
 # max_num_gen_batches, so it is off here (the GPU run keeps it on). The overlong buffer must fit the 32 tokens.
 MODEL_PATH=$MODEL_DIR DATA_DIR=$DATA_DIR OUTPUT_DIR=$RUN_DIR PYTHON=$PYTHON GSPO_ALLOW_CPU=1 \
   bash "$REPO_DIR/recipe/gspo/gspo_dynamic_sampling_math.sh" \
