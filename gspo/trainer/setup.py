@@ -67,7 +67,9 @@ def check_runnable(cfg: GSPOConfig, train_data: PromptDataset) -> None:
         require_peft()  # an optional extra: say so before the weights load
     if not cfg.custom_reward_function.path:
         for source in sorted({item.data_source for item in train_data}):
-            get_reward_fn(source)  # raises, listing the registered rewards
+            fn = get_reward_fn(source)  # raises, listing the registered rewards
+            if callable(getattr(fn, "preflight", None)):
+                fn.preflight()  # e.g. the math rewards: math-verify is installed
 
 
 def preflight(cfg: GSPOConfig) -> str:

@@ -138,3 +138,18 @@ def test_single_response_call_and_missing_ground_truth():
     scored = RewardManager(on_error="zero").score(["\\boxed{1}", "\\boxed{1}"], None, [None, "1"],
                                                   ["math", "math"], [None, None])
     assert scored.num_errors == 1 and scored.acc.tolist() == [0.0, 1.0]
+
+
+def test_missing_math_verify_is_one_clear_error(monkeypatch):
+    import importlib.util
+
+    from gspo.rewards import RewardError
+    from gspo.rewards.math.reward import check_math_verify
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "math_verify" else real(name, *a))
+    with pytest.raises(RewardError, match=r"pip install 'gspo\[math\]'"):
+        math_reward.preflight()
+    with pytest.raises(RewardError, match="math-verify"):  # not scored 0 under on_error=zero: it is no answer's fault
+        RewardManager(on_error="zero").score([r"\boxed{\frac12}"], None, ["0.5x"], ["math"], [None])
+    assert check_math_verify is math_reward.preflight

@@ -93,6 +93,12 @@ def _fast_verdict(gold: str, pred: str) -> bool | None:
     return None  # a decimal within rounding distance: math-verify's rounding rules decide
 
 
+def check_math_verify() -> None:
+    """Raise :class:`RewardError` (with the install command) when math-verify is not installed."""
+    if importlib.util.find_spec("math_verify") is None:
+        raise RewardError("the math rewards need math-verify: pip install 'gspo[math]'")
+
+
 def verify_pairs(pairs: Sequence[tuple[str, str]]) -> list[Verdict]:
     """A :class:`Verdict` per ``(gold, pred)`` answer pair; certain cases are settled here, the rest in the pool.
 
@@ -107,8 +113,7 @@ def verify_pairs(pairs: Sequence[tuple[str, str]]) -> list[Verdict]:
                 verdicts[pair] = Verdict("ok", fast)
     todo = sorted({pair for pair in pairs if pair not in verdicts})
     if todo:
-        if importlib.util.find_spec("math_verify") is None:
-            raise RewardError("the math rewards need math-verify: pip install 'gspo[math]'")
+        check_math_verify()
         verdicts.update(zip(todo, shared_pool().verify(todo)))
     return [verdicts[pair] for pair in pairs]
 
@@ -171,6 +176,7 @@ def dapo_math_reward(response_text: str, ground_truth: str | None, extra_info: d
     return _single(_score_batch([response_text], [ground_truth], wrong_score=-1.0))
 
 
+math_reward.preflight = dapo_math_reward.preflight = check_math_verify  # run by `gspo validate` / the trainer
 math_reward.score_batch = lambda responses, gts, extra_infos: _score_batch(responses, gts, wrong_score=0.0)
 dapo_math_reward.score_batch = lambda responses, gts, extra_infos: _score_batch(responses, gts, wrong_score=-1.0)
 
