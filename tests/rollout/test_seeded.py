@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from gspo.models import load_causal_lm, load_tokenizer
-from gspo.rollout import HFRolloutEngine, SamplingParams, sample_keys
+from gspo.rollout import HFRolloutEngine, SamplingParams, group_keys, response_keys, sample_keys
 from gspo.rollout.seeded import draw_tokens, gumbel_noise, mix32
 
 
@@ -26,6 +26,7 @@ def test_mix32_matches_reference_murmur3_finaliser():
 
 def test_keys_are_distinct_and_depend_on_seed_group_and_sample():
     keys = sample_keys(1, torch.arange(1000), 16)
+    assert torch.equal(keys, response_keys(group_keys(1, torch.arange(1000)), 16))  # what the hf engine derives
     assert keys.shape == (16000,) and keys.unique().numel() == 16000
     assert not torch.equal(keys, sample_keys(2, torch.arange(1000), 16))
     # A group's keys do not depend on which other groups are in the call.
@@ -89,20 +90,20 @@ def test_seeded_generation_does_not_depend_on_batching(engine):
     engine, tokenizer = engine
     prompts = [tokenizer.encode(text) for text in ["1+2=", "33+4=", "5+66=", "7+8="]]
     params = SamplingParams(n=3, temperature=1.0, max_new_tokens=6)
-    keys = sample_keys(11, torch.arange(4), 3)
+    keys = group_keys(11, torch.arange(4))
     engine.micro_batch_size = 0
     whole = engine.generate(prompts, params, keys)
     engine.micro_batch_size = 3  # one prompt (x n) per call: different padding and batch shapes
     torch.manual_seed(123)  # the global RNG plays no part
     parts = engine.generate(prompts, params, keys)
-    last_alone = engine.generate(prompts[3:], params, keys[9:])
+    last_alone = engine.generate(prompts[3:], params, keys[3:])
     engine.micro_batch_size = 0
     assert torch.equal(whole.response_ids, parts.response_ids)
     assert torch.equal(whole.response_mask, parts.response_mask)
     width = last_alone.response_ids.shape[1]
     assert torch.equal(whole.response_ids[9:, :width], last_alone.response_ids)
     # Different keys give different responses (a random 2-layer model is near uniform over the vocabulary).
-    other = engine.generate(prompts, params, sample_keys(12, torch.arange(4), 3))
+    other = engine.generate(prompts, params, group_keys(12, torch.arange(4)))
     assert not torch.equal(whole.response_ids, other.response_ids)
 
 
@@ -116,7 +117,7 @@ def test_sampler_log_probs_equal_a_recomputation(engine, temperature, top_k):
     engine, tokenizer = engine
     prompts = [tokenizer.encode(text) for text in ["1+2=", "33+4=", "5+66="]]
     params = SamplingParams(n=4, temperature=temperature, top_k=top_k, max_new_tokens=6)
-    generation = engine.generate(prompts, params, sample_keys(3, torch.arange(3), 4), return_log_probs=True)
+    generation = engine.generate(prompts, params, group_keys(3, torch.arange(3)), return_log_probs=True)
     batch = RolloutBatch.from_generation(
         generation, group_ids=torch.arange(3).repeat_interleave(4), prompt_index=torch.arange(3).repeat_interleave(4)
     )

@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from gspo.distributed import DistContext, shard_bounds
+from gspo.rollout.hf import build_rollout_copy
 from gspo.trainer.batch import RolloutBatch
 from gspo.trainer.metrics import MetricAccumulator
-from gspo.trainer.parallel import build_rollout_copy, local_rows, merge_rank_reward_metrics
+from gspo.trainer.parallel import local_rows, merge_rank_reward_metrics
 
 
 def _batch(rows: int) -> RolloutBatch:

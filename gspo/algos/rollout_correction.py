@@ -1,0 +1,70 @@
+"""The rollout/trainer mismatch: how far the engine's sampling distribution is from the trainer's, and verl's
+rollout correction (truncated importance weights from the rollout policy to the old policy).
+
+All inputs are (N, R) over response tokens: ``old_log_probs`` the trainer's recomputed log-probs of the sampled
+tokens (pi_old), ``rollout_log_probs`` the engine's (pi_rollout), ``mask`` 1 on response tokens.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .masked import masked_mean, masked_sum
+
+ROLLOUT_IS_LEVELS = ("token", "sequence")
+# verl's safety bound on the log of an importance weight, so exp() can neither overflow nor vanish to 0.
+_LOG_WEIGHT_BOUND = 20.0
+
+
+def rollout_mismatch_metrics(old_log_probs: torch.Tensor, rollout_log_probs: torch.Tensor,
+                             mask: torch.Tensor) -> dict[str, float]:
+    """verl's ``training/rollout_probs_diff_{mean,max,std}``: |pi_old - pi_rollout| of the sampled tokens in
+    probability space over all response tokens (std unbiased, as torch.std); plus
+    ``training/rollout_seq_log_ratio_diff_mean``: mean over sequences of |mean_t (log pi_old - log pi_rollout)|,
+    the error GSPO's sequence log-ratio ``(1/|y|) sum_t log(pi_theta / pi_old)`` would carry if the rollout
+    log-probs stood in for the old ones.
+
+    >>> m = rollout_mismatch_metrics(torch.log(torch.tensor([[0.5, 0.2]])), torch.log(torch.tensor([[0.4, 0.2]])),
+    ...                              torch.ones(1, 2))
+    >>> round(m["training/rollout_probs_diff_mean"], 6), round(m["training/rollout_probs_diff_max"], 6)
+    (0.05, 0.1)
+    """
+    keep = mask > 0
+    if not keep.any():
+        return {}
+    diff = (old_log_probs.float().exp() - rollout_log_probs.float().exp()).abs()[keep]
+    std = diff.std().item() if diff.numel() > 1 else 0.0
+    seq = masked_mean(old_log_probs.float() - rollout_log_probs.float(), mask, dim=-1)  # (N,)
+    has_tokens = mask.sum(-1) > 0
+    return {"training/rollout_probs_diff_mean": diff.mean().item(),
+            "training/rollout_probs_diff_max": diff.max().item(),
+            "training/rollout_probs_diff_std": std,
+            "training/rollout_seq_log_ratio_diff_mean": seq[has_tokens].abs().mean().item()}
+
+
+def rollout_importance_weights(old_log_probs: torch.Tensor, rollout_log_probs: torch.Tensor, mask: torch.Tensor,
+                               *, level: str, threshold: float) -> torch.Tensor:
+    """(N, R) truncated importance weights pi_old / pi_rollout (detached, 0 at padding), verl's ``rollout_is``.
+
+    ``token``: w_t = min(exp(log pi_old_t - log pi_rollout_t), threshold), one per token (for token-level losses).
+    ``sequence``: w = min(exp(sum_t (log pi_old_t - log pi_rollout_t)), threshold), the sequence's product of
+    token ratios, broadcast over its tokens (for GSPO's sequence-level ratio).
+    Log-weights are clamped to [-20, 20] before exp(), as verl does.
+
+    >>> rollout_importance_weights(torch.log(torch.tensor([[0.5, 0.2]])), torch.log(torch.tensor([[0.25, 0.4]])),
+    ...                            torch.ones(1, 2), level="token", threshold=1.5)
+    tensor([[1.5000, 0.5000]])
+    """
+    if level not in ROLLOUT_IS_LEVELS:
+        raise ValueError(f"rollout_is level {level!r} is not one of {', '.join(ROLLOUT_IS_LEVELS)}")
+    log_ratio = torch.where(mask > 0, old_log_probs.detach().float() - rollout_log_probs.detach().float(), 0.0)
+    if level == "sequence":
+        log_ratio = masked_sum(log_ratio, mask, dim=-1)[:, None].expand_as(log_ratio)
+    weights = log_ratio.clamp(-_LOG_WEIGHT_BOUND, _LOG_WEIGHT_BOUND).exp().clamp(max=threshold)
+    return weights * (mask > 0)
+
+
+def importance_weight_metrics(weights: torch.Tensor, mask: torch.Tensor, threshold: float) -> dict[str, float]:
+    """Mean weight over response tokens and the share of tokens whose weight was truncated at ``threshold``."""
+    return {"rollout_corr/rollout_is_mean": masked_mean(weights, mask).item(),
+            "rollout_corr/rollout_is_truncated_frac": masked_mean((weights >= threshold).float(), mask).item()}

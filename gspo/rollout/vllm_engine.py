@@ -1,0 +1,196 @@
+"""Rollout with vLLM, colocated and in-process: one ``vllm.LLM`` per rank on that rank's device, tensor parallel 1.
+
+The trainer keeps the policy; the engine keeps its own copy of the weights (loaded from the model folder, or random
+with ``load_format=dummy``) and receives the policy's after every update through :meth:`update_weights`, in memory,
+one tensor at a time (vLLM's ``reload_weights``), followed by a prefix-cache reset (cached prompt KV was computed
+with the old weights). Tied embeddings: the trainer's iterator names every tied parameter under each of its names,
+so an engine that keeps a separate output layer (vLLM's CPU backend repacks ``lm_head``) receives it.
+
+Sampling: the ``n`` responses of a prompt are one request, seeded by its group key (so a run is reproducible for a
+fixed config and world size, but a response depends on its batch: ``seeded_per_response`` is False). Log-probs are
+vLLM's processed ones (after temperature, top-k and top-p), i.e. those of the distribution sampled from. The
+response mask is the hf engine's: up to and including the first EOS, truncated at ``max_new_tokens``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from gspo.config import ConfigError
+from gspo.rollout.base import Generation, SamplingParams, Weights, left_pad, response_mask_from_ids
+from gspo.rollout.registry import EngineSpec
+
+_DTYPES = {"auto": None, "bfloat16": "bfloat16", "float16": "float16", "float32": "float32"}
+_CPU_BLOCK = 128  # vLLM's CPU attention block (tokens)
+
+
+class VLLMRolloutEngine:
+    """A ``vllm.LLM`` behind the :class:`~gspo.rollout.base.RolloutEngine` interface."""
+
+    seeded_per_response = False
+    log_probs_match_trainer = False  # another implementation (kernels, KV layout, precision): always recompute
+
+    def __init__(self, llm, *, pad_token_id: int, eos_token_ids: list[int], sleep_during_update: bool = False):
+        self.llm = llm
+        self.pad_token_id = pad_token_id
+        self.eos_token_ids = list(eos_token_ids)
+        self.sleep_during_update = sleep_during_update
+        self._asleep = False
+
+    def generate(self, prompts: list[list[int]], params: SamplingParams, group_keys: torch.Tensor | None = None,
+                 return_log_probs: bool = False) -> Generation:
+        from vllm import SamplingParams as VLLMSamplingParams
+        from vllm import TokensPrompt
+
+        self.resume_memory()
+        greedy = not params.do_sample or params.temperature == 0
+        requests = [VLLMSamplingParams(
+            n=params.n, temperature=0.0 if greedy else params.temperature, top_p=params.top_p,
+            top_k=params.top_k if params.top_k > 0 else 0, max_tokens=params.max_new_tokens,
+            seed=None if group_keys is None or greedy else int(group_keys[i]), stop_token_ids=self.eos_token_ids,
+            ignore_eos=not self.eos_token_ids,
+            logprobs=0 if return_log_probs else None, detokenize=False, skip_special_tokens=False)
+            for i in range(len(prompts))]
+        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts], requests,
+                                    use_tqdm=False)
+        responses, log_probs = [], []
+        for output in outputs:
+            for sample in sorted(output.outputs, key=lambda s: s.index):
+                tokens = list(sample.token_ids)
+                responses.append(tokens)
+                if return_log_probs:
+                    log_probs.append([step[token].logprob for step, token in zip(sample.logprobs, tokens)])
+        return self._to_generation(prompts, params.n, responses, log_probs if return_log_probs else None)
+
+    def _to_generation(self, prompts: list[list[int]], n: int, responses: list[list[int]],
+                       log_probs: list[list[float]] | None) -> Generation:
+        prompt_ids, prompt_mask = left_pad(prompts, self.pad_token_id)
+        width = max(1, max(len(r) for r in responses))
+        response_ids = torch.full((len(responses), width), self.pad_token_id, dtype=torch.long)
+        sampled = torch.zeros((len(responses), width), dtype=torch.float32)
+        for row, tokens in enumerate(responses):
+            response_ids[row, :len(tokens)] = torch.tensor(tokens, dtype=torch.long)
+            if log_probs is not None:
+                sampled[row, :len(tokens)] = torch.tensor(log_probs[row], dtype=torch.float32)
+        # vLLM stops at the first stop token and keeps it; the mask is the hf engine's (up to and including the
+        # first EOS), and never covers padding past a response that ended otherwise (a max_model_len cut).
+        response_mask = response_mask_from_ids(response_ids, self.eos_token_ids) * _length_mask(responses, width)
+        return Generation(prompt_ids=prompt_ids.repeat_interleave(n, dim=0),
+                          prompt_mask=prompt_mask.repeat_interleave(n, dim=0),
+                          response_ids=response_ids.masked_fill(response_mask == 0, self.pad_token_id),
+                          response_mask=response_mask,
+                          log_probs=None if log_probs is None else sampled * response_mask)
+
+    @torch.no_grad()
+    def update_weights(self, weights: Weights) -> None:
+        """Stream the policy's weights into vLLM (``reload_weights``), then drop the now stale prefix cache."""
+        if self._asleep:
+            self.llm.wake_up(tags=["weights"])  # the KV cache stays freed until the next generate()
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": _as_loaded(weights)})
+        self.llm.reset_prefix_cache()
+
+    def release_memory(self) -> None:
+        """``free_cache_engine`` on CUDA: sleep (level 1: KV cache freed, weights offloaded to host memory)."""
+        if self.sleep_during_update and not self._asleep:
+            self.llm.sleep(level=1)
+            self._asleep = True
+
+    def resume_memory(self) -> None:
+        if self._asleep:
+            self.llm.wake_up()
+            self._asleep = False
+
+
+def _length_mask(responses: list[list[int]], width: int) -> torch.Tensor:
+    """(N, W) 1 on each response's own tokens: a pad id the model really generated (not padding) stays masked in."""
+    lengths = torch.tensor([len(r) for r in responses])
+    return (torch.arange(width)[None, :] < lengths[:, None]).float()
+
+
+def _as_loaded(weights: Weights) -> Iterator[tuple[str, torch.Tensor]]:
+    for name, tensor in weights:
+        yield name, tensor.detach()
+
+
+# ------------------------------------------------------------------------------------------------------- building
+def build_vllm_engine(spec: EngineSpec) -> VLLMRolloutEngine:
+    """``rollout.name=vllm``: an in-process engine on ``spec.device`` configured from verl's rollout keys."""
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # in-process: the weight push passes tensors
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # its INFO/WARNING lines would drown the training log
+    try:
+        import vllm
+    except ImportError as exc:
+        raise ConfigError(f"{spec.key('name')}: 'vllm' needs vLLM installed: pip install -e '.[vllm]' (CUDA), or "
+                          f"bash scripts/setup_vllm_env.sh for the CPU build ({exc})") from None
+    kwargs = engine_kwargs(spec)
+    with _process_state_kept():
+        llm = vllm.LLM(**kwargs)
+    engine = VLLMRolloutEngine(llm, pad_token_id=spec.pad_token_id, eos_token_ids=spec.eos_token_ids,
+                               sleep_during_update=kwargs.get("enable_sleep_mode", False))
+    if spec.rollout.load_format == "dummy":  # random weights: the policy's (still unsharded here) replace them
+        engine.update_weights(spec.policy().named_parameters(remove_duplicate=False))
+    return engine
+
+
+def engine_kwargs(spec: EngineSpec) -> dict:
+    """``vllm.LLM`` arguments from the rollout keys; a combination vLLM cannot run fails naming the key."""
+    rollout, on_cuda = spec.rollout, spec.device.type == "cuda"
+    max_model_len = rollout.max_model_len or spec.max_prompt_length + spec.max_response_length
+    chunked = on_cuda if rollout.enable_chunked_prefill is None else rollout.enable_chunked_prefill
+    if chunked and not on_cuda:
+        raise ConfigError(f"{spec.key('enable_chunked_prefill')}: vLLM's CPU sampler cannot resume a seeded request "
+                          f"whose prefill was split ('CPU Generator does not use offset'); set it to false (or null)")
+    if not chunked and rollout.max_num_batched_tokens < max_model_len:
+        raise ConfigError(f"{spec.key('max_num_batched_tokens')}: {rollout.max_num_batched_tokens} must hold one "
+                          f"whole prompt + response (max_model_len={max_model_len}) when prefill is not chunked")
+    max_num_seqs = min(rollout.micro_batch_size if rollout.micro_batch_size > 0 else 256,
+                       rollout.max_num_batched_tokens)
+    dtype = _DTYPES[rollout.dtype] or ("bfloat16" if on_cuda else "float32")
+    kwargs = dict(model=str(spec.model_path), skip_tokenizer_init=True, dtype=dtype, seed=0,
+                  enforce_eager=rollout.enforce_eager, enable_chunked_prefill=chunked,
+                  max_num_batched_tokens=rollout.max_num_batched_tokens, max_model_len=max_model_len,
+                  max_num_seqs=max_num_seqs, load_format=rollout.load_format, tensor_parallel_size=1,
+                  enable_prefix_caching=True, logprobs_mode="processed_logprobs", generation_config="vllm",
+                  distributed_executor_backend="external_launcher" if spec.world_size > 1 else "uni")
+    if on_cuda:
+        # The device: cuda:0 on one process; under torchrun (external_launcher) the rank's LOCAL_RANK.
+        kwargs.update(gpu_memory_utilization=rollout.gpu_memory_utilization,
+                      enable_sleep_mode=rollout.free_cache_engine)
+    else:  # KV cache for max_num_seqs full-length sequences; vLLM's CPU default (a share of RAM) is far more
+        kwargs["kv_cache_memory_bytes"] = _cpu_kv_cache_bytes(spec, max_num_seqs, max_model_len, dtype)
+    return kwargs
+
+
+def _cpu_kv_cache_bytes(spec: EngineSpec, num_seqs: int, max_model_len: int, dtype: str) -> int:
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(spec.model_path, local_files_only=True)
+    config = getattr(config, "text_config", config)
+    heads = config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    per_token = 2 * config.num_hidden_layers * kv_heads * head_dim * (4 if dtype == "float32" else 2)
+    blocks = num_seqs * -(-max_model_len // _CPU_BLOCK) + 1
+    return max(blocks * _CPU_BLOCK * per_token, 16 << 20)
+
+
+@contextlib.contextmanager
+def _process_state_kept():
+    """vLLM's worker re-seeds the global RNGs and, on CPU, pins torch's thread count (replacing
+    ``torch.set_num_threads``); the trainer's process keeps its own."""
+    states = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+    threads, set_num_threads = torch.get_num_threads(), torch.set_num_threads
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+        torch.set_num_threads = set_num_threads
+        torch.set_num_threads(threads)
