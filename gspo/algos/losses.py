@@ -48,6 +48,7 @@ def compute_policy_loss(
     global_num_tokens: Count = None,
     global_num_seqs: Count = None,
     max_response_len: int | None = None,
+    token_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Policy-gradient loss ``loss_mode`` (a key of ``POLICY_LOSSES``) and its metrics.
 
@@ -65,6 +66,8 @@ def compute_policy_loss(
         clip_ratio_c: dual-clip constant (vanilla only), must be > 1. Passed only to losses that accept it.
         loss_agg_mode, global_num_tokens, global_num_seqs, max_response_len:
             passed to ``agg_loss``.
+        token_weights: (B, T) constant weights multiplying each token's loss before aggregation (the rollout
+            correction's importance weights, see :mod:`gspo.algos.rollout_correction`); None = 1.
 
     Values at masked positions are ignored (replaced by 0 before any
     arithmetic), so padding may hold anything, even -inf, without producing
@@ -103,6 +106,8 @@ def compute_policy_loss(
             f"policy loss {loss_mode!r} returned a {tuple(per_token_loss.shape)} loss; it must return the "
             f"per-token (batch, response_len) loss {tuple(log_prob.shape)}, which compute_policy_loss aggregates"
         )
+    if token_weights is not None:
+        per_token_loss = per_token_loss * torch.where(keep, token_weights.detach().to(per_token_loss), 0.0)
     loss = agg_loss(
         per_token_loss,
         mask,

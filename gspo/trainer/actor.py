@@ -226,7 +226,7 @@ def _micro_batch_loss(model: PreTrainedModel, micro: RolloutBatch, cfg: ActorCon
     pg_loss, metrics = compute_policy_loss(
         old_log_probs, log_probs, advantages, mask, loss_mode=policy_loss,
         clip_ratio_low=cfg.clip_ratio_low, clip_ratio_high=cfg.clip_ratio_high, clip_ratio_c=cfg.clip_ratio_c,
-        loss_agg_mode=cfg.loss_agg_mode, **counts)
+        loss_agg_mode=cfg.loss_agg_mode, token_weights=micro.rollout_is_weights, **counts)
     loss = pg_loss
     if cfg.entropy_coeff != 0.0:
         loss = loss - cfg.entropy_coeff * agg_loss(entropy, mask, cfg.loss_agg_mode, **counts)

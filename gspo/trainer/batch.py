@@ -33,6 +33,7 @@ class RolloutBatch:
     rollout_log_probs: torch.Tensor | None = field(default=None, metadata=_RIGHT)  # (N, R) the sampler's
     old_log_probs: torch.Tensor | None = field(default=None, metadata=_RIGHT)  # (N, R) float32
     ref_log_probs: torch.Tensor | None = field(default=None, metadata=_RIGHT)  # (N, R) float32
+    rollout_is_weights: torch.Tensor | None = field(default=None, metadata=_RIGHT)  # (N, R) rollout correction
 
     @classmethod
     def from_generation(cls, gen: Generation, *, group_ids: torch.Tensor, prompt_index: torch.Tensor,

@@ -10,7 +10,12 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from gspo.algos import ADV_ESTIMATORS
+from gspo.algos import (
+    ADV_ESTIMATORS,
+    importance_weight_metrics,
+    rollout_importance_weights,
+    rollout_mismatch_metrics,
+)
 from gspo.config import GSPOConfig, to_yaml
 from gspo.data import PromptItem, PromptSampler
 from gspo.distributed import init_distributed
@@ -118,9 +123,9 @@ class Trainer:
             self._shard(self.model)
         self._rollout_stale = False  # the engine starts from the policy's weights; an update or a resume changes them
         # Recomputing the old log-probs is waste when the sampler computed them as the trainer would (fp32 hf).
-        rollout_log_probs = cfg.actor_rollout_ref.actor.use_rollout_log_probs
-        self.use_rollout_log_probs = (self.engine.log_probs_match_trainer and not cfg.algorithm.rollout_correction
-                                      .rollout_is) if rollout_log_probs is None else rollout_log_probs
+        use_rollout, correcting = cfg.actor_rollout_ref.actor.use_rollout_log_probs, cfg.algorithm.rollout_correction
+        self.use_rollout_log_probs = (self.engine.log_probs_match_trainer and not correcting.rollout_is
+                                      if use_rollout is None else use_rollout)
         self.ref_model = self._build_ref_model(model_path)
         self.total_steps = self._total_training_steps()
         self.optimizer = build_optimizer(self.model, cfg.actor_rollout_ref.actor.optim)
@@ -180,7 +185,7 @@ class Trainer:
             batch = batch.to(self.device)
             local = local_rows(batch, self.config.actor_rollout_ref.actor.ppo_mini_batch_size
                                * self.config.actor_rollout_ref.rollout.n, self.dist)  # this rank's rows
-            self.compute_old_log_probs(local, timings)
+            metrics.update(self.compute_old_log_probs(local, timings))
             self.compute_reference_log_probs(local, timings)
             with _timer(timings, "timing/update"):
                 metrics.update(self.update(local))
@@ -261,20 +266,43 @@ class Trainer:
                     max_token_len=actor.ppo_max_token_len_per_gpu if actor.use_dynamic_bsz else None,
                     dist=self.dist, share_prompts=actor.share_prompt_forward)
 
-    def compute_old_log_probs(self, batch: RolloutBatch, timings: dict[str, float]) -> None:
+    def compute_old_log_probs(self, batch: RolloutBatch, timings: dict[str, float]) -> dict[str, float]:
         """Set ``batch.old_log_probs`` (this rank's rows) by the old-policy rule (:mod:`gspo.trainer.old_policy`):
         the sampler's when they are the old policy's, else a forward pass over the rows past the on-policy ones;
-        left None when every row is on-policy."""
+        left None when every row is on-policy. When the sampler's log-probs are there but not used, every row is
+        recomputed (as verl does) to measure the rollout/trainer mismatch, whose metrics are returned."""
         actor = self.config.actor_rollout_ref.actor
         on_policy_rows = num_on_policy_rows(actor.ppo_mini_batch_size * self.config.actor_rollout_ref.rollout.n
                                             // self.dist.world_size, actor.ppo_epochs)
         if rollout_log_probs_are_old(batch, on_policy_rows=on_policy_rows, step=self.global_step,
                                      use_rollout_log_probs=self.use_rollout_log_probs, dist=self.dist):
             batch.old_log_probs = batch.rollout_log_probs
-        elif (later := rows_to_recompute(batch, on_policy_rows)) is not None:
+            return {}
+        if batch.rollout_log_probs is not None:  # the update still skips the on-policy rows' old log-probs
+            on_policy_rows = 0
+        if (later := rows_to_recompute(batch, on_policy_rows)) is not None:
             with _timer(timings, "timing/old_log_prob"):
                 recomputed = compute_log_probs(self.model, later, **self._log_prob_options())
                 batch.old_log_probs = with_on_policy_rows_marked(on_policy_rows, recomputed)
+        return self._rollout_mismatch(batch)
+
+    def _rollout_mismatch(self, batch: RolloutBatch) -> dict[str, float]:
+        """verl's mismatch metrics over every rank's rows; with rollout correction on, this rank's importance
+        weights (``batch.rollout_is_weights``). Nothing when the sampler's log-probs are missing (e.g. surplus
+        groups restored from a checkpoint that had none)."""
+        if batch.rollout_log_probs is None or batch.old_log_probs is None:
+            return {}
+        local = (batch.old_log_probs, batch.rollout_log_probs, batch.response_mask)
+        parts = self.dist.all_gather_objects(tuple(t.cpu() for t in local)) if self.dist.is_distributed else [local]
+        old, rollout, mask = (torch.cat([part[i].cpu() for part in parts]) for i in range(3))
+        metrics = rollout_mismatch_metrics(old, rollout, mask)
+        correction = self.config.algorithm.rollout_correction
+        if correction.rollout_is:
+            options = dict(level=correction.rollout_is, threshold=correction.rollout_is_threshold)
+            batch.rollout_is_weights = rollout_importance_weights(*local, **options)
+            metrics.update(importance_weight_metrics(rollout_importance_weights(old, rollout, mask, **options), mask,
+                                                     correction.rollout_is_threshold))
+        return metrics
 
     def compute_reference_log_probs(self, batch: RolloutBatch, timings: dict[str, float]) -> None:
         """Set ``batch.ref_log_probs`` (this rank's rows) when the KL loss needs the reference policy."""

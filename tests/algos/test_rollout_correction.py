@@ -68,3 +68,21 @@ def test_weights_are_safety_bounded_detached_and_finite_at_padding():
 def test_unknown_level_is_an_error():
     with pytest.raises(ValueError, match="geometric"):
         rollout_importance_weights(OLD, ROLLOUT, MASK, level="geometric", threshold=2.0)
+
+
+def test_policy_loss_multiplies_each_tokens_loss_by_its_weight():
+    from gspo.algos import compute_policy_loss
+
+    # On-policy (ratio 1), advantage 1: every token's vanilla loss is -1. Weights (2, 0.5) and a padded third
+    # token (weight 7, ignored): token-mean = -(2 + 0.5) / 2 = -1.25; gradient per token -w / 2.
+    log_prob = torch.zeros(1, 3, requires_grad=True)
+    advantages, mask = torch.ones(1, 3), torch.tensor([[1.0, 1.0, 0.0]])
+    weights = torch.tensor([[2.0, 0.5, 7.0]])
+    loss, _ = compute_policy_loss(log_prob.detach(), log_prob, advantages, mask, loss_mode="vanilla",
+                                  loss_agg_mode="token-mean", token_weights=weights)
+    assert loss.item() == pytest.approx(-1.25)
+    loss.backward()
+    torch.testing.assert_close(log_prob.grad, torch.tensor([[-1.0, -0.25, 0.0]]))
+    plain, _ = compute_policy_loss(log_prob.detach(), log_prob, advantages, mask, loss_mode="vanilla",
+                                   loss_agg_mode="token-mean")
+    assert plain.item() == pytest.approx(-1.0)

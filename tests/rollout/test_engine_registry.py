@@ -77,6 +77,10 @@ def test_an_engine_registered_outside_the_package_trains(make_config, tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     steps = [row for row in rows if row["step"] > 0]
     assert len(steps) == 3 and "val/acc_mean" in rows[0]
+    # Its log-probs are not used as the old policy's: every row recomputed, the mismatch logged (fp32 on both
+    # sides of the same model: float noise).
+    assert all("timing/old_log_prob" in row and row["training/rollout_probs_diff_max"] < 1e-4 for row in steps)
+    assert all(0 <= row["training/rollout_seq_log_ratio_diff_mean"] < 1e-4 for row in steps)
     assert (tmp_path / "run" / "final_model" / "model.safetensors").is_file()
 
 
@@ -87,3 +91,25 @@ def test_unknown_engine_fails_naming_the_key_and_the_choices(make_config):
         rollout_engine_factory("nope", key="engine")
     with pytest.raises(ValueError, match="already registered"):
         register_rollout_engine("hf", GenerateEngine)
+
+
+@pytest.mark.parametrize("level", ["token", "sequence"])
+def test_rollout_correction_weights_the_loss(make_config, level):
+    # Same engine, same samples: pi_old / pi_rollout = 1 up to float noise, so the weights are 1 and never truncated.
+    cfg = make_config("actor_rollout_ref.rollout.name=hf_generate", "algorithm.filter_groups.enable=false",
+                      f"algorithm.rollout_correction.rollout_is={level}", "trainer.total_training_steps=1")
+    trainer = Trainer(cfg)
+    metrics = trainer.train_step()
+    assert metrics["rollout_corr/rollout_is_mean"] == pytest.approx(1.0, abs=1e-4)
+    assert metrics["rollout_corr/rollout_is_truncated_frac"] == 0.0
+    assert metrics["training/rollout_probs_diff_mean"] < 1e-4
+
+
+def test_the_hf_engine_on_cpu_keeps_using_its_own_log_probs(make_config):
+    trainer = Trainer(make_config("algorithm.filter_groups.enable=false", "trainer.total_training_steps=1"))
+    assert trainer.use_rollout_log_probs and trainer.engine.log_probs_match_trainer
+    metrics = trainer.train_step()
+    assert "timing/old_log_prob" not in metrics and "training/rollout_probs_diff_mean" not in metrics
+    # Rollout correction needs recomputed old log-probs: it switches the auto setting off.
+    corrected = Trainer(make_config("algorithm.rollout_correction.rollout_is=token"))
+    assert not corrected.use_rollout_log_probs
