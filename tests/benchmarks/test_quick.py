@@ -22,7 +22,8 @@ def _run(script: str, *args: str) -> list[dict]:
 def test_every_benchmark_has_a_quick_test():
     scripts = {p.name for p in BENCHMARKS.glob("*.py") if not p.name.startswith("_")}
     tested = {"default_run.py", "dynamic_sampling.py", "data_parallel.py", "memory.py", "vs_trl.py", "lora.py",
-              "math_reward.py"}
+              "math_reward.py",
+              "rollout_engines.py", "gpu_step.py"}
     assert scripts == tested
 
 
@@ -86,3 +87,42 @@ def test_math_reward_quick():
         assert row["responses"] == 32 and row["answers_per_s"] > 0, row
         assert row["errors"] == ([1] if mix == "pathological" else [0]), row  # the one answer past its deadline
     assert 0 < by_mix["math"]["acc_mean"] < 1 and by_mix["distinct"]["acc_mean"] == 0
+
+
+def test_rollout_engines_quick_hf():
+    # Both engines run in the vLLM environment (tests_vllm/test_benchmark.py); here the hf engine alone.
+    (row,) = _run("rollout_engines.py", "--engines", "hf")
+    assert row["engine"] == "hf" and row["model"] == "embedded" and row["tokens_per_s"] > 0
+
+
+def test_rollout_engines_without_vllm_names_the_environment():
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / "rollout_engines.py"), "--quick"], capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 2 and "setup_vllm_env.sh" in proc.stderr
+
+
+def test_gpu_step_refuses_without_cuda_and_checks_its_arguments():
+    # It needs one CUDA device (measured on a GPU machine, see benchmarks/README.md); CI has none.
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / "gpu_step.py"), "--engines", "hf"], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 2 and "needs one CUDA device" in proc.stderr and proc.stdout == ""
+    bad = subprocess.run([sys.executable, str(BENCHMARKS / "gpu_step.py"), "--steps", "0"], capture_output=True,
+                         text=True, timeout=300)
+    assert bad.returncode == 2 and "--steps" in bad.stderr
+
+
+def test_gpu_step_config_is_valid(tmp_path):
+    # Its training overrides load (the vllm run's too, but vLLM is missing here: the error names the extra).
+    sys.path.insert(0, str(BENCHMARKS))
+    import gpu_step
+
+    from gspo.config import ConfigError, load_config
+
+    args = gpu_step.parse_args([])
+    cfg = load_config(None, gpu_step.overrides(tmp_path, "hf", args))
+    assert cfg.data.max_response_length == 512 and cfg.actor_rollout_ref.rollout.ignore_eos
+    assert cfg.data.train_batch_size * cfg.actor_rollout_ref.rollout.n == 256
+    import pytest
+
+    with pytest.raises(ConfigError, match=r"pip install -e '\.\[vllm\]'"):
+        load_config(None, gpu_step.overrides(tmp_path, "vllm", args))
