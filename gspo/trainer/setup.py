@@ -83,6 +83,9 @@ def preflight(cfg: GSPOConfig) -> str:
     val = build_dataset(cfg, "data.val_files", tokenizer) if cfg.data.val_files else None
     build_reward_manager(cfg)
     build_policy_loss(cfg)
+    from gspo.rollout import rollout_engine_factory
+
+    rollout_engine_factory(cfg.actor_rollout_ref.rollout.name)  # an unknown engine names the key
     reward = cfg.custom_reward_function.path or "registry by data_source"
     return (f"ok: model {model_dir}; {len(train)} train prompts ({train.num_dropped} overlong dropped); "
             f"{len(val) if val else 0} val prompts; reward: {reward}")
