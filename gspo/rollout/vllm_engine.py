@@ -185,6 +185,7 @@ def _process_state_kept():
     """vLLM's worker re-seeds the global RNGs and, on CPU, pins torch's thread count (replacing
     ``torch.set_num_threads``); the trainer's process keeps its own."""
     states = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+    cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
     threads, set_num_threads = torch.get_num_threads(), torch.set_num_threads
     try:
         yield
@@ -192,5 +193,7 @@ def _process_state_kept():
         random.setstate(states[0])
         np.random.set_state(states[1])
         torch.set_rng_state(states[2])
+        if cuda_states is not None:
+            torch.cuda.set_rng_state_all(cuda_states)
         torch.set_num_threads = set_num_threads
         torch.set_num_threads(threads)
