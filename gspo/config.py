@@ -478,6 +478,9 @@ def validate_config(cfg: GSPOConfig) -> None:
         _require(0.0 < params.top_p <= 1.0, f"actor_rollout_ref.{prefix}.top_p", "must lie in (0, 1]")
         _require(params.top_k == -1 or params.top_k >= 1, f"actor_rollout_ref.{prefix}.top_k", "must be -1 or >= 1")
     _require(rollout.temperature > 0, "actor_rollout_ref.rollout.temperature", "training samples need > 0")
+    _require(rollout.name != "vllm" or cfg.actor_rollout_ref.model.lora_rank == 0, "actor_rollout_ref.rollout.name",
+             "vllm with LoRA (actor_rollout_ref.model.lora_rank > 0) is not supported yet (the engine would need "
+             "the merged weights after every update); use actor_rollout_ref.rollout.name=hf")
     _validate_engine(rollout)
     correction = cfg.algorithm.rollout_correction
     _one_of(correction.rollout_is, (None, *ROLLOUT_IS_LEVELS), "algorithm.rollout_correction.rollout_is")

@@ -219,7 +219,9 @@ class Trainer:
             group_ids = torch.arange(self._next_group_id, self._next_group_id + len(prompts))
             self._next_group_id += len(prompts)
         if self._rollout_stale:  # collective under FSDP: every rank, before any exit
-            self.engine.update_weights(iter_full_parameters(self.model, self.device))
+            # With LoRA only the adapters change (the hf engine's copy holds them; vllm is refused with LoRA).
+            self.engine.update_weights(iter_full_parameters(self.model, self.device,
+                                                            trainable_only=self.lora is not None))
             self._rollout_stale = False
         self.engine.resume_memory()
         start, stop = self.dist.share_bounds(len(prompts))

@@ -45,3 +45,8 @@ def test_vllm_without_vllm_fails_at_validation_naming_the_extra():
     with pytest.raises(ConfigError, match=r"actor_rollout_ref.rollout.name: 'vllm' needs vLLM installed: "
                                           r"pip install -e '\.\[vllm\]'"):
         load_config(None, ["actor_rollout_ref.rollout.name=vllm"])
+
+
+def test_vllm_with_lora_is_refused_naming_the_keys():
+    with pytest.raises(ConfigError, match=r"actor_rollout_ref.rollout.name: vllm with LoRA"):
+        load_config(None, ["actor_rollout_ref.rollout.name=vllm", "actor_rollout_ref.model.lora_rank=8"])
