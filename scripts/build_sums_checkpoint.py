@@ -36,7 +36,7 @@ from gspo.tasks.sums import (  # noqa: E402
     make_sums_splits,
 )
 
-DEFAULT_SFT_STEPS = 1000
+DEFAULT_SFT_STEPS = 600  # greedy val acc 0.20, ~52 % of groups all-equal at n = 8 (seed 0, 1 thread)
 DEFAULT_SFT_POOL = 65536  # SFT rows; the shipped train.jsonl is their first --num-train rows
 GROUP_SIZE = 8
 
