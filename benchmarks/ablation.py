@@ -12,7 +12,7 @@ Losses: ``gspo`` is the library default (sequence-level ratio, clip 3e-4 / 4e-4,
 Dynamic sampling: ``off`` trains on every group (all-equal ones have zero advantage); ``verl`` drops all-equal
 groups and regenerates until the train batch is full, with verl's default generation batch
 (``gen_batch_size = train_batch_size``), trimming what is left over; ``ours`` adds keep_surplus, the adaptive
-generation batch and the history-based prefilter (:mod:`gspo.trainer.sampling_state`).
+generation batch and the history-based prefilter (skip after one all-equal visit).
 
 The budget is ``--budget-steps`` steps of the ``off`` variant: ``train_batch_size x n x`` the warm start's mean
 response length (measured by a first ``off`` step). Per run the JSON holds the curve (generated tokens, val acc),
@@ -47,7 +47,8 @@ SAMPLING = {
     "off": [f"{FILTER}enable=false", "data.gen_batch_size=null"],
     "verl": [f"{FILTER}enable=true", "data.gen_batch_size=null", f"{FILTER}max_num_gen_batches=0"],
     "ours": [f"{FILTER}enable=true", "data.gen_batch_size=null", f"{FILTER}max_num_gen_batches=0",
-             f"{FILTER}keep_surplus=true", f"{FILTER}adaptive_gen_batch_size=true", f"{FILTER}prefilter.enable=true"],
+             f"{FILTER}keep_surplus=true", f"{FILTER}adaptive_gen_batch_size=true", f"{FILTER}prefilter.enable=true",
+             f"{FILTER}prefilter.min_constant_visits=1"],
 }
 STEP_METRICS = ("actor/pg_clipfrac", "actor/pg_clipfrac_lower", "actor/pg_clipfrac_upper")
 
@@ -181,6 +182,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "ablation.json")
     parser.add_argument("--plot", type=Path, default=REPO / "docs" / "ablation.png")
     parser.add_argument("--quick", action="store_true", help="1 seed, 1.5 steps of budget, 32 val prompts")
+    parser.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
+                        help="train nothing: summarise and plot the runs of earlier --out files together")
     parser.add_argument("overrides", nargs="*", help="extra key=value applied to every run")
     args = parser.parse_args(argv)
     if args.quick:
@@ -189,8 +192,8 @@ def main(argv: list[str] | None = None) -> dict:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    runs = []
-    for task in args.tasks:
+    runs = [run for path in args.merge or () for run in json.loads(path.read_text())["runs"]]
+    for task in [] if args.merge else args.tasks:
         budget = measure_budget(task, args.budget_steps, args.val_limit, args.overrides)
         for loss in args.losses:
             for sampling in args.sampling:
