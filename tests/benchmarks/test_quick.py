@@ -22,7 +22,7 @@ def _run(script: str, *args: str) -> list[dict]:
 def test_every_benchmark_has_a_quick_test():
     scripts = {p.name for p in BENCHMARKS.glob("*.py") if not p.name.startswith("_")}
     tested = {"default_run.py", "dynamic_sampling.py", "data_parallel.py", "memory.py", "vs_trl.py", "lora.py",
-              "math_reward.py"}
+              "math_reward.py", "ablation.py"}  # ablation.py: tests/benchmarks/test_ablation.py
     assert scripts == tested
 
 
