@@ -12,7 +12,8 @@ Losses: ``gspo`` is the library default (sequence-level ratio, clip 3e-4 / 4e-4,
 Dynamic sampling: ``off`` trains on every group (all-equal ones have zero advantage); ``verl`` drops all-equal
 groups and regenerates until the train batch is full, with verl's default generation batch
 (``gen_batch_size = train_batch_size``), trimming what is left over; ``ours`` adds keep_surplus, the adaptive
-generation batch and the history-based prefilter (skip after one all-equal visit).
+generation batch and the history-based prefilter (skip after one all-equal visit, GRESO back-off on
+re-admission): the ``greso`` variant of benchmarks/dynamic_sampling.py.
 
 The budget is ``--budget-steps`` steps of the ``off`` variant: ``train_batch_size x n x`` the warm start's mean
 response length (measured by a first ``off`` step). Per run the JSON holds the curve (generated tokens, val acc),
@@ -48,7 +49,7 @@ SAMPLING = {
     "verl": [f"{FILTER}enable=true", "data.gen_batch_size=null", f"{FILTER}max_num_gen_batches=0"],
     "ours": [f"{FILTER}enable=true", "data.gen_batch_size=null", f"{FILTER}max_num_gen_batches=0",
              f"{FILTER}keep_surplus=true", f"{FILTER}adaptive_gen_batch_size=true", f"{FILTER}prefilter.enable=true",
-             f"{FILTER}prefilter.min_constant_visits=1"],
+             f"{FILTER}prefilter.min_constant_visits=1", f"{FILTER}prefilter.readmit_decay=true"],
 }
 STEP_METRICS = ("actor/pg_clipfrac", "actor/pg_clipfrac_lower", "actor/pg_clipfrac_upper")
 

@@ -46,6 +46,9 @@ VARIANTS = {
     "adaptive_gen_batch_size": [f"{PREFIX}adaptive_gen_batch_size=true"],
     "prefilter": [f"{PREFIX}prefilter.enable=true"],
     "all": [f"{PREFIX}keep_surplus=true", f"{PREFIX}adaptive_gen_batch_size=true", f"{PREFIX}prefilter.enable=true"],
+    # all three, the prefilter acting after one all-equal visit and backing off GRESO-style on re-admissions
+    "greso": [f"{PREFIX}keep_surplus=true", f"{PREFIX}adaptive_gen_batch_size=true", f"{PREFIX}prefilter.enable=true",
+              f"{PREFIX}prefilter.min_constant_visits=1", f"{PREFIX}prefilter.readmit_decay=true"],
 }
 
 

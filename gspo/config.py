@@ -175,6 +175,9 @@ class PrefilterConfig:
     min_constant_visits: int = 2
     # Chance that a skipped prompt is generated anyway, so none is lost for good.
     readmit_prob: float = 0.1
+    # GRESO-style (arXiv 2506.02177): the chance falls with the streak, readmit_prob ** (streak - min_constant_visits
+    # + 1), so a prompt all-equal on every re-admission is generated ever more rarely (still never zero).
+    readmit_decay: bool = False
 
 
 @dataclass
