@@ -7,6 +7,10 @@ accuracy (mean and per seed), and the saving against the verl-style rule.
     python benchmarks/dynamic_sampling.py [--task addition|sums] [--steps 60] [--seeds 1 2 3] [--train-prompts N]
         [--verl-gen-batch-sizes 32 48 96] [key=value ...]
 
+Variants: ``verl`` (the rule alone), each switch alone, ``all`` three at their defaults, and ``greso``: all three with
+the prefilter acting after one all-equal visit and backing off on re-admissions (``readmit_decay``, GRESO,
+arXiv 2506.02177).
+
 ``--task sums`` runs the second embedded task (``recipe/gspo/config/sums.yaml``: 1,024 training prompts, about
 half the groups all-right or all-wrong at the warm start), where prompts recur every few dozen steps.
 
