@@ -6,11 +6,16 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 
 from gspo.config import ConfigError, GSPOConfig, load_config, to_yaml
 
+# Exit codes of `gspo train` (README, "Resuming and fault tolerance"): 0 done; 1 a missing optional dependency;
+# 2 bad input (config, data, reward, a busy / damaged / different-run folder); 3 training cannot progress (the
+# dynamic-sampling cap, non-finite updates); 74 an OS error writing a checkpoint or the export; 128+N signal N.
 EXIT_USAGE = 2
 EXIT_MISSING_DEPENDENCY = 1
+EXIT_NO_PROGRESS = 3
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -70,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     _quiet_transformers()
     name = f"data {args.dataset}" if args.command == "data" else args.command
+    if args.command == "train":
+        from gspo.trainer.signals import interrupt_on_signals
+
+        interrupt_on_signals()  # until the training loop takes over: a signal during start-up ends in one line
     try:
         if args.command == "eval":
             return evaluate(args.model, args.data, args.overrides)
@@ -81,13 +90,58 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "validate":
             return validate(config)
         if launch := torchrun_command(config, argv if argv is not None else sys.argv[1:]):
-            # torchrun takes this process's place, so signals (Ctrl-C, SIGTERM from a scheduler) reach it directly
-            # and it forwards them to every rank, which checkpoint and stop together.
-            os.execve(launch[0], launch, torchrun_env())
+            return launch_torchrun(launch)
         return train(config)
     except (ConfigError, FileNotFoundError, PermissionError, ValueError) as exc:
-        print(f"gspo {name}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _fail(name, exc, EXIT_USAGE)
+    except Exception as exc:
+        from gspo.trainer import DynamicSamplingError
+        from gspo.trainer.run_folder import StorageError
+
+        if isinstance(exc, StorageError):
+            return _fail(name, exc, exc.exit_code, every_rank=True)
+        if isinstance(exc, (DynamicSamplingError, FloatingPointError)):
+            return _fail(name, exc, EXIT_NO_PROGRESS)
+        raise
+    except BaseException as exc:
+        from gspo.trainer.signals import Interrupted
+
+        if isinstance(exc, Interrupted):
+            return _fail(name, exc, exc.exit_code, label="stopped")
+        raise
+
+
+def _fail(name: str, exc: BaseException, code: int, *, label: str = "error", every_rank: bool = False) -> int:
+    """One line on stderr; under torchrun only rank 0 prints errors every rank reaches alike."""
+    if every_rank or int(os.environ.get("RANK", "0")) == 0:
+        print(f"gspo {name}: {label}: {exc}", file=sys.stderr)
+    return code
+
+
+def launch_torchrun(command: list[str]) -> int:
+    """Run torchrun's launcher in this process (``command`` is the torchrun line of :func:`torchrun_command`).
+
+    Signals (Ctrl-C, SIGTERM from a scheduler) reach it directly; it forwards them to every rank, which checkpoint
+    and stop together. The ranks print their own one-line outcome: the launcher returns the first failed rank's
+    exit code (128+N for a signal) instead of torchrun's traceback.
+    """
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
+    os.environ.update(torchrun_env())
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # the ranks' lines say it
+    try:
+        run(get_args_parser().parse_args(command[3:]))  # command[:3] is: python -m torch.distributed.run
+    except SignalException as exc:
+        return 128 + int(exc.sigval)
+    except ChildFailedError as exc:
+        rank, failure = min(exc.failures.items())
+        if failure.exitcode < 0:
+            print(f"gspo train: rank {rank} died of signal {-failure.exitcode}", file=sys.stderr)
+            return 128 - failure.exitcode
+        return failure.exitcode
+    return 0
 
 
 def validate(config: GSPOConfig) -> int:
@@ -144,12 +198,14 @@ def torchrun_env() -> dict[str, str]:
 
 def train(config: GSPOConfig) -> int:
     from gspo.trainer import Trainer, TrainingInterrupted
+    from gspo.trainer.run_folder import release_lock
 
     try:
         metrics = Trainer(config).fit()
     except TrainingInterrupted as stop:
-        print(f"gspo train: {stop}", file=sys.stderr)
-        return stop.exit_code
+        return _fail("train", stop, stop.exit_code, label="stopped")
+    finally:  # also when start-up failed after taking the lock (a caller may start another run in this process)
+        release_lock(Path(config.trainer.default_local_dir))
     if "val/acc_mean" in metrics:
         print(f"final val/acc_mean={metrics['val/acc_mean']:.4f}")
     return 0

@@ -14,6 +14,7 @@ lengths count tokens.
 from __future__ import annotations
 
 import difflib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -212,8 +213,12 @@ class OverlongBufferConfig:
 @dataclass
 class RewardModelConfig:
     overlong_buffer: OverlongBufferConfig = field(default_factory=OverlongBufferConfig)
-    # What a reward function that raises or returns a non-number does: stop the run, or score 0 and count it.
+    # What a reward function that raises, returns a non-number or times out does: stop the run, or score 0 and
+    # count it (reward/errors).
     on_error: str = "raise"
+    # Seconds one call of a custom reward function may take (it runs in a forked worker process that is killed
+    # past this); null or <= 0: no limit, called in the trainer's process. Built-in rewards run in-process.
+    timeout_s: float | None = 60.0
 
 
 @dataclass
@@ -401,9 +406,22 @@ def _validate_lora(model: ModelConfig) -> None:
              f"{key}.target_modules", f"{targets!r} must be 'all-linear' or a non-empty list of module names")
 
 
+def _check_finite(node: Any, prefix: str = "") -> None:
+    """No float anywhere in the config may be inf or nan (``optim.lr=inf`` would only show as non-finite weights)."""
+    if hasattr(node, "__dataclass_fields__"):
+        for name in node.__dataclass_fields__:
+            _check_finite(getattr(node, name), f"{prefix}.{name}" if prefix else name)
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            _check_finite(item, f"{prefix}[{i}]")
+    elif isinstance(node, float):
+        _require(math.isfinite(node), prefix, f"{node} is not a finite number")
+
+
 def validate_config(cfg: GSPOConfig) -> None:
     """Raise :class:`ConfigError` naming the key for any value that type-checks but cannot run."""
     data, actor, rollout = cfg.data, cfg.actor_rollout_ref.actor, cfg.actor_rollout_ref.rollout
+    _check_finite(cfg)
     _require(bool(data.train_files), "data.train_files", "must name at least one file")
     _require(data.max_prompt_length >= 1, "data.max_prompt_length", "must be >= 1")
     _require(data.max_response_length >= 1, "data.max_response_length", "must be >= 1")
@@ -457,6 +475,10 @@ def validate_config(cfg: GSPOConfig) -> None:
     _one_of(groups.metric, FILTER_METRICS, "algorithm.filter_groups.metric")
     _require(groups.enable or not groups.prefilter.enable, "algorithm.filter_groups.prefilter.enable",
              "needs algorithm.filter_groups.enable=true (the prefilter learns from the group filter's verdicts)")
+    _require(not groups.enable or rollout.n >= 2, "algorithm.filter_groups.enable",
+             f"true needs actor_rollout_ref.rollout.n >= 2 (now {rollout.n}): a group of one response never varies, "
+             f"so dynamic sampling would do nothing; raise actor_rollout_ref.rollout.n or set "
+             f"algorithm.filter_groups.enable=false")
     _require(groups.max_surplus_age >= 1, "algorithm.filter_groups.max_surplus_age", "must be >= 1")
     _require(groups.prefilter.min_constant_visits >= 1, "algorithm.filter_groups.prefilter.min_constant_visits",
              "must be >= 1")

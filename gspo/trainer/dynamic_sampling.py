@@ -127,7 +127,14 @@ class GenerationStats:
             f"batches, fewer than data.train_batch_size={needed}. Remedies: raise "
             f"algorithm.filter_groups.max_num_gen_batches (0 = unlimited), raise data.gen_batch_size, use data "
             f"the policy neither always solves nor always fails, or filter on a different "
-            f"algorithm.filter_groups.metric (now {metric!r}).")
+            f"algorithm.filter_groups.metric (now {metric!r}).{self._reward_error_note()}")
+
+    def _reward_error_note(self) -> str:
+        if not self._num_reward_errors:
+            return ""
+        return (f" {self._num_reward_errors} of {self._num_sequences} responses had reward errors (raised or past "
+                f"reward_model.timeout_s) and were scored 0 under reward_model.on_error=zero: fix the reward "
+                f"function first, or set reward_model.on_error=raise to see the first failure.")
 
     def metrics(self) -> dict[str, float]:
         n = max(self._num_sequences, 1)

@@ -36,7 +36,7 @@ def build_reward_manager(cfg: GSPOConfig) -> RewardManager:
     return RewardManager(load_custom_reward(custom.path, custom.name) if custom.path else None,
                          on_error=cfg.reward_model.on_error, overlong_enable=buffer.enable,
                          overlong_buffer_len=buffer.len, overlong_penalty_factor=buffer.penalty_factor,
-                         max_response_length=cfg.data.max_response_length)
+                         max_response_length=cfg.data.max_response_length, timeout_s=cfg.reward_model.timeout_s)
 
 
 def build_policy_loss(cfg: GSPOConfig) -> RegisteredLoss:
@@ -52,7 +52,7 @@ def build_policy_loss(cfg: GSPOConfig) -> RegisteredLoss:
         raise ConfigError(f"{key}: {exc}") from exc
 
 
-def check_runnable(cfg: GSPOConfig, train_data: PromptDataset) -> None:
+def check_runnable(cfg: GSPOConfig, train_data: PromptDataset, val_data: PromptDataset | None = None) -> None:
     """Settings that type-check but cannot run on this data: fail before any generation."""
     if cfg.data.train_batch_size > len(train_data):
         raise ConfigError(f"data.train_batch_size: {cfg.data.train_batch_size} is larger than the "
@@ -70,6 +70,29 @@ def check_runnable(cfg: GSPOConfig, train_data: PromptDataset) -> None:
             fn = get_reward_fn(source)  # raises, listing the registered rewards
             if callable(getattr(fn, "preflight", None)):
                 fn.preflight()  # e.g. the math rewards: math-verify is installed
+    check_ground_truths(cfg, "data.train_files", train_data)
+    if val_data is not None:
+        check_ground_truths(cfg, "data.val_files", val_data)
+
+
+def check_ground_truths(cfg: GSPOConfig, key: str, data: PromptDataset) -> None:
+    """Every row a built-in reward scores needs a ground truth; a custom reward gets all rows with one or none.
+
+    Without this, a row lacking one is scored as an error (or 0) mid-run, and a short run can finish unnoticed.
+    """
+    lacking = [item for item in data if item.ground_truth is None or not str(item.ground_truth).strip()]
+    if not lacking:
+        return
+    first = lacking[0]
+    where = f"{key}: row {first.extra_info.get('row_index', first.index)} (data_source={first.data_source!r})"
+    if not cfg.custom_reward_function.path:
+        raise DataError(f"{where} and {len(lacking) - 1} more rows have no ground truth (field 'ground_truth' or "
+                        f"'reward_model.ground_truth'); the built-in reward for their data_source needs one: fix "
+                        f"or drop those rows")
+    if len(lacking) < len(data):
+        raise DataError(f"{where} and {len(lacking) - 1} more of {len(data)} rows have no ground truth while the "
+                        f"others have one: fix or drop those rows (a custom reward gets a ground truth for every "
+                        f"row or for none)")
 
 
 def preflight(cfg: GSPOConfig) -> str:
@@ -79,8 +102,8 @@ def preflight(cfg: GSPOConfig) -> str:
     model_dir = check_model_path(cfg.actor_rollout_ref.model.path)
     tokenizer = load_tokenizer(cfg.actor_rollout_ref.model.path)
     train = build_dataset(cfg, "data.train_files", tokenizer)
-    check_runnable(cfg, train)
     val = build_dataset(cfg, "data.val_files", tokenizer) if cfg.data.val_files else None
+    check_runnable(cfg, train, val)
     build_reward_manager(cfg)
     build_policy_loss(cfg)
     reward = cfg.custom_reward_function.path or "registry by data_source"

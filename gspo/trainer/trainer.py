@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -26,12 +27,12 @@ from gspo.rollout import HFRolloutEngine, SamplingParams, sample_keys
 from gspo.trainer.actor import compute_log_probs, update_policy
 from gspo.trainer.batch import RolloutBatch
 from gspo.trainer.checkpoint import (
-    find_latest,
     full_model_state_dict,
     load_checkpoint,
     save_checkpoint,
     save_hf_folder_atomically,
 )
+from gspo.trainer.compat import plan_resume
 from gspo.trainer.dynamic_sampling import (
     DynamicSamplingState,
     GenerationStats,
@@ -56,6 +57,7 @@ from gspo.trainer.parallel import (
     shard_model,
     sync_rollout_weights,
 )
+from gspo.trainer.run_folder import crash_point, open_run_folder, release_lock
 from gspo.trainer.setup import (
     build_dataset,
     build_policy_loss,
@@ -85,6 +87,7 @@ class Trainer:
         check_data_parallel(cfg, self.dist.world_size)
         self.output_dir = Path(cfg.trainer.default_local_dir)
         check_writable(self.output_dir, self.dist.rank)
+        open_run_folder(self.output_dir, cfg.trainer.resume_mode, self.dist)  # lock: one run per folder
         seed_everything(cfg.trainer.seed)
         self.device = resolve_device(cfg.trainer.device)
         if self.device.type == "cuda" and self.dist.is_distributed:
@@ -99,10 +102,12 @@ class Trainer:
         self.tokenizer = load_tokenizer(model_path)
         self.train_data = build_dataset(cfg, "data.train_files", self.tokenizer)
         self.val_data = build_dataset(cfg, "data.val_files", self.tokenizer) if cfg.data.val_files else None
-        check_runnable(cfg, self.train_data)
+        check_runnable(cfg, self.train_data, self.val_data)
         self.rewards = build_reward_manager(cfg)
         self.policy_loss = build_policy_loss(cfg)
         self.sampler = PromptSampler(len(self.train_data), seed=cfg.trainer.seed, shuffle=cfg.data.shuffle)
+        self.total_steps = self._total_training_steps()
+        self._resume_from = plan_resume(cfg, self.output_dir, self.total_steps, self.dist)  # verified, same run
         self.model = load_causal_lm(model_path, self.device, base_dtype(cfg.actor_rollout_ref.model, self.device))
         self.lora = LoRAPolicy.attach(self.model, cfg.actor_rollout_ref.model)  # None: full fine-tuning
         if cfg.actor_rollout_ref.model.enable_gradient_checkpointing:
@@ -118,7 +123,6 @@ class Trainer:
                                       else eos_token_ids(self.tokenizer, self.rollout_model),
                                       micro_batch_size=cfg.actor_rollout_ref.rollout.micro_batch_size,
                                       autocast_dtype=self.autocast_dtype)
-        self.total_steps = self._total_training_steps()
         self.optimizer = build_optimizer(self.model, cfg.actor_rollout_ref.actor.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.actor_rollout_ref.actor.optim, self.total_steps)
         self.sampling_state = DynamicSamplingState(
@@ -128,6 +132,7 @@ class Trainer:
         self._next_group_id = 0
         self._consecutive_skips = 0
         self._saved_step: int | None = None
+        self._resumed_step: int | None = None
         self._maybe_resume()
 
     # ------------------------------------------------------------------------------------------------ setup
@@ -343,15 +348,17 @@ class Trainer:
         SIGINT / SIGTERM let the current step finish, write a checkpoint and raise :class:`TrainingInterrupted`.
         """
         cfg = self.config.trainer
-        logger = MetricsLogger(self.output_dir, cfg.logger, resume_step=self.global_step) if self.is_main else None
+        logger = MetricsLogger(self.output_dir, cfg.logger, resume_step=self._resumed_step) if self.is_main else None
         if self.is_main:
             (self.output_dir / "config.yaml").write_text(to_yaml(self.config))
         last: dict[str, float] = {}
+        progress = None
         try:
             with StopRequest() as stop:
                 if cfg.val_before_train and self.global_step == 0:
                     last = self.validate()
                     self._log(logger, 0, last)
+                    crash_point("after_validation", 0)
                 progress = tqdm(total=self.total_steps, initial=self.global_step, desc="training steps",
                                 disable=not self.is_main, dynamic_ncols=True)
                 while self.global_step < self.total_steps:
@@ -363,8 +370,12 @@ class Trainer:
                 progress.close()
             self.save_final_model()
         finally:
+            if progress is not None:
+                progress.close()  # an error's one line then starts on a line of its own
             if logger is not None:
                 logger.close()
+            if self.is_main:
+                release_lock(self.output_dir)
         return last
 
     def _fit_one_step(self, logger: MetricsLogger | None, progress: tqdm) -> dict[str, float]:
@@ -374,9 +385,10 @@ class Trainer:
         is_last = self.global_step == self.total_steps
         if (cfg.test_freq > 0 and self.global_step % cfg.test_freq == 0) or is_last:
             metrics.update(self.validate())
+        self._log(logger, self.global_step, metrics)  # the row before the checkpoint: see gspo.trainer.run_folder
+        crash_point("after_row", self.global_step)
         if (cfg.save_freq > 0 and self.global_step % cfg.save_freq == 0) or is_last:
             self.save_checkpoint()
-        self._log(logger, self.global_step, metrics)
         progress.update(1)
         if "console" in cfg.logger and self.is_main:
             progress.write(summary_line(self.global_step, metrics))
@@ -411,22 +423,18 @@ class Trainer:
         final = self.output_dir / "final_model"
         if self.lora is not None:  # merged plain HF model, and the PEFT adapter beside it
             self.lora.save_final(final, self.output_dir / "final_adapter", self.tokenizer, self.dist,
-                                 save_folder=save_hf_folder_atomically)
+                                 save_folder=partial(save_hf_folder_atomically, marker={"step": self.global_step}))
             self.dist.barrier()
             return final
         state_dict = full_model_state_dict(self.model, self.dist)
         if self.is_main:  # a re-run's export replaces the previous one whole, never leaving it half written
             save_hf_folder_atomically(final, hf_model=self.rollout_model, state_dict=state_dict,
-                                      tokenizer=self.tokenizer)
+                                      tokenizer=self.tokenizer, marker={"step": self.global_step})
         self.dist.barrier()
         return final
 
     def _maybe_resume(self) -> None:
-        cfg = self.config.trainer
-        if cfg.resume_mode == "disable":
-            return
-        path = (Path(cfg.resume_from_path) if cfg.resume_mode == "resume_path"
-                else find_latest(self.output_dir / "checkpoints"))
+        path = self._resume_from
         if path is None:
             return
         if self.lora is not None:
@@ -437,7 +445,7 @@ class Trainer:
         self.sampler.load_state_dict(state.trainer_state["sampler"])
         self.sampling_state.load_state_dict(state.trainer_state["dynamic_sampling"], state.tensors)
         self._next_group_id = state.trainer_state["next_group_id"]
-        self.global_step = state.step
+        self.global_step = self._resumed_step = state.step
         log.info("resumed from %s at step %d", path, state.step)
 
 

@@ -22,7 +22,7 @@ def _run(script: str, *args: str) -> list[dict]:
 def test_every_benchmark_has_a_quick_test():
     scripts = {p.name for p in BENCHMARKS.glob("*.py") if not p.name.startswith("_")}
     tested = {"default_run.py", "dynamic_sampling.py", "data_parallel.py", "memory.py", "vs_trl.py", "lora.py",
-              "math_reward.py", "ablation.py"}  # ablation.py: tests/benchmarks/test_ablation.py
+              "math_reward.py", "ablation.py", "checkpoint_hash.py"}  # ablation.py: tests/benchmarks/test_ablation.py
     assert scripts == tested
 
 
@@ -86,3 +86,9 @@ def test_math_reward_quick():
         assert row["responses"] == 32 and row["answers_per_s"] > 0, row
         assert row["errors"] == ([1] if mix == "pathological" else [0]), row  # the one answer past its deadline
     assert 0 < by_mix["math"]["acc_mean"] < 1 and by_mix["distinct"]["acc_mean"] == 0
+
+
+def test_checkpoint_hash_quick():
+    (result,) = _run("checkpoint_hash.py")
+    assert result["quick"] and result["mib"] == 8
+    assert result["crc32_s_per_gb"] > 0 and result["manifest_verify_s_per_gb"] > 0

@@ -14,6 +14,7 @@ import torch
 
 from gspo.trainer import Trainer
 from gspo.trainer.checkpoint import find_latest
+from gspo.trainer.run_folder import StorageError
 
 
 def _state(model) -> dict[str, torch.Tensor]:
@@ -228,9 +229,9 @@ def test_final_model_export_that_fails_leaves_the_previous_export_whole(make_con
         raise OSError("disk full")
 
     monkeypatch.setattr(checkpoint, "save_hf_folder", write_half_then_fail)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(StorageError, match="disk full"):
         trainer.save_final_model()
     assert {p.name: p.read_bytes() for p in final.iterdir()} == before
     monkeypatch.undo()
     trainer.save_final_model()  # the next export cleans up the half-written temporary folder and replaces whole
-    assert sorted(p.name for p in final.parent.iterdir() if p.name.startswith(".")) == []
+    assert sorted(p.name for p in final.parent.iterdir() if p.name.startswith(".")) == [".gspo.lock"]
