@@ -35,7 +35,7 @@ LOCK_FILE = ".gspo.lock"
 CRASH_EXIT_CODE = 86
 CRASH_POINTS = ("after_validation", "after_row", "after_rename", "after_latest", "during_export")
 # Everything a run writes at the top of its folder; ``trainer.resume_mode=disable`` moves a previous run's aside.
-RUN_ARTIFACTS = ("checkpoints", "metrics.jsonl", "config.yaml", "final_model", "tensorboard")
+RUN_ARTIFACTS = ("checkpoints", "metrics.jsonl", "config.yaml", "final_model", "final_adapter", "tensorboard")
 PREVIOUS_RUNS = "previous_runs"
 
 _held: dict[str, int] = {}  # realpath of a locked folder -> the open lock file's descriptor (this process)
