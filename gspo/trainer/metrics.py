@@ -53,7 +53,7 @@ class MetricsLogger:
     Only rank 0 should construct one; other ranks log nothing.
     """
 
-    def __init__(self, output_dir: Path, loggers: Iterable[str], *, resume_step: int = 0):
+    def __init__(self, output_dir: Path, loggers: Iterable[str], *, resume_step: int = 0, sinks: list | None = None):
         output_dir.mkdir(parents=True, exist_ok=True)
         self.path = output_dir / "metrics.jsonl"
         self._drop_steps_after(resume_step)
@@ -63,6 +63,7 @@ class MetricsLogger:
             from torch.utils.tensorboard import SummaryWriter  # optional dependency: gspo[tensorboard]
 
             self._tensorboard = SummaryWriter(log_dir=str(output_dir / "tensorboard"))
+        self.sinks = sinks or []  # wandb / mlflow (gspo.trainer.sinks): log(step, metrics), close()
 
     def _drop_steps_after(self, step: int) -> None:
         """A resumed run redoes the steps after its checkpoint: forget what the killed run logged for them."""
@@ -79,11 +80,15 @@ class MetricsLogger:
         if self._tensorboard is not None:
             for name, value in metrics.items():
                 self._tensorboard.add_scalar(name, value, step)
+        for sink in self.sinks:
+            sink.log(step, metrics)
 
     def close(self) -> None:
         self._file.close()
         if self._tensorboard is not None:
             self._tensorboard.close()
+        for sink in self.sinks:
+            sink.close()
 
 
 def summary_line(step: int, metrics: dict[str, float]) -> str:
