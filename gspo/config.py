@@ -82,6 +82,7 @@ class PolicyLossConfig:
     # A Python file whose function `name` is the policy loss (as custom_reward_function.path / name); protocol in
     # gspo/algos/registry.py: it returns the per-token loss and its metrics, gspo aggregates.
     path: str | None = None
+    # The function in policy_loss.path that computes the loss.
     name: str = "compute_policy_loss"
 
 

@@ -86,3 +86,9 @@ def test_math_reward_quick():
         assert row["responses"] == 32 and row["answers_per_s"] > 0, row
         assert row["errors"] == ([1] if mix == "pathological" else [0]), row  # the one answer past its deadline
     assert 0 < by_mix["math"]["acc_mean"] < 1 and by_mix["distinct"]["acc_mean"] == 0
+
+
+def test_default_run_contended_quick():
+    (result,) = _run("default_run.py", "--contended")
+    assert result["busy_loops"] == 2 and result["idle"]["quick"] and result["contended"]["quick"]
+    assert result["ratio"] > 0 and result["meets_target"] is None  # a smoke run says nothing about the target
