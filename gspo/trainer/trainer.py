@@ -360,10 +360,7 @@ class Trainer:
         SIGINT / SIGTERM let the current step finish, write a checkpoint and raise :class:`TrainingInterrupted`.
         """
         cfg = self.config.trainer
-        logger = MetricsLogger(self.output_dir, cfg.logger, resume_step=self.global_step,
-                               sinks=build_sinks(cfg.logger, self.output_dir, project=cfg.project_name,
-                                                 name=self.run_name, config=OmegaConf.to_container(
-                                                     OmegaConf.structured(self.config)))) if self.is_main else None
+        logger = self._metrics_logger() if self.is_main else None
         if self.is_main:
             (self.output_dir / "config.yaml").write_text(to_yaml(self.config))
         last: dict[str, float] = {}
@@ -390,6 +387,13 @@ class Trainer:
             if logger is not None:
                 logger.close()
         return last
+
+    def _metrics_logger(self) -> MetricsLogger:
+        """metrics.jsonl plus the sinks in trainer.logger (tensorboard, wandb, mlflow); rank 0 only."""
+        cfg = self.config.trainer
+        config = OmegaConf.to_container(OmegaConf.structured(self.config))
+        sinks = build_sinks(cfg.logger, self.output_dir, project=cfg.project_name, name=self.run_name, config=config)
+        return MetricsLogger(self.output_dir, cfg.logger, resume_step=self.global_step, sinks=sinks)
 
     def _fit_one_step(self, logger: MetricsLogger | None, progress: tqdm) -> dict[str, float]:
         cfg = self.config.trainer
