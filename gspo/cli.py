@@ -1,4 +1,8 @@
-"""Command line: ``gspo train|validate|eval|report|data`` (``gspo COMMAND --help`` for each)."""
+"""Command line: ``gspo train|validate|eval|report|data|config`` (``gspo COMMAND --help`` for each).
+
+torch and transformers are imported only by the commands that need them, so ``--help``, ``--version`` and
+``gspo config`` answer at once, and the OpenMP wait policy is set before torch loads (:mod:`gspo.threads`).
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,15 @@ import argparse
 import logging
 import os
 import sys
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from gspo.config import ConfigError, GSPOConfig, load_config, to_yaml
+from gspo import __version__
+from gspo.threads import prepare_openmp_env
+
+if TYPE_CHECKING:
+    from gspo.config import GSPOConfig
 
 # Exit codes of `gspo train` (README, "Resuming and fault tolerance"): 0 done; 1 a missing optional dependency;
 # 2 bad input (config, data, reward, a busy / damaged / different-run folder); 3 training cannot progress (the
@@ -20,6 +30,7 @@ EXIT_NO_PROGRESS = 3
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gspo", description="GSPO + dynamic sampling RL post-training.")
+    parser.add_argument("--version", action="version", version=f"gspo {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     for name, text in (("train", "train a policy (no arguments: the embedded addition task on CPU)"),
                        ("validate", "resolve and check config, data, model and reward without training")):
@@ -29,8 +40,9 @@ def _parser() -> argparse.ArgumentParser:
 
     text = "sample n responses per prompt with a local model, score them, report pass@1, pass@k, maj@k"
     sub = commands.add_parser("eval", help=text, description=text + ". Keys: n, k, temperature, top_p, top_k, "
-                              "max_response_length, max_prompt_length, batch_size, limit, output_dir, chat_template, "
-                              "prompt_key, reward_path, reward_name, device, seed (see gspo/evaluate.py).")
+                              "max_response_length, max_prompt_length, batch_size, limit, output_dir (default: beside "
+                              "the model, MODEL/../eval/), chat_template, prompt_key, reward_path, reward_name, "
+                              "device, seed, cpu_threads (see gspo/evaluate.py).")
     sub.add_argument("--model", required=True, help="local HF model folder (e.g. RUN_DIR/final_model)")
     sub.add_argument("--data", required=True, action="append", metavar="FILE",
                      help="prompt file (.parquet / .jsonl), as data.val_files; repeat for several")
@@ -57,6 +69,10 @@ def _parser() -> argparse.ArgumentParser:
                      "math500, train otherwise)")
     sub.add_argument("--instruction", default="boxed", choices=["boxed", "dapo"],
                      help="boxed: problem + verl's '... within \\boxed{}.' (default); dapo: DAPO's 'Answer:' wrapper")
+
+    text = "list every config key with its type, default and description (the schema's own comments)"
+    sub = commands.add_parser("config", help=text, description=text)
+    sub.add_argument("pattern", nargs="?", default="", help="only keys containing this text, e.g. filter_groups")
     return parser
 
 
@@ -70,6 +86,14 @@ def _quiet_transformers() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "config":
+        from gspo.config_docs import format_keys
+
+        print(format_keys(args.pattern))
+        return 0
+    prepare_openmp_env()  # before the first torch import
+    from gspo.config import ConfigError, load_config
+
     rank = int(os.environ.get("RANK", "0"))  # under torchrun, only rank 0 reports progress
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -146,6 +170,7 @@ def launch_torchrun(command: list[str]) -> int:
 
 def validate(config: GSPOConfig) -> int:
     """Check everything a run needs up front (data files, model path, reward function); train nothing."""
+    from gspo.config import to_yaml
     from gspo.trainer.setup import preflight
 
     report = preflight(config)
@@ -160,6 +185,8 @@ def torchrun_command(config: GSPOConfig, argv: list[str]) -> list[str] | None:
 
     Multi-node: run the same command on every node with MASTER_ADDR, MASTER_PORT (default 29500) and NODE_RANK set.
     """
+    from gspo.config import ConfigError
+
     nnodes, per_node = config.trainer.nnodes, config.trainer.n_gpus_per_node
     if nnodes * per_node <= 1 or "WORLD_SIZE" in os.environ:
         return None
@@ -197,25 +224,32 @@ def torchrun_env() -> dict[str, str]:
 
 
 def train(config: GSPOConfig) -> int:
+    from gspo.report import format_run_summary
+    from gspo.threads import apply_threads
     from gspo.trainer import Trainer, TrainingInterrupted
     from gspo.trainer.run_folder import release_lock
 
+    apply_threads(config.trainer.cpu_threads, processes_per_node=int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    start = time.perf_counter()
     try:
-        metrics = Trainer(config).fit()
+        Trainer(config).fit()
     except TrainingInterrupted as stop:
         return _fail("train", stop, stop.exit_code, label="stopped")
     finally:  # also when start-up failed after taking the lock (a caller may start another run in this process)
         release_lock(Path(config.trainer.default_local_dir))
-    if "val/acc_mean" in metrics:
-        print(f"final val/acc_mean={metrics['val/acc_mean']:.4f}")
+    if int(os.environ.get("RANK", "0")) == 0:
+        eval_data = config.data.val_files[0] if config.data.val_files else None
+        print(format_run_summary(config.trainer.default_local_dir, time.perf_counter() - start, eval_data))
     return 0
 
 
 def evaluate(model: str, data: list[str], overrides: list[str]) -> int:
     from gspo.evaluate import evaluate as run_eval
     from gspo.evaluate import format_summary, parse_eval_args
+    from gspo.threads import apply_threads
 
     cfg = parse_eval_args(overrides)  # before loading anything: a typo fails in a second, not after the model
+    apply_threads(cfg.cpu_threads)
     print(format_summary(run_eval(model, data, cfg)))
     return 0
 

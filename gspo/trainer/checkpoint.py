@@ -69,21 +69,39 @@ def full_model_state_dict(model: torch.nn.Module, dist: DistContext) -> dict[str
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
-def save_hf_folder(folder: Path, *, hf_model, state_dict: dict[str, torch.Tensor], tokenizer) -> None:
-    """A plain HF folder: ``hf_model`` supplies the class and config, ``state_dict`` the weights.
+def save_hf_folder(folder: Path, *, hf_model, state_dict: dict[str, torch.Tensor], tokenizer,
+                   dtype: torch.dtype | None = None) -> None:
+    """A plain HF folder: ``hf_model`` supplies the class and config, ``state_dict`` the weights (floating
+    tensors cast to ``dtype``, the input checkpoint's, when given). Files are readable by all (0644 under umask 022).
 
     A gathered state dict holds tied weights (e.g. ``lm_head.weight``) as separate copies; only the names
     ``hf_model`` owns a parameter or buffer under are written, as ``save_pretrained`` does for its own weights.
     """
     owned = {name for name, _ in hf_model.named_parameters()} | {name for name, _ in hf_model.named_buffers()}
-    state_dict = {name: tensor for name, tensor in state_dict.items() if name in owned}
+    state_dict = {name: tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor
+                  for name, tensor in state_dict.items() if name in owned}
     config_dtype = hf_model.config.dtype  # the bf16 rollout copy must not label fp32 weights as bf16
     hf_model.config.dtype = next(iter(state_dict.values())).dtype
     try:
         hf_model.save_pretrained(folder, state_dict=state_dict, safe_serialization=True)
     finally:
         hf_model.config.dtype = config_dtype
+    if dtype is not None:  # save_pretrained labels the weights with the model's own (fp32) parameter dtype
+        config = json.loads((folder / "config.json").read_text())
+        config["dtype"] = str(dtype).removeprefix("torch.")
+        (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     tokenizer.save_pretrained(folder)
+    _readable_by_all(folder)
+
+
+def _readable_by_all(folder: Path) -> None:
+    """transformers writes model.safetensors through a private temporary file (mode 0600): give every file the
+    mode a plain ``open`` would (0666 minus the umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in folder.rglob("*"):
+        if path.is_file():
+            path.chmod(0o666 & ~umask)
 
 
 def _state_options(model: torch.nn.Module) -> StateDictOptions:
@@ -102,7 +120,8 @@ def _trainable_state(model: torch.nn.Module, model_state: dict) -> dict:
 def save_checkpoint(root: Path, step: int, *, model, hf_model, tokenizer, optimizer, scheduler,
                     trainer_state: dict[str, Any], tensors: dict[str, torch.Tensor] | None = None,
                     config_yaml: str = "", max_to_keep: int | None = None, dist: DistContext = SINGLE_PROCESS,
-                    export: Callable[[Path], None] | None = None) -> Path:
+                    export: Callable[[Path], None] | None = None,
+                    export_dtype: torch.dtype | None = None) -> Path:
     """Write ``root/global_step_<step>`` atomically and point ``root/latest`` at it (collective: all ranks call).
 
     A crash at any moment leaves either the previous checkpoint or the new one complete: files are written into a
@@ -118,7 +137,8 @@ def save_checkpoint(root: Path, step: int, *, model, hf_model, tokenizer, optimi
     try:
         _write_checkpoint_files(tmp, root, step, model=model, hf_model=hf_model, tokenizer=tokenizer,
                                 optimizer=optimizer, scheduler=scheduler, trainer_state=trainer_state,
-                                tensors=tensors, config_yaml=config_yaml, dist=dist, export=export)
+                                tensors=tensors, config_yaml=config_yaml, dist=dist, export=export,
+                                export_dtype=export_dtype)
         write_manifest(tmp, dist)
         dist.barrier()
         if dist.is_main:
@@ -141,7 +161,8 @@ def save_checkpoint(root: Path, step: int, *, model, hf_model, tokenizer, optimi
 
 def _write_checkpoint_files(tmp: Path, root: Path, step: int, *, model, hf_model, tokenizer, optimizer, scheduler,
                             trainer_state: dict[str, Any], tensors: dict[str, torch.Tensor] | None,
-                            config_yaml: str, dist: DistContext, export: Callable[[Path], None] | None) -> None:
+                            config_yaml: str, dist: DistContext, export: Callable[[Path], None] | None,
+                            export_dtype: torch.dtype | None = None) -> None:
     """Every file of the checkpoint but its manifest, into ``tmp`` (collective)."""
     token = None
     if dist.is_main:
@@ -174,7 +195,8 @@ def _write_checkpoint_files(tmp: Path, root: Path, step: int, *, model, hf_model
     else:
         full_state = full_model_state_dict(model, dist)
         if dist.is_main:
-            save_hf_folder(tmp / "model", hf_model=hf_model, state_dict=full_state, tokenizer=tokenizer)
+            save_hf_folder(tmp / "model", hf_model=hf_model, state_dict=full_state, tokenizer=tokenizer,
+                           dtype=export_dtype)
     if dist.is_main:
         torch.save({"scheduler": scheduler.state_dict(), "tensors": tensors or {},
                     "numpy_rng": torch.from_numpy(np.random.get_state()[1].astype(np.int64))}, tmp / "extra.pt")

@@ -60,7 +60,8 @@ class MetricsLogger:
     for the commit order that makes every step's row appear exactly once.
     """
 
-    def __init__(self, output_dir: Path, loggers: Iterable[str], *, resume_step: int | None = None):
+    def __init__(self, output_dir: Path, loggers: Iterable[str], *, resume_step: int | None = None,
+                 sinks: list | None = None):
         output_dir.mkdir(parents=True, exist_ok=True)
         self.path = output_dir / "metrics.jsonl"
         repair_metrics_file(self.path, resume_step)
@@ -70,6 +71,7 @@ class MetricsLogger:
             from torch.utils.tensorboard import SummaryWriter  # optional dependency: gspo[tensorboard]
 
             self._tensorboard = SummaryWriter(log_dir=str(output_dir / "tensorboard"))
+        self.sinks = sinks or []  # wandb / mlflow (gspo.trainer.sinks): log(step, metrics), close()
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         # One write of the whole line, then fsync: the row is on disk before the step's checkpoint can commit.
@@ -79,11 +81,15 @@ class MetricsLogger:
         if self._tensorboard is not None:
             for name, value in metrics.items():
                 self._tensorboard.add_scalar(name, value, step)
+        for sink in self.sinks:
+            sink.log(step, metrics)
 
     def close(self) -> None:
         self._file.close()
         if self._tensorboard is not None:
             self._tensorboard.close()
+        for sink in self.sinks:
+            sink.close()
 
 
 def repair_metrics_file(path: Path, resume_step: int | None) -> None:

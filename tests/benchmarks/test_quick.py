@@ -92,3 +92,9 @@ def test_checkpoint_hash_quick():
     (result,) = _run("checkpoint_hash.py")
     assert result["quick"] and result["mib"] == 8
     assert result["crc32_s_per_gb"] > 0 and result["manifest_verify_s_per_gb"] > 0
+
+
+def test_default_run_contended_quick():
+    (result,) = _run("default_run.py", "--contended")
+    assert result["busy_loops"] == 2 and result["idle"]["quick"] and result["contended"]["quick"]
+    assert result["ratio"] > 0 and result["meets_target"] is None  # a smoke run says nothing about the target
