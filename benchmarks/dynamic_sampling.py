@@ -4,8 +4,15 @@ Runs the embedded addition task for the same number of training steps under each
 one JSON line per variant: generated response tokens per trained prompt group, wall time, final validation
 accuracy (mean and per seed), and the saving against the verl-style rule.
 
-    python benchmarks/dynamic_sampling.py [--steps 60] [--seeds 1 2 3] [--train-prompts N]
+    python benchmarks/dynamic_sampling.py [--task addition|sums] [--steps 60] [--seeds 1 2 3] [--train-prompts N]
         [--verl-gen-batch-sizes 32 48 96] [key=value ...]
+
+Variants: ``verl`` (the rule alone), each switch alone, ``all`` three at their defaults, and ``greso``: all three with
+the prefilter acting after one all-equal visit and backing off on re-admissions (``readmit_decay``, GRESO,
+arXiv 2506.02177).
+
+``--task sums`` runs the second embedded task (``recipe/gspo/config/sums.yaml``: 1,024 training prompts, about
+half the groups all-right or all-wrong at the warm start), where prompts recur every few dozen steps.
 
 How much verl's rule wastes depends on ``data.gen_batch_size``: verl's default (unset = ``train_batch_size``)
 often needs a second batch and trims its surplus; the DAPO recipe's 3 x ``train_batch_size`` fills the train
@@ -34,6 +41,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _quick import quick_overrides  # noqa: E402
 
+REPO = Path(__file__).resolve().parent.parent
+TASK_CONFIGS = {"addition": None, "sums": REPO / "recipe" / "gspo" / "config" / "sums.yaml"}
 PREFIX = "algorithm.filter_groups."
 VARIANTS = {
     "verl": [],
@@ -41,12 +50,16 @@ VARIANTS = {
     "adaptive_gen_batch_size": [f"{PREFIX}adaptive_gen_batch_size=true"],
     "prefilter": [f"{PREFIX}prefilter.enable=true"],
     "all": [f"{PREFIX}keep_surplus=true", f"{PREFIX}adaptive_gen_batch_size=true", f"{PREFIX}prefilter.enable=true"],
+    # all three, the prefilter acting after one all-equal visit and backing off GRESO-style on re-admissions
+    "greso": [f"{PREFIX}keep_surplus=true", f"{PREFIX}adaptive_gen_batch_size=true", f"{PREFIX}prefilter.enable=true",
+              f"{PREFIX}prefilter.min_constant_visits=1", f"{PREFIX}prefilter.readmit_decay=true"],
 }
 
 
-def run_once(overrides: list[str], steps: int, seed: int) -> dict:
+def run_once(config_file: Path | None, overrides: list[str], steps: int, seed: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "gspo", "train", f"trainer.default_local_dir={tmp}", f"trainer.seed={seed}",
+        cmd = [sys.executable, "-m", "gspo", "train", *(["--config", str(config_file)] if config_file else []),
+               f"trainer.default_local_dir={tmp}", f"trainer.seed={seed}",
                f"trainer.total_training_steps={steps}", f"trainer.test_freq={steps}", "trainer.logger=[]",
                f"{PREFIX}max_num_gen_batches=0", *overrides]
         start = time.perf_counter()
@@ -56,7 +69,7 @@ def run_once(overrides: list[str], steps: int, seed: int) -> dict:
             raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
         rows = [json.loads(line) for line in (Path(tmp) / "metrics.jsonl").read_text().splitlines()]
     train_rows = [r for r in rows if "train/generated_tokens" in r]
-    trained_groups = len(train_rows) * _config(overrides).data.train_batch_size
+    trained_groups = len(train_rows) * _config(config_file, overrides).data.train_batch_size
     return {"tokens_per_group": sum(r["train/generated_tokens"] for r in train_rows) / trained_groups,
             "val_acc": [r["val/acc_mean"] for r in rows if "val/acc_mean" in r][-1],
             "gen_batches_per_step": statistics.mean(r["train/num_gen_batches"] for r in train_rows),
@@ -66,14 +79,15 @@ def run_once(overrides: list[str], steps: int, seed: int) -> dict:
             "wall_s": wall}
 
 
-def _config(overrides: list[str]):
+def _config(config_file: Path | None, overrides: list[str]):
     from gspo.config import load_config
 
-    return load_config(None, overrides)
+    return load_config(config_file, overrides)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", default="addition", choices=list(TASK_CONFIGS))
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
@@ -84,6 +98,7 @@ def main() -> None:
                         help="seconds-long smoke run: 1 step, 1 seed, verl vs all, 16 prompts, tiny batches")
     parser.add_argument("overrides", nargs="*", help="extra key=value applied to every run")
     args = parser.parse_args()
+    config_file = TASK_CONFIGS[args.task]
     subset_dir = tempfile.TemporaryDirectory()
     if args.quick:
         args.steps, args.seeds, args.variants, args.train_prompts = 1, [1], ["verl", "all"], 16
@@ -92,7 +107,8 @@ def main() -> None:
     if args.train_prompts > 0:
         from gspo.resources import resolve_path
 
-        lines = resolve_path("embedded://addition/train.jsonl").read_text().splitlines()[:args.train_prompts]
+        train_file = _config(config_file, args.overrides).data.train_files[0]
+        lines = resolve_path(train_file).read_text().splitlines()[:args.train_prompts]
         subset = Path(subset_dir.name) / "train.jsonl"
         subset.write_text("\n".join(lines) + "\n")
         args.overrides = [f"data.train_files=[{subset}]", *args.overrides]
@@ -101,13 +117,14 @@ def main() -> None:
         sizes = (args.verl_gen_batch_sizes or [None]) if name == "verl" else [None]
         for size in sizes:
             overrides = VARIANTS[name] + args.overrides + ([f"data.gen_batch_size={size}"] if size else [])
-            runs = [run_once(overrides, args.steps, seed) for seed in args.seeds]
+            runs = [run_once(config_file, overrides, args.steps, seed) for seed in args.seeds]
             tokens = statistics.mean(r["tokens_per_group"] for r in runs)
-            gen_batch_size = _config(overrides).data.gen_batch_size
+            gen_batch_size = _config(config_file, overrides).data.gen_batch_size or _config(
+                config_file, overrides).data.train_batch_size
             if name == "verl":
                 baselines[f"gen_batch_size={gen_batch_size}"] = tokens
             print(json.dumps({
-                "benchmark": "dynamic_sampling", "variant": name, "gen_batch_size": gen_batch_size,
+                "benchmark": "dynamic_sampling", "task": args.task, "variant": name, "gen_batch_size": gen_batch_size,
                 "steps": args.steps, "seeds": args.seeds, "train_prompts": args.train_prompts or "all",
                 "generated_tokens_per_trained_group": round(tokens, 2),
                 "saving_vs_verl": {k: round(v / tokens, 3) for k, v in baselines.items()} or None,

@@ -1,4 +1,8 @@
-"""Command line: ``gspo train|validate|eval|report|data`` (``gspo COMMAND --help`` for each)."""
+"""Command line: ``gspo train|validate|eval|report|data|config`` (``gspo COMMAND --help`` for each).
+
+torch and transformers are imported only by the commands that need them, so ``--help``, ``--version`` and
+``gspo config`` answer at once, and the OpenMP wait policy is set before torch loads (:mod:`gspo.threads`).
+"""
 
 from __future__ import annotations
 
@@ -6,15 +10,27 @@ import argparse
 import logging
 import os
 import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from gspo.config import ConfigError, GSPOConfig, load_config, to_yaml
+from gspo import __version__
+from gspo.threads import prepare_openmp_env
 
+if TYPE_CHECKING:
+    from gspo.config import GSPOConfig
+
+# Exit codes of `gspo train` (README, "Resuming and fault tolerance"): 0 done; 1 a missing optional dependency;
+# 2 bad input (config, data, reward, a busy / damaged / different-run folder); 3 training cannot progress (the
+# dynamic-sampling cap, non-finite updates); 74 an OS error writing a checkpoint or the export; 128+N signal N.
 EXIT_USAGE = 2
 EXIT_MISSING_DEPENDENCY = 1
+EXIT_NO_PROGRESS = 3
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gspo", description="GSPO + dynamic sampling RL post-training.")
+    parser.add_argument("--version", action="version", version=f"gspo {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     for name, text in (("train", "train a policy (no arguments: the embedded addition task on CPU)"),
                        ("validate", "resolve and check config, data, model and reward without training")):
@@ -24,9 +40,10 @@ def _parser() -> argparse.ArgumentParser:
 
     text = "sample n responses per prompt with a local model, score them, report pass@1, pass@k, maj@k"
     sub = commands.add_parser("eval", help=text, description=text + ". Keys: n, k, temperature, top_p, top_k, "
-                              "max_response_length, max_prompt_length, batch_size, limit, output_dir, chat_template, "
-                              "prompt_key, reward_path, reward_name, device, seed, engine (hf | vllm), dtype, "
-                              "gpu_memory_utilization (see gspo/evaluate.py).")
+                              "max_response_length, max_prompt_length, batch_size, limit, output_dir (default: beside "
+                              "the model, MODEL/../eval/), chat_template, prompt_key, reward_path, reward_name, "
+                              "device, seed, cpu_threads, engine (hf | vllm), dtype, gpu_memory_utilization "
+                              "(see gspo/evaluate.py).")
     sub.add_argument("--model", required=True, help="local HF model folder (e.g. RUN_DIR/final_model)")
     sub.add_argument("--data", required=True, action="append", metavar="FILE",
                      help="prompt file (.parquet / .jsonl), as data.val_files; repeat for several")
@@ -53,6 +70,10 @@ def _parser() -> argparse.ArgumentParser:
                      "math500, train otherwise)")
     sub.add_argument("--instruction", default="boxed", choices=["boxed", "dapo"],
                      help="boxed: problem + verl's '... within \\boxed{}.' (default); dapo: DAPO's 'Answer:' wrapper")
+
+    text = "list every config key with its type, default and description (the schema's own comments)"
+    sub = commands.add_parser("config", help=text, description=text)
+    sub.add_argument("pattern", nargs="?", default="", help="only keys containing this text, e.g. filter_groups")
     return parser
 
 
@@ -66,11 +87,23 @@ def _quiet_transformers() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "config":
+        from gspo.config_docs import format_keys
+
+        print(format_keys(args.pattern))
+        return 0
+    prepare_openmp_env()  # before the first torch import
+    from gspo.config import ConfigError, load_config
+
     rank = int(os.environ.get("RANK", "0"))  # under torchrun, only rank 0 reports progress
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     _quiet_transformers()
     name = f"data {args.dataset}" if args.command == "data" else args.command
+    if args.command == "train":
+        from gspo.trainer.signals import interrupt_on_signals
+
+        interrupt_on_signals()  # until the training loop takes over: a signal during start-up ends in one line
     try:
         if args.command == "eval":
             return evaluate(args.model, args.data, args.overrides)
@@ -82,17 +115,63 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "validate":
             return validate(config)
         if launch := torchrun_command(config, argv if argv is not None else sys.argv[1:]):
-            # torchrun takes this process's place, so signals (Ctrl-C, SIGTERM from a scheduler) reach it directly
-            # and it forwards them to every rank, which checkpoint and stop together.
-            os.execve(launch[0], launch, torchrun_env())
+            return launch_torchrun(launch)
         return train(config)
     except (ConfigError, FileNotFoundError, PermissionError, ValueError) as exc:
-        print(f"gspo {name}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _fail(name, exc, EXIT_USAGE)
+    except Exception as exc:
+        from gspo.trainer import DynamicSamplingError
+        from gspo.trainer.run_folder import StorageError
+
+        if isinstance(exc, StorageError):
+            return _fail(name, exc, exc.exit_code, every_rank=True)
+        if isinstance(exc, (DynamicSamplingError, FloatingPointError)):
+            return _fail(name, exc, EXIT_NO_PROGRESS)
+        raise
+    except BaseException as exc:
+        from gspo.trainer.signals import Interrupted
+
+        if isinstance(exc, Interrupted):
+            return _fail(name, exc, exc.exit_code, label="stopped")
+        raise
+
+
+def _fail(name: str, exc: BaseException, code: int, *, label: str = "error", every_rank: bool = False) -> int:
+    """One line on stderr; under torchrun only rank 0 prints errors every rank reaches alike."""
+    if every_rank or int(os.environ.get("RANK", "0")) == 0:
+        print(f"gspo {name}: {label}: {exc}", file=sys.stderr)
+    return code
+
+
+def launch_torchrun(command: list[str]) -> int:
+    """Run torchrun's launcher in this process (``command`` is the torchrun line of :func:`torchrun_command`).
+
+    Signals (Ctrl-C, SIGTERM from a scheduler) reach it directly; it forwards them to every rank, which checkpoint
+    and stop together. The ranks print their own one-line outcome: the launcher returns the first failed rank's
+    exit code (128+N for a signal) instead of torchrun's traceback.
+    """
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
+    os.environ.update(torchrun_env())
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # the ranks' lines say it
+    try:
+        run(get_args_parser().parse_args(command[3:]))  # command[:3] is: python -m torch.distributed.run
+    except SignalException as exc:
+        return 128 + int(exc.sigval)
+    except ChildFailedError as exc:
+        rank, failure = min(exc.failures.items())
+        if failure.exitcode < 0:
+            print(f"gspo train: rank {rank} died of signal {-failure.exitcode}", file=sys.stderr)
+            return 128 - failure.exitcode
+        return failure.exitcode
+    return 0
 
 
 def validate(config: GSPOConfig) -> int:
     """Check everything a run needs up front (data files, model path, reward function); train nothing."""
+    from gspo.config import to_yaml
     from gspo.trainer.setup import preflight
 
     report = preflight(config)
@@ -107,6 +186,8 @@ def torchrun_command(config: GSPOConfig, argv: list[str]) -> list[str] | None:
 
     Multi-node: run the same command on every node with MASTER_ADDR, MASTER_PORT (default 29500) and NODE_RANK set.
     """
+    from gspo.config import ConfigError
+
     nnodes, per_node = config.trainer.nnodes, config.trainer.n_gpus_per_node
     if nnodes * per_node <= 1 or "WORLD_SIZE" in os.environ:
         return None
@@ -144,23 +225,32 @@ def torchrun_env() -> dict[str, str]:
 
 
 def train(config: GSPOConfig) -> int:
+    from gspo.report import format_run_summary
+    from gspo.threads import apply_threads
     from gspo.trainer import Trainer, TrainingInterrupted
+    from gspo.trainer.run_folder import release_lock
 
+    apply_threads(config.trainer.cpu_threads, processes_per_node=int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    start = time.perf_counter()
     try:
-        metrics = Trainer(config).fit()
+        Trainer(config).fit()
     except TrainingInterrupted as stop:
-        print(f"gspo train: {stop}", file=sys.stderr)
-        return stop.exit_code
-    if "val/acc_mean" in metrics:
-        print(f"final val/acc_mean={metrics['val/acc_mean']:.4f}")
+        return _fail("train", stop, stop.exit_code, label="stopped")
+    finally:  # also when start-up failed after taking the lock (a caller may start another run in this process)
+        release_lock(Path(config.trainer.default_local_dir))
+    if int(os.environ.get("RANK", "0")) == 0:
+        eval_data = config.data.val_files[0] if config.data.val_files else None
+        print(format_run_summary(config.trainer.default_local_dir, time.perf_counter() - start, eval_data))
     return 0
 
 
 def evaluate(model: str, data: list[str], overrides: list[str]) -> int:
     from gspo.evaluate import evaluate as run_eval
     from gspo.evaluate import format_summary, parse_eval_args
+    from gspo.threads import apply_threads
 
     cfg = parse_eval_args(overrides)  # before loading anything: a typo fails in a second, not after the model
+    apply_threads(cfg.cpu_threads)
     print(format_summary(run_eval(model, data, cfg)))
     return 0
 

@@ -14,6 +14,7 @@ lengths count tokens.
 from __future__ import annotations
 
 import difflib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,14 +23,10 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-from gspo.algos import ADV_ESTIMATORS, KL_TYPES, LOSS_AGG_MODES, POLICY_LOSSES, ROLLOUT_IS_LEVELS
-from gspo.data.dataset import CHAT_TEMPLATE_MODES
-from gspo.rewards.manager import ON_ERROR_MODES
-
 FILTER_METRICS = ("seq_reward", "seq_final_reward", "acc")
 RESUME_MODES = ("auto", "disable", "resume_path")
 DEVICES = ("auto", "cpu", "cuda")
-LOGGERS = ("console", "tensorboard")
+LOGGERS = ("console", "tensorboard", "wandb", "mlflow")
 ROLLOUT_DTYPES = ("auto", "bfloat16", "float16", "float32")
 LOAD_FORMATS = ("auto", "safetensors", "pt", "dummy")
 VLLM_ONLY_KEYS = ("gpu_memory_utilization", "enforce_eager", "enable_chunked_prefill", "max_num_batched_tokens",
@@ -38,23 +35,32 @@ VLLM_ONLY_KEYS = ("gpu_memory_utilization", "enforce_eager", "enable_chunked_pre
 
 @dataclass
 class DataConfig:
+    # Training prompt files (.parquet / .jsonl; embedded:// for shipped data); one file may be given bare.
     train_files: list[str] = field(default_factory=lambda: ["embedded://addition/train.jsonl"])
+    # Validation prompt files, scored greedily every trainer.test_freq steps; [] = no validation.
     val_files: list[str] = field(default_factory=lambda: ["embedded://addition/val.jsonl"])
+    # Column holding the prompt: a string or a list of chat messages ({role, content}).
     prompt_key: str = "prompt"
+    # Prompt tokens (after the chat template); longer prompts are dropped or raise, never cut.
     max_prompt_length: int = 16
+    # Generated tokens per response at most.
     max_response_length: int = 6
     # Prompts per optimizer-step batch (each with rollout.n responses).
     train_batch_size: int = 32
     # Prompts drawn per generation batch; None = train_batch_size. Larger than train_batch_size leaves
     # room for groups that dynamic sampling drops.
     gen_batch_size: int | None = 48
+    # Drop prompts longer than max_prompt_length (a warning counts them); false: raise.
     filter_overlong_prompts: bool = True
+    # auto: when the tokenizer has a chat template; always; never (raw text).
     apply_chat_template: str = "auto"
+    # Shuffle the training prompts each epoch (seeded by trainer.seed).
     shuffle: bool = True
 
 
 @dataclass
 class ModelConfig:
+    # Local HF model folder (config.json, weights, tokenizer); nothing is downloaded.
     path: str = "embedded://addition"
     # Recompute activations in the backward pass: less memory, about one extra forward of compute.
     enable_gradient_checkpointing: bool = False
@@ -69,6 +75,9 @@ class ModelConfig:
     # Dropout on the adapter input in training forward passes (peft's lora_dropout). Above 0 the importance ratio
     # against the (dropout-free) old policy carries dropout noise, which GSPO's narrow clip range mostly clips.
     lora_dropout: float = 0.0
+    # Zero the model's dropout in every forward, as TRL does for RL: dropout noise alone moves GSPO's sequence
+    # ratio past its 3e-4 clip. false keeps the checkpoint's dropout in the update (other passes run in eval mode).
+    disable_dropout: bool = True
 
 
 @dataclass
@@ -78,13 +87,19 @@ class PolicyLossConfig:
     # A Python file whose function `name` is the policy loss (as custom_reward_function.path / name); protocol in
     # gspo/algos/registry.py: it returns the per-token loss and its metrics, gspo aggregates.
     path: str | None = None
+    # The function in policy_loss.path that computes the loss.
     name: str = "compute_policy_loss"
 
 
 @dataclass
 class OptimConfig:
+    # AdamW learning rate.
     lr: float = 1e-4
+    # Share of the training steps with a linear learning-rate warm-up.
     lr_warmup_steps_ratio: float = 0.0
+    # Warm-up steps; >= 0 wins over lr_warmup_steps_ratio, -1 uses the ratio (verl's rule).
+    lr_warmup_steps: int = -1
+    # AdamW weight decay.
     weight_decay: float = 0.0
 
 
@@ -95,26 +110,37 @@ class FSDPConfig:
     # Keep sharded parameters, gradients and optimizer state on the CPU and run the optimizer step there; FSDP2
     # offloads the three together, so either switch turns it on. Saves GPU memory, costs step time. No effect on CPU.
     param_offload: bool = False
+    # Same switch as param_offload (FSDP2 offloads the three together).
     optimizer_offload: bool = False
 
 
 @dataclass
 class ActorConfig:
     policy_loss: PolicyLossConfig = field(default_factory=PolicyLossConfig)
+    # Lower clip range of the importance ratio: 1 - clip_ratio_low (GSPO paper: 3e-4).
     clip_ratio_low: float = 3e-4
+    # Upper clip range of the importance ratio: 1 + clip_ratio_high (GSPO paper: 4e-4).
     clip_ratio_high: float = 4e-4
+    # Dual-clip bound for negative advantages in the vanilla (PPO) loss; must be > 1.
     clip_ratio_c: float = 3.0
-    # seq-mean-token-sum-norm divides by N_seq x data.max_response_length, verl by the length alone (README).
+    # How token losses become one number: token-mean, seq-mean-token-sum, seq-mean-token-mean or
+    # seq-mean-token-sum-norm (divides by N_seq x data.max_response_length, verl by the length alone: README).
     loss_agg_mode: str = "seq-mean-token-mean"
     # Prompts per optimizer step; more than one mini-batch per train batch makes the update off-policy.
     ppo_mini_batch_size: int = 16
     # Sequences per forward/backward; gradients accumulate over micro-batches.
     ppo_micro_batch_size_per_gpu: int = 256
+    # Passes over each training batch per step.
     ppo_epochs: int = 1
     # Pack sequences by length into micro-batches of at most ppo_max_token_len_per_gpu padded tokens (rows x longest
     # prompt + response) instead of ppo_micro_batch_size_per_gpu rows; the update is unchanged, less padding work.
     use_dynamic_bsz: bool = False
+    # With use_dynamic_bsz: padded tokens per update micro-batch at most.
     ppo_max_token_len_per_gpu: int = 16384
+    # With use_dynamic_bsz: the token budget of the no-grad log-prob passes (old policy, reference), which keep no
+    # activations and can take larger packs; null = ppo_max_token_len_per_gpu. verl's ref. / rollout.
+    # log_prob_max_token_len_per_gpu set it.
+    log_prob_max_token_len_per_gpu: int | None = None
     # Compute log-probs / entropy over the vocabulary in chunks of this many positions (0: all at once); bounds
     # the float32 logits copy for large vocabularies.
     logits_chunk_size: int = 0
@@ -129,13 +155,18 @@ class ActorConfig:
     # Encode each group's prompt once for all its responses in the log-prob and update passes (same result, fewer
     # tokens: P + nR instead of n(P + R) per group). Off under activation checkpointing (HF disables the KV cache).
     share_prompt_forward: bool = True
+    # Gradient-norm clipping threshold.
     grad_clip: float = 1.0
+    # Weight of the entropy bonus in the loss; 0 = none.
     entropy_coeff: float = 0.0
     # With entropy_coeff != 0: recompute the entropy's softmax in backward instead of keeping it from the forward
     # (one (N, R, V) float32 tensor less per micro-batch, a softmax more); combine with logits_chunk_size.
     entropy_checkpointing: bool = False
+    # Add a KL-to-reference loss term (loads a frozen copy of the initial model).
     use_kl_loss: bool = False
+    # Weight of the KL loss term.
     kl_loss_coef: float = 0.001
+    # KL estimator of the loss term: kl (k1), abs, mse (k2), low_var_kl (k3).
     kl_loss_type: str = "low_var_kl"
     optim: OptimConfig = field(default_factory=OptimConfig)
     fsdp_config: FSDPConfig = field(default_factory=FSDPConfig)
@@ -143,10 +174,15 @@ class ActorConfig:
 
 @dataclass
 class ValKwargsConfig:
+    # Responses per validation prompt (mean@n).
     n: int = 1
+    # Validation temperature; 0 = greedy.
     temperature: float = 0.0
+    # Validation nucleus sampling; 1 = off.
     top_p: float = 1.0
+    # Validation top-k; -1 = off.
     top_k: int = -1
+    # Sample validation responses (with temperature > 0); false = greedy.
     do_sample: bool = False
 
 
@@ -155,8 +191,11 @@ class RolloutConfig:
     # The rollout engine (gspo.rollout.registry): hf (transformers, in the trainer's process) or vllm
     # (pip install -e '.[vllm]'; one in-process vllm.LLM per rank, colocated with the trainer).
     name: str = "hf"
+    # Responses sampled per prompt (the group size).
     n: int = 8
+    # Sampling temperature of training rollouts (> 0); the log-probs use it too.
     temperature: float = 1.0
+    # Nucleus sampling of training rollouts; 1 = off.
     top_p: float = 1.0
     top_k: int = -1  # -1: disabled
     # Sequences per generate() call (hf) / sequences decoded at once (vllm's max_num_seqs); <= 0: no limit (hf) or
@@ -190,16 +229,22 @@ class ActorRolloutRefConfig:
 class PrefilterConfig:
     """Skip, before generation, prompts whose recent groups were all-equal (solved or failed every time)."""
 
+    # Skip prompts that were all-equal on their recent visits (needs filter_groups.enable).
     enable: bool = False
     # Consecutive all-equal visits after which a prompt is skipped.
     min_constant_visits: int = 2
     # Chance that a skipped prompt is generated anyway, so none is lost for good.
     readmit_prob: float = 0.1
+    # GRESO-style (arXiv 2506.02177): the chance falls with the streak, readmit_prob ** (streak - min_constant_visits
+    # + 1), so a prompt all-equal on every re-admission is generated ever more rarely (still never zero).
+    readmit_decay: bool = False
 
 
 @dataclass
 class FilterGroupsConfig:
+    # DAPO dynamic sampling: drop groups whose responses all score the same.
     enable: bool = True
+    # What must vary within a kept group: acc, seq_reward or seq_final_reward.
     metric: str = "acc"
     # Generation batches per training step before giving up; <= 0: unlimited.
     max_num_gen_batches: int = 10
@@ -223,7 +268,9 @@ class RolloutCorrectionConfig:
 
 @dataclass
 class AlgorithmConfig:
+    # Advantage estimator: grpo (group-normalised rewards).
     adv_estimator: str = "grpo"
+    # Divide group-centred rewards by the group's std (false: Dr. GRPO).
     norm_adv_by_std_in_grpo: bool = True
     filter_groups: FilterGroupsConfig = field(default_factory=FilterGroupsConfig)
     rollout_correction: RolloutCorrectionConfig = field(default_factory=RolloutCorrectionConfig)
@@ -231,44 +278,76 @@ class AlgorithmConfig:
 
 @dataclass
 class OverlongBufferConfig:
+    # DAPO's soft overlong penalty on responses in the last `len` tokens of the budget.
     enable: bool = False
+    # Tokens before data.max_response_length where the penalty ramps from 0.
     len: int = 4
+    # Penalty at data.max_response_length (linear ramp over the buffer).
     penalty_factor: float = 1.0
 
 
 @dataclass
 class RewardModelConfig:
     overlong_buffer: OverlongBufferConfig = field(default_factory=OverlongBufferConfig)
-    # What a reward function that raises or returns a non-number does: stop the run, or score 0 and count it.
+    # What a reward function that raises, returns a non-number or times out does: stop the run, or score 0 and
+    # count it (reward/errors).
     on_error: str = "raise"
+    # Seconds one call of a custom reward function may take (it runs in a forked worker process that is killed
+    # past this); null or <= 0: no limit, called in the trainer's process. Built-in rewards run in-process.
+    timeout_s: float | None = 60.0
 
 
 @dataclass
 class CustomRewardFunctionConfig:
+    # Python file with the reward function; null = the registry by data_source.
     path: str | None = None
+    # Function in that file: (data_source, solution_str, ground_truth, extra_info).
     name: str = "compute_score"
 
 
 @dataclass
 class TrainerConfig:
+    # Run folder: metrics.jsonl, config.yaml, checkpoints/, final_model/.
     default_local_dir: str = "outputs/gspo-addition"
+    # Optimizer steps; null = total_epochs over the training prompts.
     total_training_steps: int | None = 150
+    # Epochs when total_training_steps is null.
     total_epochs: int = 1
+    # Checkpoint every this many steps (and at the end); <= 0: only at the end.
     save_freq: int = -1
+    # Validate every this many steps (and at the end); <= 0: only at the end.
     test_freq: int = 15
+    # Validate once before the first step (the starting accuracy).
     val_before_train: bool = True
+    # auto: continue from the latest checkpoint in the run folder; disable; resume_path.
     resume_mode: str = "auto"
+    # Checkpoint folder (global_step_N) for resume_mode=resume_path.
     resume_from_path: str | None = None
     # Checkpoints kept on disk (oldest deleted first); <= 0 keeps all.
     max_actor_ckpt_to_keep: int = 2
     # Optimizer steps in a row skipped for a non-finite loss or gradient before the run stops.
     max_consecutive_skips: int = 5
+    # Metric sinks besides metrics.jsonl: console, tensorboard, wandb (offline unless WANDB_MODE says otherwise),
+    # mlflow (a file store in the run folder unless MLFLOW_TRACKING_URI is set).
     logger: list[str] = field(default_factory=lambda: ["console"])
+    # The wandb / mlflow project (experiment) name; with experiment_name, verl's run folder layout.
+    project_name: str = "gspo"
+    # The run's name in reports, wandb and mlflow; null = the run folder's name. When project_name or
+    # experiment_name is set and default_local_dir is not, the run folder is checkpoints/<project>/<experiment>.
+    experiment_name: str | None = None
+    # Validation samples (prompt, response, score) printed and written to val_generations.jsonl per validation.
+    log_val_generations: int = 0
+    # Seed of prompt order and of every sampled response.
     seed: int = 1
+    # auto (CUDA when available), cpu or cuda.
     device: str = "auto"
+    # Intra-op CPU threads; 0 = the cores free when the run starts (GSPO_NUM_THREADS or OMP_NUM_THREADS
+    # override it). OpenMP workers sleep when idle (OMP_WAIT_POLICY=PASSIVE) unless the variable is set.
+    cpu_threads: int = 0
     # `gspo train` launches nnodes x n_gpus_per_node processes through torchrun when this is more than one (and
     # it is not already running under torchrun); on CPU, n_gpus_per_node counts processes.
     nnodes: int = 1
+    # Processes per node (GPUs; on CPU, processes).
     n_gpus_per_node: int = 1
 
 
@@ -287,22 +366,46 @@ class ConfigError(ValueError):
 
 
 def load_config(config_file: str | Path | None = None, overrides: list[str] = ()) -> GSPOConfig:
-    """Resolve defaults <- YAML file <- dotted overrides into a validated :class:`GSPOConfig` object."""
+    """Resolve defaults <- YAML file <- dotted overrides into a validated :class:`GSPOConfig` object.
+
+    verl keys outside the schema (see :mod:`gspo.verl_compat`) are mapped to ours, accepted as documented no-ops,
+    or refused naming the key and what to do instead.
+    """
+    from gspo.verl_compat import VerlKeys
+
     cfg = OmegaConf.structured(GSPOConfig)
-    if config_file is not None:
-        cfg = _merge_yaml(cfg, Path(config_file))
-    for item in overrides:
-        cfg = _merge_override(cfg, item)
+    entries = _yaml_entries(Path(config_file)) if config_file is not None else []
+    entries += [_parse_override(item) for item in overrides]
+    verl = VerlKeys()
+    explicit: set[str] = set()
+    for key, value, where in entries:
+        mapped = verl.translate(key, value, where)
+        if mapped is None:  # a verl key checked once the whole config is known
+            continue
+        key, value = mapped
+        cfg = _merge_one(cfg, key, value, where)
+        explicit.add(key)
     config: GSPOConfig = OmegaConf.to_object(cfg)
+    _derive_run_folder(config, explicit)
     validate_config(config)
+    verl.check(config)
     return config
+
+
+def _derive_run_folder(config: GSPOConfig, explicit: set[str]) -> None:
+    """verl's layout: checkpoints/<project_name>/<experiment_name> when either is set and the folder is not."""
+    trainer = config.trainer
+    named = {"trainer.project_name", "trainer.experiment_name"} & explicit
+    if named and "trainer.default_local_dir" not in explicit:
+        trainer.default_local_dir = f"checkpoints/{trainer.project_name}/{trainer.experiment_name or 'default'}"
 
 
 def to_yaml(config: GSPOConfig) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(config))
 
 
-def _merge_yaml(cfg: DictConfig, path: Path) -> DictConfig:
+def _yaml_entries(path: Path) -> list[tuple[str, Any, str]]:
+    """(dotted key, value, "file:line") for every leaf of a YAML config file."""
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     text = path.read_text()
@@ -311,35 +414,44 @@ def _merge_yaml(cfg: DictConfig, path: Path) -> DictConfig:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if loaded is None:
-        return cfg
+        return []
     if not isinstance(loaded, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of config groups")
-    # Merge leaf by leaf so an error can point at the YAML line that set the offending key.
-    for key, value in _flatten(loaded):
-        where = f"{path}:{_yaml_line(text, key)}"
-        cfg = _merge_one(cfg, key, value, where)
-    return cfg
+    # Leaf by leaf so an error can point at the YAML line that set the offending key.
+    return [(key, value, f"{path}:{_yaml_line(text, key)}") for key, value in _flatten(loaded)]
 
 
-def _merge_override(cfg: DictConfig, item: str) -> DictConfig:
+def _parse_override(item: str) -> tuple[str, Any, str]:
+    """``key=value``, ``+key=value`` / ``++key=value`` (Hydra's add / force-add: the same here) -> (key, value,
+    where)."""
     key, sep, raw = item.partition("=")
-    key = key.strip().lstrip("+")
+    key = key.strip()
+    if key.startswith("~"):
+        raise ConfigError(f"override {item!r}: Hydra's ~key (delete) is not supported; set the key to its default "
+                          f"instead (gspo config lists every key with its default)")
+    key = key.lstrip("+")
     if not sep or not key:
         raise ConfigError(f"override {item!r} is not of the form key=value")
-    value = yaml.safe_load(raw) if raw.strip() else None
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw  # e.g. an unbalanced quote in a name: keep the text as typed
     if isinstance(value, dict):
-        raise ConfigError(f"{key}: override values must be scalars or lists, got a mapping")
-    return _merge_one(cfg, key, value, f"command line ({item})")
+        raise ConfigError(f"{key}: override values must be scalars or lists, got a mapping (write one "
+                          f"{key}.<name>=value per entry)")
+    return key, value, f"command line ({item})"
 
 
 def _merge_one(cfg: DictConfig, key: str, value: Any, where: str) -> DictConfig:
     _check_key_exists(cfg, key, where)
+    kind = _field_type(key)
+    if isinstance(value, str) and getattr(kind, "__origin__", None) is list:
+        value = [value]  # verl accepts data.train_files=path as well as [path]
     try:
         OmegaConf.update(cfg, key, value, merge=False)
-    except OmegaConfBaseException as exc:
-        expected = _expected_type(key)
-        reason = str(exc.msg).splitlines()[0]
-        raise ConfigError(f"{key}: cannot take {value!r} ({where}); expected {expected}: {reason}") from None
+    except OmegaConfBaseException:
+        raise ConfigError(f"{key}: cannot take {value!r} ({where}); expected {_describe_type(kind)}, e.g. "
+                          f"{key}={_example(key, kind)}") from None
     return cfg
 
 
@@ -362,16 +474,47 @@ def _check_key_exists(cfg: DictConfig, key: str, where: str) -> None:
         walked.append(part)
 
 
-def _expected_type(key: str) -> str:
+def _field_type(key: str) -> Any:
+    """The schema's type for a dotted key (None when the key is not a schema field)."""
     schema: Any = GSPOConfig
     for part in key.split("."):
         fields = getattr(schema, "__dataclass_fields__", {})
         if part not in fields:
-            return "a value of the schema's type"
+            return None
         schema = fields[part].type
         if isinstance(schema, str):
             schema = eval(schema, globals())  # annotations are strings under `from __future__ import annotations`
-    return getattr(schema, "__name__", str(schema))
+    return schema
+
+
+def _describe_type(kind: Any) -> str:
+    """'an integer', 'a list of strings', 'a number or null', ... for a schema type."""
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+    if kind in names:
+        return names[kind]
+    args = [a for a in getattr(kind, "__args__", ()) if a is not type(None)]
+    if getattr(kind, "__origin__", None) is list:
+        return f"a list of {names.get(args[0], 'values').split(' ', 1)[1]}s" if args else "a list"
+    if len(args) == 1 and type(None) in getattr(kind, "__args__", ()):
+        return f"{_describe_type(args[0])} or null"
+    return getattr(kind, "__name__", str(kind))
+
+
+def _example(key: str, kind: Any) -> str:
+    default = _default_of(key)
+    if isinstance(default, list):
+        return "[" + ", ".join(map(str, default)) + "]"
+    if default is None:
+        return {int: "1", float: "0.5", str: "text"}.get(next(
+            (a for a in getattr(kind, "__args__", ()) if a is not type(None)), str), "null")
+    return str(default).lower() if isinstance(default, bool) else str(default)
+
+
+def _default_of(key: str) -> Any:
+    node: Any = GSPOConfig()
+    for part in key.split("."):
+        node = getattr(node, part, None)
+    return node
 
 
 def _flatten(tree: dict, prefix: str = "") -> list[tuple[str, Any]]:
@@ -414,7 +557,11 @@ def _require(condition: bool, key: str, message: str) -> None:
 
 
 def _one_of(value: Any, choices: tuple, key: str) -> None:
-    _require(value in choices, key, f"{value!r} is not one of {', '.join(map(str, choices))}")
+    if value in choices:
+        return
+    near = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.6)
+    hint = f"; did you mean {key}={near[0]}?" if near else ""
+    raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(str, choices))}{hint}")
 
 
 def _validate_lora(model: ModelConfig) -> None:
@@ -428,9 +575,27 @@ def _validate_lora(model: ModelConfig) -> None:
              f"{key}.target_modules", f"{targets!r} must be 'all-linear' or a non-empty list of module names")
 
 
+def _check_finite(node: Any, prefix: str = "") -> None:
+    """No float anywhere in the config may be inf or nan (``optim.lr=inf`` would only show as non-finite weights)."""
+    if hasattr(node, "__dataclass_fields__"):
+        for name in node.__dataclass_fields__:
+            _check_finite(getattr(node, name), f"{prefix}.{name}" if prefix else name)
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            _check_finite(item, f"{prefix}[{i}]")
+    elif isinstance(node, float):
+        _require(math.isfinite(node), prefix, f"{node} is not a finite number")
+
+
 def validate_config(cfg: GSPOConfig) -> None:
     """Raise :class:`ConfigError` naming the key for any value that type-checks but cannot run."""
+    # torch loads with these: only when validating (gspo --help and gspo config stay fast)
+    from gspo.algos import ADV_ESTIMATORS, KL_TYPES, LOSS_AGG_MODES, POLICY_LOSSES, ROLLOUT_IS_LEVELS
+    from gspo.data.dataset import CHAT_TEMPLATE_MODES
+    from gspo.rewards.manager import ON_ERROR_MODES
+
     data, actor, rollout = cfg.data, cfg.actor_rollout_ref.actor, cfg.actor_rollout_ref.rollout
+    _check_finite(cfg)
     _require(bool(data.train_files), "data.train_files", "must name at least one file")
     _require(data.max_prompt_length >= 1, "data.max_prompt_length", "must be >= 1")
     _require(data.max_response_length >= 1, "data.max_response_length", "must be >= 1")
@@ -463,6 +628,13 @@ def validate_config(cfg: GSPOConfig) -> None:
              "actor_rollout_ref.actor.ppo_max_token_len_per_gpu",
              f"{actor.ppo_max_token_len_per_gpu} must hold one sequence "
              f"(max_prompt_length + max_response_length = {data.max_prompt_length + data.max_response_length})")
+    _require(actor.log_prob_max_token_len_per_gpu is None
+             or actor.log_prob_max_token_len_per_gpu >= data.max_prompt_length + data.max_response_length,
+             "actor_rollout_ref.actor.log_prob_max_token_len_per_gpu",
+             f"{actor.log_prob_max_token_len_per_gpu} must hold one sequence "
+             f"(max_prompt_length + max_response_length = {data.max_prompt_length + data.max_response_length})")
+    _require(actor.optim.lr_warmup_steps >= -1, "actor_rollout_ref.actor.optim.lr_warmup_steps",
+             "must be >= 0, or -1 to use lr_warmup_steps_ratio")
     _require(actor.logits_chunk_size >= 0, "actor_rollout_ref.actor.logits_chunk_size", "must be >= 0")
     _require(actor.grad_clip > 0, "actor_rollout_ref.actor.grad_clip", "must be > 0")
     _one_of(actor.kl_loss_type, KL_TYPES, "actor_rollout_ref.actor.kl_loss_type")
@@ -494,6 +666,10 @@ def validate_config(cfg: GSPOConfig) -> None:
     _one_of(groups.metric, FILTER_METRICS, "algorithm.filter_groups.metric")
     _require(groups.enable or not groups.prefilter.enable, "algorithm.filter_groups.prefilter.enable",
              "needs algorithm.filter_groups.enable=true (the prefilter learns from the group filter's verdicts)")
+    _require(not groups.enable or rollout.n >= 2, "algorithm.filter_groups.enable",
+             f"true needs actor_rollout_ref.rollout.n >= 2 (now {rollout.n}): a group of one response never varies, "
+             f"so dynamic sampling would do nothing; raise actor_rollout_ref.rollout.n or set "
+             f"algorithm.filter_groups.enable=false")
     _require(groups.max_surplus_age >= 1, "algorithm.filter_groups.max_surplus_age", "must be >= 1")
     _require(groups.prefilter.min_constant_visits >= 1, "algorithm.filter_groups.prefilter.min_constant_visits",
              "must be >= 1")
@@ -517,6 +693,8 @@ def validate_config(cfg: GSPOConfig) -> None:
     for logger in trainer.logger:
         _one_of(logger, LOGGERS, "trainer.logger")
     _one_of(trainer.device, DEVICES, "trainer.device")
+    _require(trainer.cpu_threads >= 0, "trainer.cpu_threads", "must be >= 0 (0 = the free cores)")
+    _require(trainer.log_val_generations >= 0, "trainer.log_val_generations", "must be >= 0")
     _require(trainer.max_consecutive_skips >= 1, "trainer.max_consecutive_skips", "must be >= 1")
     _require(trainer.nnodes >= 1, "trainer.nnodes", "must be >= 1")
     _require(trainer.n_gpus_per_node >= 1, "trainer.n_gpus_per_node", "must be >= 1")

@@ -51,7 +51,7 @@ class EvalConfig:
     max_prompt_length: int = 1024  # a longer prompt is an error: dropping it would change the denominator
     batch_size: int = 32  # prompts per generate() call, one progress-bar step
     limit: int = 0  # evaluate only the first `limit` prompts; 0 = all
-    output_dir: str | None = None  # None = outputs/eval/<model folder>-<data file stem>
+    output_dir: str | None = None  # None = <model folder's parent>/eval/<model folder>-<data file stem>
     chat_template: str = "auto"  # auto | always | never, as data.apply_chat_template
     prompt_key: str = "prompt"
     reward_path: str | None = None  # custom reward file, as custom_reward_function.path
@@ -61,6 +61,7 @@ class EvalConfig:
     engine: str = "hf"  # rollout engine, as actor_rollout_ref.rollout.name: hf | vllm | a registered one
     dtype: str = "auto"  # generation precision, as actor_rollout_ref.rollout.dtype
     gpu_memory_utilization: float = 0.5  # vllm only, as actor_rollout_ref.rollout.gpu_memory_utilization
+    cpu_threads: int = 0  # intra-op CPU threads; 0 = the free cores (as trainer.cpu_threads)
 
     @property
     def pass_k(self) -> int:
@@ -114,6 +115,7 @@ def _check(cfg: EvalConfig) -> None:
     require(cfg.top_k == -1 or cfg.top_k >= 1, "top_k", f"{cfg.top_k} must be -1 or >= 1")
     for key in ("max_response_length", "max_prompt_length", "batch_size"):
         require(getattr(cfg, key) >= 1, key, f"{getattr(cfg, key)} must be >= 1")
+    require(cfg.cpu_threads >= 0, "cpu_threads", f"{cfg.cpu_threads} must be >= 0 (0 = the free cores)")
     require(cfg.limit >= 0, "limit", f"{cfg.limit} must be >= 0 (0 = all prompts)")
     for key, choices in (("chat_template", CHAT_TEMPLATE_MODES), ("device", DEVICES)):
         require(getattr(cfg, key) in choices, key, f"{getattr(cfg, key)!r} is not one of {', '.join(choices)}")
@@ -176,12 +178,18 @@ def score_prompt(answers: list[str | None], scores: list[float], accs: list[floa
 
 # --------------------------------------------------------------------------------------------------------- run
 def default_output_dir(model_path: str, data_files: list[str]) -> Path:
-    """``outputs/eval/<model folder>-<first data file stem>``, relative to the working directory.
+    """Beside the model: ``<model folder's parent>/eval/<model folder>-<first data file stem>``, so a run's
+    ``final_model`` is evaluated into its own run folder; the shipped ``embedded://`` models into ``outputs/eval``.
 
     >>> str(default_output_dir("runs/gsm8k/final_model", ["data/gsm8k/test.parquet"]))
-    'outputs/eval/final_model-test'
+    'runs/gsm8k/eval/final_model-test'
+    >>> str(default_output_dir("embedded://addition", ["embedded://addition/val.jsonl"]))
+    'outputs/eval/addition-val'
     """
-    return Path("outputs") / "eval" / f"{Path(model_path).name}-{Path(data_files[0]).stem}"
+    name = f"{Path(model_path.rstrip('/')).name}-{Path(data_files[0]).stem}"
+    if model_path.startswith("embedded://"):
+        return Path("outputs") / "eval" / name
+    return Path(model_path.rstrip("/")).expanduser().parent / "eval" / name
 
 
 def evaluate(model_path: str, data_files: list[str], cfg: EvalConfig) -> dict:

@@ -121,10 +121,30 @@ def _draw(ax, rows: list[dict], metrics: list[tuple[str, str]], kind: str) -> No
         right.legend(ax.get_lines() + right.get_lines(), [label, right_label], loc="upper left", fontsize=8)
         return
     else:
-        for name, label, steps, values in present:
+        for name, label, steps, values in _merge_identical(present):
             is_val = name.startswith("val/")  # logged every test_freq steps: markers keep sparse points visible
-            ax.plot(steps, values, marker="o" if is_val else ".", ms=4 if is_val else 2, label=label)
+            style = LINE_STYLES.get(name, {})
+            ax.plot(steps, values, marker=style.get("marker", "o" if is_val else "."), ms=4 if is_val else 2,
+                    ls=style.get("ls", "-"), label=label)
     ax.legend(loc="upper left", fontsize=8)
+
+
+# Lines that often run close (score vs acc of a rule reward) get their own dash and marker.
+LINE_STYLES = {"val/score_mean": {"ls": "--", "marker": "x"}, "reward/kept/acc_mean": {"ls": ":"}}
+
+
+def _merge_identical(present: list[tuple]) -> list[tuple]:
+    """One line for metrics with the same points (a 0/1 reward's val score is its val acc), labelled with both:
+    otherwise the second hides the first exactly."""
+    merged: list[tuple] = []
+    for name, label, steps, values in present:
+        twin = next((i for i, (_, _, s, v) in enumerate(merged) if s == steps and v == values), None)
+        if twin is None:
+            merged.append((name, label, steps, values))
+        else:
+            first = merged[twin]
+            merged[twin] = (first[0], f"{first[1]} = {label}", first[2], first[3])
+    return merged
 
 
 def _draw_band(ax, rows: list[dict], metrics: list[tuple[str, str]]) -> None:
@@ -164,7 +184,26 @@ def summarize(rows: list[dict]) -> dict[str, float | int | None]:
             "clipfrac_upper_end": last("actor/pg_clipfrac_upper")}
 
 
-def render_markdown(run_dir: Path, summary: dict, has_plot: bool) -> str:
+def run_name(run_dir: Path) -> str:
+    """``trainer.experiment_name`` from the run's ``config.yaml``; else the folder's name, with its parent's when
+    the folder has a generic name such as ``run``."""
+    import yaml
+
+    config = run_dir / "config.yaml"
+    try:
+        name = (yaml.safe_load(config.read_text()) or {}).get("trainer", {}).get("experiment_name")
+    except (OSError, yaml.YAMLError, AttributeError):
+        name = None
+    if name:
+        return str(name)
+    folder = run_dir.resolve()
+    return f"{folder.parent.name}/{folder.name}" if folder.name in GENERIC_RUN_NAMES else folder.name
+
+
+GENERIC_RUN_NAMES = ("run", "runs", "output", "outputs", "default")
+
+
+def render_markdown(name: str, summary: dict, has_plot: bool) -> str:
     def fmt(value, spec=".4f") -> str:
         return "n/a" if value is None else format(value, spec)
 
@@ -172,7 +211,7 @@ def render_markdown(run_dir: Path, summary: dict, has_plot: bool) -> str:
         step = summary[f"{key}_step"]
         return fmt(summary[key]) + ("" if step is None else f" (step {step:g})")
 
-    lines = [f"# Run report: {run_dir.name}", "", "| | |", "|---|---|",
+    lines = [f"# Run report: {name}", "", "| | |", "|---|---|",
              f"| training steps | {summary['steps']} ({summary['logged_steps']} logged) |",
              f"| val acc: start / end / best | {at('val_acc_start')} / {at('val_acc_end')} / {at('val_acc_best')} |",
              f"| final train acc (all generated) | {fmt(summary['train_acc_end'])} |",
@@ -193,8 +232,32 @@ def write_report(run_dir: str | Path) -> tuple[Path | None, Path, dict]:
         raise FileNotFoundError(f"RUN_DIR: {run_dir} is not a folder (expected trainer.default_local_dir of a run)")
     rows = read_metrics(run_dir / "metrics.jsonl")
     png = run_dir / "report.png"
-    drawn = plot_report(rows, png, title=f"gspo run: {run_dir.resolve().name}")
+    name = run_name(run_dir)
+    drawn = plot_report(rows, png, title=f"gspo run: {name}")
     summary = summarize(rows)
     md = run_dir / "report.md"
-    md.write_text(render_markdown(run_dir.resolve(), summary, has_plot=drawn > 0), encoding="utf-8")
+    md.write_text(render_markdown(name, summary, has_plot=drawn > 0), encoding="utf-8")
     return (png if drawn else None), md, summary
+
+
+# ------------------------------------------------------------------------------------------------- end of a run
+def format_run_summary(run_dir: str | Path, wall_s: float, eval_data: str | None = None) -> str:
+    """What ``gspo train`` prints when it finishes: validation accuracy start -> end (best), steps, wall time,
+    where the model and metrics are, and the commands that evaluate and plot them."""
+    run_dir = Path(run_dir)
+    final, metrics = run_dir / "final_model", run_dir / "metrics.jsonl"
+    try:
+        summary = summarize(read_metrics(metrics))
+    except (FileNotFoundError, ValueError):
+        summary = {"steps": 0, "val_acc_start": None}
+    lines = [f"done: {summary['steps']} steps in {wall_s:.1f} s"]
+    if summary.get("val_acc_start") is not None:
+        gain = summary["val_acc_end"] - summary["val_acc_start"]
+        lines.append(f"  val acc      {summary['val_acc_start']:.4f} (step {summary['val_acc_start_step']:g}) -> "
+                     f"{summary['val_acc_end']:.4f} (step {summary['val_acc_end_step']:g}), {gain:+.4f}; best "
+                     f"{summary['val_acc_best']:.4f} (step {summary['val_acc_best_step']:g})")
+    lines += [f"  final model  {final}", f"  metrics      {metrics}"]
+    if eval_data:
+        lines.append(f"  evaluate     gspo eval --model {final} --data {eval_data}")
+    lines.append(f"  plot         gspo report {run_dir}")
+    return "\n".join(lines)

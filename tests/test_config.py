@@ -84,7 +84,7 @@ def test_scientific_notation_and_lists_and_null():
             "ppo_mini_batch_size: 5 must divide data.train_batch_size=32",
         ),
         ("actor_rollout_ref.actor.kl_loss_type=k9", "kl_loss_type: 'k9' is not one of"),
-        ("trainer.logger=[wandb]", "trainer.logger: 'wandb' is not one of console, tensorboard"),
+        ("trainer.logger=[neptune]", "trainer.logger: 'neptune' is not one of console, tensorboard, wandb, mlflow"),
         ("trainer.resume_mode=resume_path", "trainer.resume_from_path: is required"),
         ("trainer.device=tpu", "trainer.device: 'tpu' is not one of auto, cpu, cuda"),
         ("reward_model.on_error=ignore", "reward_model.on_error: 'ignore' is not one of raise, zero"),

@@ -114,13 +114,22 @@ def test_3b_overrides_resolve_under_the_schema_and_user_args_win(tmp_path, tiny_
     assert (cfg["trainer"]["nnodes"], cfg["trainer"]["n_gpus_per_node"]) == (2, 4)  # forwarded to torchrun
 
 
-@pytest.mark.skipif(not (REAL_GSM8K / "train.jsonl").is_file(), reason="GSM8K copy not present at ../shared/data")
-def test_tiny_script_end_to_end_with_one_step(tmp_path):
+def gsm8k_sources() -> list:
+    """The synthetic GSM8K-format fixture always (CI), the real copy where it exists."""
+    real = pytest.param("real", marks=pytest.mark.skipif(not (REAL_GSM8K / "train.jsonl").is_file(),
+                                                         reason="GSM8K copy not present at ../shared/data"))
+    return ["fixture", real]
+
+
+@pytest.mark.parametrize("source", gsm8k_sources())
+def test_tiny_script_end_to_end_with_one_step(tmp_path, source):
     """The whole pipeline, cut to one step, 8 validation prompts and 4 eval prompts (~25 s on 1 CPU thread)."""
     import pyarrow.parquet as pq
 
+    from tests.gsm8k_fixture import write_gsm8k_fixture
+
     data = tmp_path / "data"
-    prepare_gsm8k(REAL_GSM8K, data)
+    prepare_gsm8k(REAL_GSM8K if source == "real" else write_gsm8k_fixture(tmp_path / "raw"), data)
     pq.write_table(pq.read_table(data / "test.parquet").slice(0, 8), tmp_path / "val.parquet")
     proc = run(
         SCRIPT_TINY,

@@ -119,3 +119,24 @@ def test_missing_matplotlib_says_how_to_install(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` raise ImportError
     assert main(["report", str(run)]) == 1
     assert "pip install 'gspo[report]'" in capsys.readouterr().err
+
+
+def test_title_is_the_experiment_name_or_a_distinguishable_folder(tmp_path):
+    from gspo.report import run_name
+
+    named = write_run(tmp_path / "a" / "run", synthetic_rows(4, 2))
+    (named / "config.yaml").write_text("trainer:\n  experiment_name: gspo-epslow-3e-4\n")
+    write_report(named)
+    assert (named / "report.md").read_text().startswith("# Run report: gspo-epslow-3e-4")
+    plain = write_run(tmp_path / "tiny-gsm8k" / "run", synthetic_rows(4, 2))
+    assert run_name(plain) == "tiny-gsm8k/run"
+    assert run_name(write_run(tmp_path / "gspo-addition", synthetic_rows(4, 2))) == "gspo-addition"
+
+
+def test_identical_val_lines_are_drawn_once_with_both_labels():
+    from gspo.report import _merge_identical
+
+    same = [("val/acc_mean", "val acc", [0, 5], [0.2, 0.4]), ("val/score_mean", "val score", [0, 5], [0.2, 0.4])]
+    assert _merge_identical(same) == [("val/acc_mean", "val acc = val score", [0, 5], [0.2, 0.4])]
+    different = [same[0], ("val/score_mean", "val score", [0, 5], [0.2, 0.5])]
+    assert _merge_identical(different) == different

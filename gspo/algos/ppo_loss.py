@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .loss_metrics import clip_metrics
+from .loss_metrics import clip_metrics, ratio_spread_metrics
 from .masked import masked_mean
 from .registry import register_policy_loss
 
@@ -36,8 +36,10 @@ def compute_policy_loss_vanilla(
         l    = min(l3, lc) if A < 0 else lc      # dual clip bounds the loss for A < 0
         (returned: l, the (B, T) per-token loss; compute_policy_loss aggregates it)
 
-    Extra metric: ``actor/pg_clipfrac_dual``, the masked token share with
-    ``A < 0`` and ``l3 < lc``.
+    Extra metrics: ``actor/pg_clipfrac_dual``, the masked token share with
+    ``A < 0`` and ``l3 < lc``; ``actor/token_importance_ratio_{min,max}`` over the
+    response tokens; and, to compare with GSPO, the sequence-level ratio
+    ``s_i = exp(mean_t log r_it)`` as ``actor/seq_importance_ratio{,_min,_max}``.
     """
     if not clip_ratio_c > 1.0:
         raise ValueError(f"clip_ratio_c must be > 1 for the dual clip, got {clip_ratio_c}")
@@ -58,4 +60,5 @@ def compute_policy_loss_vanilla(
         metrics.update(clip_metrics(pg_losses1, pg_losses2, ratio, mask))
         dual = (advantages < 0) & (pg_losses3 < clip_pg_losses1)
         metrics["actor/pg_clipfrac_dual"] = masked_mean(dual.to(mask.dtype), mask)
+        metrics.update(ratio_spread_metrics(negative_approx_kl, mask))
     return pg_losses, metrics

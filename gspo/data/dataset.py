@@ -111,9 +111,7 @@ class PromptDataset(Sequence[PromptItem]):
                 raise DataError(f"{where(i)}: row must be a dict, got {type(row).__name__}")
             prompt = row.get(prompt_key)
             if prompt is None:
-                raise DataError(
-                    f"{where(i)}: row has no prompt under key {prompt_key!r}; row keys: {sorted(map(str, row))}"
-                )
+                raise DataError(f"{where(i)}: {_missing_prompt_hint(row, prompt_key)}")
             texts.append(self._render(prompt, tokenizer, where(i)))
 
         # The chat template already contains the special tokens (BOS etc.); adding them again would duplicate.
@@ -124,6 +122,7 @@ class PromptDataset(Sequence[PromptItem]):
             all_ids.extend(list(ids) for ids in tokenizer(chunk, add_special_tokens=add_special)["input_ids"])
 
         self.items: list[PromptItem] = []
+        self.where: list[str] = []  # per item: the file:line (or row) it came from, for later error messages
         self.num_dropped = 0
         for i, (row, text, ids) in enumerate(zip(rows, texts, all_ids)):
             if not ids:
@@ -138,6 +137,7 @@ class PromptDataset(Sequence[PromptItem]):
                 )
             extra_info = _extra_info(row, where(i))
             extra_info["row_index"] = i
+            self.where.append(where(i))
             self.items.append(
                 PromptItem(
                     index=len(self.items),
@@ -186,6 +186,16 @@ class PromptDataset(Sequence[PromptItem]):
 
     def __iter__(self) -> Iterator[PromptItem]:
         return iter(self.items)
+
+
+def _missing_prompt_hint(row: dict, prompt_key: str) -> str:
+    """Why a row has no prompt, and what to do: the original GSM8K JSONL needs preparing; else name the key."""
+    keys = sorted(map(str, row))
+    if {"question", "answer"} <= set(row):
+        return (f"row has no {prompt_key!r} column but has 'question' and 'answer': this looks like the original "
+                f"GSM8K JSONL; prepare it with `gspo data gsm8k --input DIR --output DIR` and use DIR/train.parquet")
+    return (f"row has no prompt under key {prompt_key!r}; row keys: {keys}; set the prompt column with "
+            f"data.prompt_key=<one of them>")
 
 
 def _as_messages(prompt: Any, where: str) -> list[dict]:

@@ -1,11 +1,11 @@
-"""Reward for the embedded addition task: exact match of the stripped response."""
+"""Reward for the embedded addition and sums tasks: exact match of the stripped response."""
 
 from __future__ import annotations
 
 from gspo.rewards.registry import register_reward
 
 
-@register_reward("addition")
+@register_reward("addition", "sums")
 def addition_reward(response_text: str, ground_truth: str | None, extra_info: dict) -> float:
     """1.0 if the response, stripped of surrounding whitespace, equals the ground truth, else 0.0.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -11,6 +12,9 @@ import torch
 from gspo.rewards.base import RewardError, RewardFn, RewardOutput, normalize_reward, preview
 from gspo.rewards.registry import get_reward_fn
 from gspo.rewards.shaping import check_overlong_args, overlong_penalty
+from gspo.rewards.timeout import RewardTimeout, TimedReward
+
+log = logging.getLogger(__name__)
 
 ON_ERROR_MODES = ("raise", "zero")
 
@@ -54,6 +58,8 @@ class RewardManager:
         overlong_enable: add DAPO's soft overlong penalty to ``seq_final_reward``.
         overlong_buffer_len, overlong_penalty_factor, max_response_length: see
             :func:`gspo.rewards.shaping.overlong_penalty` (tokens).
+        timeout_s: seconds one call of ``custom_fn`` may take (see :mod:`gspo.rewards.timeout`); a call past it
+            is an error like any other (``on_error``). None or <= 0: no limit, called in this process.
     """
 
     def __init__(
@@ -65,6 +71,7 @@ class RewardManager:
         overlong_buffer_len: int = 0,
         overlong_penalty_factor: float = 1.0,
         max_response_length: int | None = None,
+        timeout_s: float | None = None,
     ) -> None:
         if on_error not in ON_ERROR_MODES:
             raise ValueError(f"on_error must be one of {ON_ERROR_MODES}, got {on_error!r}")
@@ -74,6 +81,8 @@ class RewardManager:
             if max_response_length is None:
                 raise ValueError("max_response_length is required when overlong_enable=True")
             check_overlong_args(max_response_length, overlong_buffer_len, overlong_penalty_factor)
+        if custom_fn is not None and timeout_s is not None and timeout_s > 0:
+            custom_fn = TimedReward(custom_fn, timeout_s)
         self.custom_fn = custom_fn
         self.on_error = on_error
         self.overlong_enable = overlong_enable
@@ -113,6 +122,9 @@ class RewardManager:
             except Exception as e:
                 if self.on_error == "raise":
                     raise RewardError(_failure_message(e, i, fn_name, source, gt, response)) from e
+                if isinstance(e, RewardTimeout):
+                    log.warning("reward function %r: sample %d scored 0 (reward_model.on_error=zero): %s", fn_name,
+                                i, e)
                 num_errors += 1
                 out = RewardOutput(score=0.0, acc=0.0)
             outputs.append(out)

@@ -1,4 +1,4 @@
-"""Built-in tasks. ``addition`` is the embedded default task of ``gspo train``."""
+"""Built-in tasks. ``addition`` is the embedded default task of ``gspo train``; ``sums`` is shaped like math RL."""
 
 from gspo.tasks.addition import (
     ADDITION_ASSET_DIR,

@@ -31,8 +31,8 @@ from gspo.trainer.shared_prefix import can_share_prompts, full_sequence_logits, 
 # are re-weighted by sequence counts so the mini-batch value does not depend on how it was cut into micro-batches.
 _SEQUENCE_MEAN_METRICS = frozenset({"actor/seq_importance_ratio"})
 # Extremes over micro-batches, mini-batches and ranks; every other actor metric is a weighted mean.
-_MAX_METRICS = frozenset({"actor/seq_importance_ratio_max"})
-_MIN_METRICS = frozenset({"actor/seq_importance_ratio_min"})
+_MAX_METRICS = frozenset({"actor/seq_importance_ratio_max", "actor/token_importance_ratio_max"})
+_MIN_METRICS = frozenset({"actor/seq_importance_ratio_min", "actor/token_importance_ratio_min"})
 
 
 def _actor_metrics() -> MetricAccumulator:

@@ -7,7 +7,8 @@ Layout of ``<default_local_dir>/checkpoints/global_step_<N>/``:
 - ``model/``: the full model as a plain HF folder (safetensors + tokenizer; gathered to rank 0), for evaluation;
 - ``extra.pt``: LR scheduler and the surplus groups of dynamic sampling (loaded with ``weights_only=True``);
 - ``rng/rank_<r>.pt``: each rank's torch (and CUDA) RNG state;
-- ``trainer_state.json``: step, data order, dynamic-sampling state, Python / NumPy RNG; ``config.yaml``.
+- ``trainer_state.json``: step, data order, dynamic-sampling state, Python / NumPy RNG; ``config.yaml``;
+- ``manifest.json``: every other file's size and CRC-32, written last (see :mod:`gspo.trainer.manifest`).
 
 Every rank calls :func:`save_checkpoint` and :func:`load_checkpoint`; only rank 0 writes the files that are not
 shards and renames the folder into place.
@@ -16,6 +17,7 @@ shards and renames the folder into place.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import shutil
@@ -29,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
@@ -37,8 +40,12 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from gspo.distributed import SINGLE_PROCESS, DistContext
+from gspo.trainer.manifest import CheckpointDamaged, verify, write_manifest
+from gspo.trainer.run_folder import RunFolderError, crash_point, remove_quietly, storage_error
 
+log = logging.getLogger(__name__)
 LATEST = "latest"
+EXPORT_MARKER = "gspo_export.json"
 STEP_PREFIX = "global_step_"
 
 @dataclass
@@ -62,21 +69,39 @@ def full_model_state_dict(model: torch.nn.Module, dist: DistContext) -> dict[str
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
-def save_hf_folder(folder: Path, *, hf_model, state_dict: dict[str, torch.Tensor], tokenizer) -> None:
-    """A plain HF folder: ``hf_model`` supplies the class and config, ``state_dict`` the weights.
+def save_hf_folder(folder: Path, *, hf_model, state_dict: dict[str, torch.Tensor], tokenizer,
+                   dtype: torch.dtype | None = None) -> None:
+    """A plain HF folder: ``hf_model`` supplies the class and config, ``state_dict`` the weights (floating
+    tensors cast to ``dtype``, the input checkpoint's, when given). Files are readable by all (0644 under umask 022).
 
     A gathered state dict holds tied weights (e.g. ``lm_head.weight``) as separate copies; only the names
     ``hf_model`` owns a parameter or buffer under are written, as ``save_pretrained`` does for its own weights.
     """
     owned = {name for name, _ in hf_model.named_parameters()} | {name for name, _ in hf_model.named_buffers()}
-    state_dict = {name: tensor for name, tensor in state_dict.items() if name in owned}
+    state_dict = {name: tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor
+                  for name, tensor in state_dict.items() if name in owned}
     config_dtype = hf_model.config.dtype  # the bf16 rollout copy must not label fp32 weights as bf16
     hf_model.config.dtype = next(iter(state_dict.values())).dtype
     try:
         hf_model.save_pretrained(folder, state_dict=state_dict, safe_serialization=True)
     finally:
         hf_model.config.dtype = config_dtype
+    if dtype is not None:  # save_pretrained labels the weights with the model's own (fp32) parameter dtype
+        config = json.loads((folder / "config.json").read_text())
+        config["dtype"] = str(dtype).removeprefix("torch.")
+        (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     tokenizer.save_pretrained(folder)
+    _readable_by_all(folder)
+
+
+def _readable_by_all(folder: Path) -> None:
+    """transformers writes model.safetensors through a private temporary file (mode 0600): give every file the
+    mode a plain ``open`` would (0666 minus the umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in folder.rglob("*"):
+        if path.is_file():
+            path.chmod(0o666 & ~umask)
 
 
 def _state_options(model: torch.nn.Module) -> StateDictOptions:
@@ -95,17 +120,50 @@ def _trainable_state(model: torch.nn.Module, model_state: dict) -> dict:
 def save_checkpoint(root: Path, step: int, *, model, hf_model, tokenizer, optimizer, scheduler,
                     trainer_state: dict[str, Any], tensors: dict[str, torch.Tensor] | None = None,
                     config_yaml: str = "", max_to_keep: int | None = None, dist: DistContext = SINGLE_PROCESS,
-                    export: Callable[[Path], None] | None = None) -> Path:
+                    export: Callable[[Path], None] | None = None,
+                    export_dtype: torch.dtype | None = None) -> Path:
     """Write ``root/global_step_<step>`` atomically and point ``root/latest`` at it (collective: all ranks call).
 
     A crash at any moment leaves either the previous checkpoint or the new one complete: files are written into a
-    hidden temporary folder, fsynced, and only then renamed into place; ``latest`` is replaced last.
+    hidden temporary folder, their sizes and CRCs recorded in ``manifest.json`` last, fsynced, and only then renamed
+    into place; ``latest`` is replaced last (the commit point). An OS error (disk full, ...) removes the temporary
+    folder and raises :class:`~gspo.trainer.run_folder.StorageError` naming it and the path.
     ``hf_model`` is an unsharded model of the same architecture used to write ``model/`` (the policy itself on
     one process). ``export(folder)``, when given, writes the model's files into the checkpoint folder instead of
     ``model/`` (LoRA: the adapter); every rank calls it.
     """
     final = root / f"{STEP_PREFIX}{step}"
     tmp = root / f".tmp_{STEP_PREFIX}{step}"
+    try:
+        _write_checkpoint_files(tmp, root, step, model=model, hf_model=hf_model, tokenizer=tokenizer,
+                                optimizer=optimizer, scheduler=scheduler, trainer_state=trainer_state,
+                                tensors=tensors, config_yaml=config_yaml, dist=dist, export=export,
+                                export_dtype=export_dtype)
+        write_manifest(tmp, dist)
+        dist.barrier()
+        if dist.is_main:
+            replace_folder(tmp, final)  # the same step may be saved again (a stop signal after the last step's save)
+            crash_point("after_rename", step)
+            _write_latest(root, final.name)
+            crash_point("after_latest", step)
+    except (Exception, CheckpointException) as exc:
+        error = storage_error(exc, f"checkpoint of step {step}", tmp if tmp.exists() else root)
+        if dist.is_main:
+            remove_quietly(tmp)
+        if error is None:
+            raise
+        raise error from exc
+    if dist.is_main and max_to_keep is not None and max_to_keep > 0:
+        _prune(root, max_to_keep, current_step=step)
+    dist.barrier()
+    return final
+
+
+def _write_checkpoint_files(tmp: Path, root: Path, step: int, *, model, hf_model, tokenizer, optimizer, scheduler,
+                            trainer_state: dict[str, Any], tensors: dict[str, torch.Tensor] | None,
+                            config_yaml: str, dist: DistContext, export: Callable[[Path], None] | None,
+                            export_dtype: torch.dtype | None = None) -> None:
+    """Every file of the checkpoint but its manifest, into ``tmp`` (collective)."""
     token = None
     if dist.is_main:
         root.mkdir(parents=True, exist_ok=True)
@@ -137,7 +195,8 @@ def save_checkpoint(root: Path, step: int, *, model, hf_model, tokenizer, optimi
     else:
         full_state = full_model_state_dict(model, dist)
         if dist.is_main:
-            save_hf_folder(tmp / "model", hf_model=hf_model, state_dict=full_state, tokenizer=tokenizer)
+            save_hf_folder(tmp / "model", hf_model=hf_model, state_dict=full_state, tokenizer=tokenizer,
+                           dtype=export_dtype)
     if dist.is_main:
         torch.save({"scheduler": scheduler.state_dict(), "tensors": tensors or {},
                     "numpy_rng": torch.from_numpy(np.random.get_state()[1].astype(np.int64))}, tmp / "extra.pt")
@@ -148,13 +207,6 @@ def save_checkpoint(root: Path, step: int, *, model, hf_model, tokenizer, optimi
         (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
         (tmp / "config.yaml").write_text(config_yaml)
     dist.barrier()
-    if dist.is_main:
-        replace_folder(tmp, final)  # the same step may be saved again (a stop signal after the last step's save)
-        _write_latest(root, final.name)
-        if max_to_keep is not None and max_to_keep > 0:
-            _prune(root, max_to_keep, current_step=step)
-    dist.barrier()
-    return final
 
 
 def replace_folder(tmp: Path, final: Path) -> None:
@@ -172,12 +224,34 @@ def replace_folder(tmp: Path, final: Path) -> None:
     shutil.rmtree(aside, ignore_errors=True)
 
 
-def save_hf_folder_atomically(folder: Path, **kwargs) -> None:
-    """:func:`save_hf_folder` into a temporary sibling, then :func:`replace_folder` onto ``folder``."""
+def save_hf_folder_atomically(folder: Path, *, marker: dict | None = None, **kwargs) -> None:
+    """:func:`save_hf_folder` into a temporary sibling, then :func:`replace_folder` onto ``folder``.
+
+    ``marker`` (e.g. the step exported) is written inside as ``gspo_export.json`` before the rename, so its presence
+    means the export is complete. An OS error removes the temporary folder and raises ``StorageError``.
+    """
     tmp = folder.with_name(f".tmp_{folder.name}")
     shutil.rmtree(tmp, ignore_errors=True)
-    save_hf_folder(tmp, **kwargs)
-    replace_folder(tmp, folder)
+    try:
+        save_hf_folder(tmp, **kwargs)
+        if marker is not None:
+            (tmp / EXPORT_MARKER).write_text(json.dumps(marker))
+        crash_point("during_export", (marker or {}).get("step"))
+        replace_folder(tmp, folder)
+    except Exception as exc:
+        error = storage_error(exc, "the final model export", tmp if tmp.exists() else folder.parent)
+        remove_quietly(tmp)
+        if error is None:
+            raise
+        raise error from exc
+
+
+def exported_step(folder: Path) -> int | None:
+    """The step a complete :func:`save_hf_folder_atomically` export of ``folder`` holds, if any."""
+    try:
+        return int(json.loads((folder / EXPORT_MARKER).read_text())["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 @contextmanager
@@ -208,20 +282,56 @@ def _prune(root: Path, max_to_keep: int, current_step: int) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def find_latest(root: Path) -> Path | None:
-    """The checkpoint ``latest`` points at, if it is complete; else the newest complete one; else None."""
+def _step_of(path: Path) -> int:
+    try:
+        return int(path.name[len(STEP_PREFIX):])
+    except ValueError:
+        return -1
+
+
+def _candidates(root: Path) -> tuple[list[Path], list[str]]:
+    """Checkpoints to try, best first: the one ``latest`` names, then the others newest first; and the warnings
+    about a ``latest`` pointer that could not be read."""
+    warnings_: list[str] = []
+    folders = sorted((p for p in root.glob(f"{STEP_PREFIX}*") if p.is_dir() and _step_of(p) >= 0),
+                     key=_step_of, reverse=True)
     pointer = root / LATEST
-    if pointer.is_file():
-        candidate = root / pointer.read_text().strip()
-        if _is_complete(candidate):
-            return candidate
-    complete = [p for p in root.glob(f"{STEP_PREFIX}*") if _is_complete(p)]
-    return max(complete, key=lambda p: int(p.name[len(STEP_PREFIX):]), default=None)
+    if pointer.exists():
+        try:
+            name = pointer.read_bytes().decode("ascii").strip()
+            target = root / name
+            if not name.startswith(STEP_PREFIX) or not target.is_dir():
+                raise ValueError(f"names {name!r}, which is not a checkpoint folder here")
+            folders = [target, *[p for p in folders if p != target]]
+        except (OSError, ValueError) as exc:
+            warnings_.append(f"{pointer}: unreadable ({exc}); trying the newest checkpoint that verifies")
+    return folders, warnings_
 
 
-def _is_complete(path: Path) -> bool:
-    return (path / "trainer_state.json").is_file() and (path / "extra.pt").is_file() \
-        and (path / "state" / ".metadata").is_file()
+def select_checkpoint(root: Path, dist: DistContext = SINGLE_PROCESS) -> Path | None:
+    """The checkpoint to resume: ``latest``'s if it verifies, else the newest one that does (a warning names each
+    skipped one's bad file and why); None when ``root`` holds none. Raises ``RunFolderError`` when checkpoints
+    exist but none verifies (collective: every rank reaches the same answer)."""
+    folders, problems = _candidates(root)
+    for message in problems:
+        log.warning("%s", message)
+    for folder in folders:
+        try:
+            verify(folder, dist)
+            return folder
+        except CheckpointDamaged as exc:
+            log.warning("skipping checkpoint %s: %s", folder.name, exc)
+            problems.append(str(exc))
+    if folders:
+        raise RunFolderError(f"trainer.default_local_dir: no checkpoint in {root} verifies ({len(folders)} tried; "
+                             f"newest: {problems[-len(folders)]}). Resume from a copy of the run, or start over "
+                             f"with trainer.resume_mode=disable")
+    return None
+
+
+def find_latest(root: Path) -> Path | None:
+    """The checkpoint a resume would use (see :func:`select_checkpoint`), or None; for one process."""
+    return select_checkpoint(root) if root.is_dir() else None
 
 
 def load_checkpoint(path: Path, *, model, optimizer, scheduler, dist: DistContext = SINGLE_PROCESS) -> CheckpointState:
@@ -230,17 +340,14 @@ def load_checkpoint(path: Path, *, model, optimizer, scheduler, dist: DistContex
     The sharded state is resharded to this run's number of ranks; a rank with no saved RNG state (the run now
     has more ranks than the one that wrote the checkpoint) keeps its seeded RNG.
     """
-    if not _is_complete(path):
-        raise FileNotFoundError(f"{path} is not a complete gspo checkpoint (trainer.resume_from_path or "
-                                f"checkpoints/latest)")
     options = _state_options(model)
     model_state, optimizer_state = get_state_dict(model, optimizer, options=options)
     state = {"model": _trainable_state(model, model_state), "optimizer": optimizer_state}
     try:
         with _quiet_single_process():
             dcp.load(state, checkpoint_id=path / "state", no_dist=not dist.is_distributed)
-    except Exception as exc:  # DCP reports a missing key as a planner error deep in a stack trace
-        raise ValueError(f"{path}: checkpoint does not match the model or optimizer: {exc}") from exc
+    except (Exception, CheckpointException) as exc:  # DCP's is a BaseException; a missing key is a planner error
+        raise ValueError(f"{path}: checkpoint does not match the model or optimizer: {_first_line(exc)}") from exc
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"],
                    options=options)
     extra = torch.load(path / "extra.pt", weights_only=True, map_location="cpu")
@@ -258,6 +365,13 @@ def load_checkpoint(path: Path, *, model, optimizer, scheduler, dist: DistContex
     trainer_state.pop("world_size", None)
     return CheckpointState(step=int(trainer_state.pop("step")), trainer_state=trainer_state,
                            tensors=extra.get("tensors", {}))
+
+
+def _first_line(exc: BaseException) -> str:
+    for failure in getattr(exc, "failures", {}).values():  # CheckpointException: the rank's own error, not a trace
+        inner = failure[0] if isinstance(failure, tuple) else failure
+        return f"{type(inner).__name__}: {inner}".splitlines()[0]
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
 
 
 def python_rng_to_json(state: tuple) -> list:

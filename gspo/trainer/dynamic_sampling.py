@@ -20,7 +20,9 @@ Dynamic sampling that wastes little. Three switches under ``algorithm.filter_gro
   usually fills what the train batch still needs.
 - ``prefilter``: a prompt whose last ``min_constant_visits`` groups were all-equal (always solved, or always
   failed) is skipped before generation; each skip is re-admitted with probability ``readmit_prob`` so no prompt
-  is lost for good.
+  is lost for good (``readmit_decay``: with ``readmit_prob ** (streak - min_constant_visits + 1)``, GRESO's
+  exponential back-off, arXiv 2506.02177). Skipped prompts are replaced by further draws, so a generation batch
+  still holds the number of prompts its sizing asked for.
 """
 
 from __future__ import annotations
@@ -125,7 +127,14 @@ class GenerationStats:
             f"batches, fewer than data.train_batch_size={needed}. Remedies: raise "
             f"algorithm.filter_groups.max_num_gen_batches (0 = unlimited), raise data.gen_batch_size, use data "
             f"the policy neither always solves nor always fails, or filter on a different "
-            f"algorithm.filter_groups.metric (now {metric!r}).")
+            f"algorithm.filter_groups.metric (now {metric!r}).{self._reward_error_note()}")
+
+    def _reward_error_note(self) -> str:
+        if not self._num_reward_errors:
+            return ""
+        return (f" {self._num_reward_errors} of {self._num_sequences} responses had reward errors (raised or past "
+                f"reward_model.timeout_s) and were scored 0 under reward_model.on_error=zero: fix the reward "
+                f"function first, or set reward_model.on_error=raise to see the first failure.")
 
     def metrics(self) -> dict[str, float]:
         n = max(self._num_sequences, 1)
@@ -213,8 +222,15 @@ class DynamicSamplingState:
             return prompt_indices, 0
         admitted = [i for i in prompt_indices
                     if self.constant_streak.get(i, 0) < prefilter.min_constant_visits
-                    or self._rng.random() < prefilter.readmit_prob]
+                    or self._rng.random() < self.readmit_probability(self.constant_streak[i])]
         return admitted, len(prompt_indices) - len(admitted)
+
+    def readmit_probability(self, streak: int) -> float:
+        """Chance that a prompt with ``streak`` (>= min_constant_visits) all-equal visits in a row is generated."""
+        prefilter = self.cfg.prefilter
+        if not prefilter.readmit_decay:
+            return prefilter.readmit_prob
+        return prefilter.readmit_prob ** (streak - prefilter.min_constant_visits + 1)
 
     # -------------------------------------------------------------------------------------- checkpoint
     def state_dict(self) -> tuple[dict, dict[str, torch.Tensor]]:
@@ -277,10 +293,19 @@ def collect_train_batch(num_groups: int, cfg: FilterGroupsConfig, state: Dynamic
 
 def _admitted_prompts(groups_needed: int, state: DynamicSamplingState, draw_prompts: DrawPrompts,
                       stats: GenerationStats) -> list[int]:
-    """The next generation batch's prompt indices, sized and prefiltered by the dynamic-sampling state."""
-    while True:
-        admitted, skipped = state.admit(draw_prompts(state.gen_batch_size(groups_needed)))
+    """The next generation batch's prompt indices, sized and prefiltered by the dynamic-sampling state.
+
+    Prompts the prefilter skips are replaced by further draws until the batch has its size, for at most one pass
+    over the data's worth of draws (then whatever was admitted goes; with nothing admitted, drawing goes on).
+    """
+    wanted = state.gen_batch_size(groups_needed)
+    admitted: list[int] = []
+    drawn = 0
+    while len(admitted) < wanted and (drawn < state.num_prompts or not admitted):
+        prompts = draw_prompts(wanted - len(admitted))
+        drawn += len(prompts)
+        new, skipped = state.admit(prompts)
         stats.add_prefiltered(skipped)
-        if admitted:
-            return admitted
+        admitted.extend(new)
+    return admitted
 

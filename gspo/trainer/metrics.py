@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 class MetricAccumulator:
@@ -50,40 +54,69 @@ class MetricAccumulator:
 class MetricsLogger:
     """Writes one JSON object per step to ``metrics.jsonl`` and, if asked, TensorBoard scalars.
 
-    Only rank 0 should construct one; other ranks log nothing.
+    Only rank 0 should construct one; other ranks log nothing. ``resume_step``: the step of the checkpoint the run
+    resumed from (rows after it are redone, so they are dropped); None for a run that starts from scratch (every
+    row goes). A torn last line (a kill mid-write) is dropped with a warning. See :mod:`gspo.trainer.run_folder`
+    for the commit order that makes every step's row appear exactly once.
     """
 
-    def __init__(self, output_dir: Path, loggers: Iterable[str], *, resume_step: int = 0):
+    def __init__(self, output_dir: Path, loggers: Iterable[str], *, resume_step: int | None = None,
+                 sinks: list | None = None):
         output_dir.mkdir(parents=True, exist_ok=True)
         self.path = output_dir / "metrics.jsonl"
-        self._drop_steps_after(resume_step)
+        repair_metrics_file(self.path, resume_step)
         self._file = self.path.open("a", encoding="utf-8")
         self._tensorboard = None
         if "tensorboard" in loggers:
             from torch.utils.tensorboard import SummaryWriter  # optional dependency: gspo[tensorboard]
 
             self._tensorboard = SummaryWriter(log_dir=str(output_dir / "tensorboard"))
-
-    def _drop_steps_after(self, step: int) -> None:
-        """A resumed run redoes the steps after its checkpoint: forget what the killed run logged for them."""
-        if not self.path.is_file():
-            return
-        lines = self.path.read_text(encoding="utf-8").splitlines(keepends=True)
-        kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
-        if len(kept) != len(lines):
-            self.path.write_text("".join(kept), encoding="utf-8")
+        self.sinks = sinks or []  # wandb / mlflow (gspo.trainer.sinks): log(step, metrics), close()
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
+        # One write of the whole line, then fsync: the row is on disk before the step's checkpoint can commit.
         self._file.write(json.dumps({"step": step, **metrics}, sort_keys=True) + "\n")
         self._file.flush()
+        os.fsync(self._file.fileno())
         if self._tensorboard is not None:
             for name, value in metrics.items():
                 self._tensorboard.add_scalar(name, value, step)
+        for sink in self.sinks:
+            sink.log(step, metrics)
 
     def close(self) -> None:
         self._file.close()
         if self._tensorboard is not None:
             self._tensorboard.close()
+        for sink in self.sinks:
+            sink.close()
+
+
+def repair_metrics_file(path: Path, resume_step: int | None) -> None:
+    """Keep one row per step up to ``resume_step`` (None: none), in step order; rewrite atomically if that changes.
+
+    Rows after ``resume_step`` were logged by a run that died before their checkpoint committed: they are redone.
+    Lines that do not parse (a torn last line after a kill) are dropped with a warning naming the line.
+    """
+    if not path.is_file():
+        return
+    text = path.read_text(encoding="utf-8", errors="replace")
+    rows: dict[int, str] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            step = int(json.loads(line)["step"])
+        except (ValueError, KeyError, TypeError):
+            log.warning("%s:%d: dropping an unreadable row (torn by a kill?): %.80s", path, number, line)
+            continue
+        if resume_step is not None and step <= resume_step:
+            rows[step] = line  # a repeated step keeps its last row
+    kept = "".join(rows[step] + "\n" for step in sorted(rows))
+    if kept != text:
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(kept, encoding="utf-8")
+        os.replace(tmp, path)
 
 
 def summary_line(step: int, metrics: dict[str, float]) -> str:

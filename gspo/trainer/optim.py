@@ -17,8 +17,9 @@ def build_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Opt
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_steps: int
                     ) -> torch.optim.lr_scheduler.LambdaLR:
-    """Stepped once per training step: lr ramps over ``lr_warmup_steps_ratio * total_steps`` steps."""
-    warmup = int(cfg.lr_warmup_steps_ratio * total_steps)
+    """Stepped once per training step: lr ramps over ``lr_warmup_steps`` steps, or when that is -1 over
+    ``lr_warmup_steps_ratio * total_steps`` steps."""
+    warmup = cfg.lr_warmup_steps if cfg.lr_warmup_steps >= 0 else int(cfg.lr_warmup_steps_ratio * total_steps)
 
     def factor(step: int) -> float:
         return min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import random
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from gspo.config import ConfigError, GSPOConfig
 from gspo.data import DataError, PromptDataset
 from gspo.plugins import load_function_from_file
 from gspo.resources import resolve_path
-from gspo.rewards import RewardManager, get_reward_fn, load_custom_reward
+from gspo.rewards import RewardError, RewardManager, get_reward_fn, load_custom_reward, registered_rewards
 
 
 def build_dataset(cfg: GSPOConfig, key: str, tokenizer) -> PromptDataset:
@@ -36,7 +38,7 @@ def build_reward_manager(cfg: GSPOConfig) -> RewardManager:
     return RewardManager(load_custom_reward(custom.path, custom.name) if custom.path else None,
                          on_error=cfg.reward_model.on_error, overlong_enable=buffer.enable,
                          overlong_buffer_len=buffer.len, overlong_penalty_factor=buffer.penalty_factor,
-                         max_response_length=cfg.data.max_response_length)
+                         max_response_length=cfg.data.max_response_length, timeout_s=cfg.reward_model.timeout_s)
 
 
 def build_policy_loss(cfg: GSPOConfig) -> RegisteredLoss:
@@ -52,7 +54,7 @@ def build_policy_loss(cfg: GSPOConfig) -> RegisteredLoss:
         raise ConfigError(f"{key}: {exc}") from exc
 
 
-def check_runnable(cfg: GSPOConfig, train_data: PromptDataset) -> None:
+def check_runnable(cfg: GSPOConfig, train_data: PromptDataset, val_data: PromptDataset | None = None) -> None:
     """Settings that type-check but cannot run on this data: fail before any generation."""
     if cfg.data.train_batch_size > len(train_data):
         raise ConfigError(f"data.train_batch_size: {cfg.data.train_batch_size} is larger than the "
@@ -66,29 +68,111 @@ def check_runnable(cfg: GSPOConfig, train_data: PromptDataset) -> None:
 
         require_peft()  # an optional extra: say so before the weights load
     if not cfg.custom_reward_function.path:
-        for source in sorted({item.data_source for item in train_data}):
-            fn = get_reward_fn(source)  # raises, listing the registered rewards
-            if callable(getattr(fn, "preflight", None)):
-                fn.preflight()  # e.g. the math rewards: math-verify is installed
+        check_reward_sources(train_data, "data.train_files")
+    check_ground_truths(cfg, "data.train_files", train_data)
+    if val_data is not None:
+        check_ground_truths(cfg, "data.val_files", val_data)
+    check_loggers(cfg.trainer.logger)
+
+
+def check_ground_truths(cfg: GSPOConfig, key: str, data: PromptDataset) -> None:
+    """Every row a built-in reward scores needs a ground truth; a custom reward gets all rows with one or none.
+
+    Without this, a row lacking one is scored as an error (or 0) mid-run, and a short run can finish unnoticed.
+    """
+    lacking = [item for item in data if item.ground_truth is None or not str(item.ground_truth).strip()]
+    if not lacking:
+        return
+    first = lacking[0]
+    where = f"{key}: row {first.extra_info.get('row_index', first.index)} (data_source={first.data_source!r})"
+    if not cfg.custom_reward_function.path:
+        raise DataError(f"{where} and {len(lacking) - 1} more rows have no ground truth (field 'ground_truth' or "
+                        f"'reward_model.ground_truth'); the built-in reward for their data_source needs one: fix "
+                        f"or drop those rows")
+    if len(lacking) < len(data):
+        raise DataError(f"{where} and {len(lacking) - 1} more of {len(data)} rows have no ground truth while the "
+                        f"others have one: fix or drop those rows (a custom reward gets a ground truth for every "
+                        f"row or for none)")
+
+
+def check_loggers(loggers: list[str]) -> None:
+    """The libraries of the sinks in trainer.logger are installed (an ImportError naming the extra otherwise)."""
+    from gspo.trainer.sinks import EXTRAS, MissingLoggerError
+
+    needs = {"tensorboard": ("tensorboard", "pip install 'gspo[tensorboard]'"), "wandb": ("wandb", EXTRAS["wandb"]),
+             "mlflow": ("mlflow", EXTRAS["mlflow"])}
+    for name in loggers:
+        if name in needs and importlib.util.find_spec(needs[name][0]) is None:
+            raise MissingLoggerError(f"trainer.logger: {name!r} needs the {needs[name][0]} library: "
+                                     f"{needs[name][1]}, or drop {name} from trainer.logger")
+
+
+def check_reward_sources(data: PromptDataset, key: str) -> None:
+    """Every row's data_source has a registered reward; else one line naming the first such row's file:line."""
+    for source in sorted({item.data_source for item in data}):
+        try:
+            fn = get_reward_fn(source)
+        except RewardError:
+            first = next(i for i, item in enumerate(data) if item.data_source == source)
+            count = sum(item.data_source == source for item in data)
+            what = "rows have no data_source column" if source == "unknown" else \
+                f"rows have data_source {source!r}, which has no registered reward"
+            raise ConfigError(
+                f"{key}: {count} {what} (first: {data.where[first]}); registered: "
+                f"{', '.join(registered_rewards())}. Set custom_reward_function.path=FILE.py (a compute_score("
+                f"data_source, solution_str, ground_truth, extra_info) function) or a registered data_source") from None
+        if callable(getattr(fn, "preflight", None)):
+            fn.preflight()  # e.g. the math rewards: math-verify is installed
 
 
 def preflight(cfg: GSPOConfig) -> str:
     """Everything ``gspo train`` would check before its first step, without loading weights or generating."""
+    from gspo.model_folder import check_weights_present, stored_dtype
     from gspo.models import check_model_path, load_tokenizer
 
     model_dir = check_model_path(cfg.actor_rollout_ref.model.path)
+    check_weights_present(model_dir)
+    device = check_device(cfg)
+    check_output_writable(Path(cfg.trainer.default_local_dir))
     tokenizer = load_tokenizer(cfg.actor_rollout_ref.model.path)
     train = build_dataset(cfg, "data.train_files", tokenizer)
-    check_runnable(cfg, train)
     val = build_dataset(cfg, "data.val_files", tokenizer) if cfg.data.val_files else None
+    check_runnable(cfg, train, val)
     build_reward_manager(cfg)
     build_policy_loss(cfg)
     from gspo.rollout import rollout_engine_factory
 
     rollout_engine_factory(cfg.actor_rollout_ref.rollout.name)  # an unknown engine names the key
     reward = cfg.custom_reward_function.path or "registry by data_source"
-    return (f"ok: model {model_dir}; {len(train)} train prompts ({train.num_dropped} overlong dropped); "
+    return (f"ok: model {model_dir} ({stored_dtype(model_dir)}); device {device}; run folder "
+            f"{cfg.trainer.default_local_dir}; {len(train)} train prompts ({train.num_dropped} overlong dropped); "
             f"{len(val) if val else 0} val prompts; reward: {reward}")
+
+
+def check_device(cfg: GSPOConfig) -> str:
+    """trainer.device exists here, with enough GPUs for trainer.n_gpus_per_node; returns its name."""
+    from gspo.models import resolve_device
+
+    device = resolve_device(cfg.trainer.device)
+    if device.type == "cuda" and cfg.trainer.n_gpus_per_node > torch.cuda.device_count():
+        raise ValueError(f"trainer.n_gpus_per_node: {cfg.trainer.n_gpus_per_node} processes asked for but this node "
+                         f"has {torch.cuda.device_count()} GPUs; lower it or set CUDA_VISIBLE_DEVICES")
+    return device.type
+
+
+def check_output_writable(folder: Path) -> None:
+    """``gspo validate``'s version of :func:`check_writable`: the run folder, or the nearest folder above it that
+    exists, accepts new files; nothing is created."""
+    existing = folder.expanduser().absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.is_dir():
+        ok = os.access(existing, os.W_OK | os.X_OK)
+    else:
+        ok = False
+    if not ok:
+        raise PermissionError(f"trainer.default_local_dir: cannot write to {folder} ({existing} is "
+                              f"{'not a folder' if not existing.is_dir() else 'not writable'}); choose another folder")
 
 
 def seed_everything(seed: int) -> None:

@@ -51,3 +51,32 @@ class StopRequest:
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+class Interrupted(BaseException):
+    """SIGINT / SIGTERM outside the training loop (start-up, final export): nothing more is trained or written.
+
+    A BaseException, like KeyboardInterrupt, so no ``except Exception`` on the way swallows it.
+    """
+
+    def __init__(self, signal_name: str):
+        self.signal_name = signal_name
+        super().__init__(f"{signal_name} received outside a training step (start-up or final export): nothing more "
+                         f"was trained or written; run the same command again to continue")
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + signal.Signals[self.signal_name].value
+
+
+def interrupt_on_signals() -> None:
+    """Make SIGINT / SIGTERM raise :class:`Interrupted` (the training loop's :class:`StopRequest` takes over while
+    it runs, and restores this afterwards). Main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handle(signum: int, frame) -> None:
+        raise Interrupted(signal.Signals(signum).name)
+
+    for sig in StopRequest.SIGNALS:
+        signal.signal(sig, handle)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
 from gspo.algos import (
@@ -19,6 +21,7 @@ from gspo.algos import (
 from gspo.config import GSPOConfig, to_yaml
 from gspo.data import PromptItem, PromptSampler
 from gspo.distributed import init_distributed
+from gspo.model_folder import stored_dtype
 from gspo.models import (
     autocast_dtype,
     enable_activation_checkpointing,
@@ -32,12 +35,13 @@ from gspo.rollout import EngineSpec, SamplingParams, group_keys, rollout_engine_
 from gspo.trainer.actor import compute_log_probs, update_policy
 from gspo.trainer.batch import RolloutBatch
 from gspo.trainer.checkpoint import (
-    find_latest,
     full_model_state_dict,
     load_checkpoint,
     save_checkpoint,
     save_hf_folder_atomically,
 )
+from gspo.trainer.compat import plan_resume
+from gspo.trainer.dropout import disable_dropout
 from gspo.trainer.dynamic_sampling import (
     DynamicSamplingState,
     GenerationStats,
@@ -62,6 +66,7 @@ from gspo.trainer.parallel import (
     merge_rank_reward_metrics,
     shard_model,
 )
+from gspo.trainer.run_folder import crash_point, open_run_folder, release_lock
 from gspo.trainer.setup import (
     build_dataset,
     build_policy_loss,
@@ -71,6 +76,8 @@ from gspo.trainer.setup import (
     seed_everything,
 )
 from gspo.trainer.signals import StopRequest, TrainingInterrupted
+from gspo.trainer.sinks import build_sinks
+from gspo.trainer.val_samples import ValidationSamples
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +98,7 @@ class Trainer:
         check_data_parallel(cfg, self.dist.world_size)
         self.output_dir = Path(cfg.trainer.default_local_dir)
         check_writable(self.output_dir, self.dist.rank)
+        open_run_folder(self.output_dir, cfg.trainer.resume_mode, self.dist)  # lock: one run per folder
         seed_everything(cfg.trainer.seed)
         self.device = resolve_device(cfg.trainer.device)
         if self.device.type == "cuda" and self.dist.is_distributed:
@@ -102,12 +110,17 @@ class Trainer:
         self.tokenizer = load_tokenizer(model_path)
         self.train_data = build_dataset(cfg, "data.train_files", self.tokenizer)
         self.val_data = build_dataset(cfg, "data.val_files", self.tokenizer) if cfg.data.val_files else None
-        check_runnable(cfg, self.train_data)
+        check_runnable(cfg, self.train_data, self.val_data)
         engine_factory = rollout_engine_factory(cfg.actor_rollout_ref.rollout.name)
         self.rewards = build_reward_manager(cfg)
         self.policy_loss = build_policy_loss(cfg)
         self.sampler = PromptSampler(len(self.train_data), seed=cfg.trainer.seed, shuffle=cfg.data.shuffle)
+        self.total_steps = self._total_training_steps()
+        self._resume_from = plan_resume(cfg, self.output_dir, self.total_steps, self.dist)  # verified, same run
         self.model = load_causal_lm(model_path, self.device, base_dtype(cfg.actor_rollout_ref.model, self.device))
+        self.export_dtype = stored_dtype(resolve_path(model_path))  # final_model / checkpoint model/ keep it
+        if cfg.actor_rollout_ref.model.disable_dropout:  # before the adapters: their lora_dropout is the user's
+            disable_dropout(self.model)
         self.lora = LoRAPolicy.attach(self.model, cfg.actor_rollout_ref.model)  # None: full fine-tuning
         if cfg.actor_rollout_ref.model.enable_gradient_checkpointing:
             enable_activation_checkpointing(self.model)
@@ -127,7 +140,6 @@ class Trainer:
         self.use_rollout_log_probs = (self.engine.log_probs_match_trainer and not correcting.rollout_is
                                       if use_rollout is None else use_rollout)
         self.ref_model = self._build_ref_model(model_path)
-        self.total_steps = self._total_training_steps()
         self.optimizer = build_optimizer(self.model, cfg.actor_rollout_ref.actor.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.actor_rollout_ref.actor.optim, self.total_steps)
         self.sampling_state = DynamicSamplingState(
@@ -137,6 +149,9 @@ class Trainer:
         self._next_group_id = 0
         self._consecutive_skips = 0
         self._saved_step: int | None = None
+        self._resumed_step: int | None = None
+        self.run_name = cfg.trainer.experiment_name or self.output_dir.resolve().name
+        self.val_samples = ValidationSamples(self.output_dir, cfg.trainer.log_val_generations)
         self._maybe_resume()
 
     # ------------------------------------------------------------------------------------------------ setup
@@ -155,6 +170,8 @@ class Trainer:
             return None
         ref = load_causal_lm(model_path, self.device).eval()
         ref.requires_grad_(False)
+        if self.config.actor_rollout_ref.model.disable_dropout:
+            disable_dropout(ref)
         if self.dist.is_distributed:
             self._shard(ref)
         return ref
@@ -265,7 +282,8 @@ class Trainer:
         rollout_cfg, actor = self.config.actor_rollout_ref.rollout, self.config.actor_rollout_ref.actor
         return dict(micro_batch_size=actor.ppo_micro_batch_size_per_gpu, temperature=rollout_cfg.temperature,
                     autocast_dtype=self.autocast_dtype, logits_chunk_size=actor.logits_chunk_size,
-                    max_token_len=actor.ppo_max_token_len_per_gpu if actor.use_dynamic_bsz else None,
+                    max_token_len=(actor.log_prob_max_token_len_per_gpu or actor.ppo_max_token_len_per_gpu)
+                    if actor.use_dynamic_bsz else None,
                     dist=self.dist, share_prompts=actor.share_prompt_forward)
 
     def compute_old_log_probs(self, batch: RolloutBatch, timings: dict[str, float]) -> dict[str, float]:
@@ -369,6 +387,8 @@ class Trainer:
         # numbers make the curve smoother) and training samples do not depend on when validation ran.
         val_ids = -1 - torch.tensor([p.index for p in prompts], dtype=torch.long)
         batch, _ = self.generate_and_score(prompts, params, group_ids=val_ids)
+        if self.config.trainer.log_val_generations > 0 and self.is_main:
+            self.val_samples.write(self.global_step, prompts, batch, self.tokenizer)
         return {"val/score_mean": batch.seq_reward.mean().item(), "val/acc_mean": batch.acc.mean().item(),
                 "val/response_length_mean": batch.response_lengths.float().mean().item(),
                 "timing/val": time.perf_counter() - start}
@@ -380,29 +400,46 @@ class Trainer:
         SIGINT / SIGTERM let the current step finish, write a checkpoint and raise :class:`TrainingInterrupted`.
         """
         cfg = self.config.trainer
-        logger = MetricsLogger(self.output_dir, cfg.logger, resume_step=self.global_step) if self.is_main else None
+        logger = self._metrics_logger() if self.is_main else None
         if self.is_main:
             (self.output_dir / "config.yaml").write_text(to_yaml(self.config))
         last: dict[str, float] = {}
+        progress = None
         try:
             with StopRequest() as stop:
                 if cfg.val_before_train and self.global_step == 0:
                     last = self.validate()
                     self._log(logger, 0, last)
+                    crash_point("after_validation", 0)
+                    if "console" in cfg.logger and self.is_main and last:
+                        print(summary_line(0, last), flush=True)  # the starting accuracy, before any update
                 progress = tqdm(total=self.total_steps, initial=self.global_step, desc="training steps",
                                 disable=not self.is_main, dynamic_ncols=True)
-                while self.global_step < self.total_steps:
-                    last = self._fit_one_step(logger, progress)
-                    # Ranks stop together: a signal that reached any rank stops all after this step.
-                    if self.dist.all_reduce_max(int(stop.signal_name is not None)):
-                        path = self.save_checkpoint()
-                        raise TrainingInterrupted(stop.signal_name or "SIGTERM", self.global_step, path)
-                progress.close()
+                try:
+                    while self.global_step < self.total_steps:
+                        last = self._fit_one_step(logger, progress)
+                        # Ranks stop together: a signal that reached any rank stops all after this step.
+                        if self.dist.all_reduce_max(int(stop.signal_name is not None)):
+                            path = self.save_checkpoint()
+                            raise TrainingInterrupted(stop.signal_name or "SIGTERM", self.global_step, path)
+                finally:
+                    progress.close()  # ends the bar's line: what is printed next (a stop message) gets its own
             self.save_final_model()
         finally:
+            if progress is not None:
+                progress.close()  # an error's one line then starts on a line of its own
             if logger is not None:
                 logger.close()
+            if self.is_main:
+                release_lock(self.output_dir)
         return last
+
+    def _metrics_logger(self) -> MetricsLogger:
+        """metrics.jsonl plus the sinks in trainer.logger (tensorboard, wandb, mlflow); rank 0 only."""
+        cfg = self.config.trainer
+        config = OmegaConf.to_container(OmegaConf.structured(self.config))
+        sinks = build_sinks(cfg.logger, self.output_dir, project=cfg.project_name, name=self.run_name, config=config)
+        return MetricsLogger(self.output_dir, cfg.logger, resume_step=self._resumed_step, sinks=sinks)
 
     def _fit_one_step(self, logger: MetricsLogger | None, progress: tqdm) -> dict[str, float]:
         cfg = self.config.trainer
@@ -411,9 +448,10 @@ class Trainer:
         is_last = self.global_step == self.total_steps
         if (cfg.test_freq > 0 and self.global_step % cfg.test_freq == 0) or is_last:
             metrics.update(self.validate())
+        self._log(logger, self.global_step, metrics)  # the row before the checkpoint: see gspo.trainer.run_folder
+        crash_point("after_row", self.global_step)
         if (cfg.save_freq > 0 and self.global_step % cfg.save_freq == 0) or is_last:
             self.save_checkpoint()
-        self._log(logger, self.global_step, metrics)
         progress.update(1)
         if "console" in cfg.logger and self.is_main:
             progress.write(summary_line(self.global_step, metrics))
@@ -441,29 +479,28 @@ class Trainer:
                                scheduler=self.scheduler, trainer_state=state, tensors=tensors,
                                config_yaml=to_yaml(self.config),
                                max_to_keep=self.config.trainer.max_actor_ckpt_to_keep, dist=self.dist,
-                               export=self.lora and self.lora.checkpoint_export(self.tokenizer, self.dist))
+                               export=self.lora and self.lora.checkpoint_export(self.tokenizer, self.dist),
+                               export_dtype=self.export_dtype)
 
     def save_final_model(self) -> Path:
         """The trained policy as a plain HF folder (safetensors + tokenizer), gathered to rank 0."""
         final = self.output_dir / "final_model"
         if self.lora is not None:  # merged plain HF model, and the PEFT adapter beside it
             self.lora.save_final(final, self.output_dir / "final_adapter", self.tokenizer, self.dist,
-                                 save_folder=save_hf_folder_atomically)
+                                 save_folder=partial(save_hf_folder_atomically, marker={"step": self.global_step},
+                                                     dtype=self.export_dtype))
             self.dist.barrier()
             return final
         state_dict = full_model_state_dict(self.model, self.dist)
         if self.is_main:  # a re-run's export replaces the previous one whole, never leaving it half written
             save_hf_folder_atomically(final, hf_model=self.export_template, state_dict=state_dict,
-                                      tokenizer=self.tokenizer)
+                                      tokenizer=self.tokenizer, marker={"step": self.global_step},
+                                      dtype=self.export_dtype)
         self.dist.barrier()
         return final
 
     def _maybe_resume(self) -> None:
-        cfg = self.config.trainer
-        if cfg.resume_mode == "disable":
-            return
-        path = (Path(cfg.resume_from_path) if cfg.resume_mode == "resume_path"
-                else find_latest(self.output_dir / "checkpoints"))
+        path = self._resume_from
         if path is None:
             return
         if self.lora is not None:
@@ -474,7 +511,7 @@ class Trainer:
         self.sampler.load_state_dict(state.trainer_state["sampler"])
         self.sampling_state.load_state_dict(state.trainer_state["dynamic_sampling"], state.tensors)
         self._next_group_id = state.trainer_state["next_group_id"]
-        self.global_step = state.step
+        self.global_step = self._resumed_step = state.step
         log.info("resumed from %s at step %d", path, state.step)
 
 

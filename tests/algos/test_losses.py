@@ -212,7 +212,14 @@ def test_vanilla_hand_values_and_metrics():
     assert m["actor/pg_clipfrac_dual"] == pytest.approx(1 / 7, abs=1e-15)
     kl = -(math.log(1.5) + math.log(0.5) + math.log(0.5) + math.log(1.5) + math.log(5.0) + 0.3) / 7
     assert m["actor/ppo_kl"] == pytest.approx(kl, abs=1e-15)
-    assert "actor/seq_importance_ratio" not in m
+    # Token ratios 1.5, 0.5, 1 | 0.5, 1.5, 5 | e^0.3; sequence ratios are the geometric means per row:
+    # 0.75^(1/3), 3.75^(1/3), e^0.3 (row 3 is empty and left out).
+    assert m["actor/token_importance_ratio_min"] == pytest.approx(0.5, abs=1e-12)
+    assert m["actor/token_importance_ratio_max"] == pytest.approx(5.0, abs=1e-12)
+    seq = [0.75 ** (1 / 3), 3.75 ** (1 / 3), math.exp(0.3)]
+    assert m["actor/seq_importance_ratio"] == pytest.approx(sum(seq) / 3, abs=1e-12)
+    assert m["actor/seq_importance_ratio_min"] == pytest.approx(min(seq), abs=1e-12)
+    assert m["actor/seq_importance_ratio_max"] == pytest.approx(max(seq), abs=1e-12)
     loss.backward()
     # d/dlogp = -A r / 7 on unclipped tokens; 0 where clipped, dual-clipped or A = 0.
     expected = _t([[0.0, -0.5 / 7, -1.0 / 7], [0.0, 1.5 / 7, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]])

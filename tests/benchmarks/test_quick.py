@@ -22,7 +22,7 @@ def _run(script: str, *args: str) -> list[dict]:
 def test_every_benchmark_has_a_quick_test():
     scripts = {p.name for p in BENCHMARKS.glob("*.py") if not p.name.startswith("_")}
     tested = {"default_run.py", "dynamic_sampling.py", "data_parallel.py", "memory.py", "vs_trl.py", "lora.py",
-              "math_reward.py",
+              "math_reward.py", "ablation.py", "checkpoint_hash.py",  # ablation.py: tests/benchmarks/test_ablation.py
               "rollout_engines.py", "gpu_step.py"}
     assert scripts == tested
 
@@ -126,3 +126,15 @@ def test_gpu_step_config_is_valid(tmp_path):
 
     with pytest.raises(ConfigError, match=r"pip install -e '\.\[vllm\]'"):
         load_config(None, gpu_step.overrides(tmp_path, "vllm", args))
+
+
+def test_checkpoint_hash_quick():
+    (result,) = _run("checkpoint_hash.py")
+    assert result["quick"] and result["mib"] == 8
+    assert result["crc32_s_per_gb"] > 0 and result["manifest_verify_s_per_gb"] > 0
+
+
+def test_default_run_contended_quick():
+    (result,) = _run("default_run.py", "--contended")
+    assert result["busy_loops"] == 2 and result["idle"]["quick"] and result["contended"]["quick"]
+    assert result["ratio"] > 0 and result["meets_target"] is None  # a smoke run says nothing about the target

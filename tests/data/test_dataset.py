@@ -74,10 +74,18 @@ def test_custom_prompt_key(plain_tokenizer):
 
 def test_missing_prompt_key_names_file_line_and_keys(tmp_path, plain_tokenizer):
     path = tmp_path / "train.jsonl"
-    path.write_text(json.dumps({"prompt": "a"}) + "\n" + json.dumps({"question": "b", "answer": "c"}) + "\n")
+    path.write_text(json.dumps({"prompt": "a"}) + "\n" + json.dumps({"text": "b", "label": "c"}) + "\n")
     with pytest.raises(
-        DataError, match=r"train\.jsonl:2: row has no prompt under key 'prompt'; row keys: \['answer', 'question'\]"
+        DataError, match=r"train\.jsonl:2: row has no prompt under key 'prompt'; row keys: \['label', 'text'\]; set "
+                         r"the prompt column with data.prompt_key=<one of them>"
     ):
+        PromptDataset.from_files(str(path), plain_tokenizer, max_prompt_length=8)
+
+
+def test_raw_gsm8k_rows_point_at_the_prepare_command(tmp_path, plain_tokenizer):
+    path = tmp_path / "train.jsonl"
+    path.write_text(json.dumps({"question": "What is 2 plus 3?", "answer": "2 + 3 = 5\n#### 5"}) + "\n")
+    with pytest.raises(DataError, match=r"train\.jsonl:1: .*original GSM8K JSONL; prepare it with `gspo data gsm8k"):
         PromptDataset.from_files(str(path), plain_tokenizer, max_prompt_length=8)
 
 

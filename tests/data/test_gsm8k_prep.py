@@ -98,3 +98,17 @@ def test_real_gsm8k_copy(tmp_path):
     train = pq.read_table(tmp_path / "train.parquet").to_pylist()
     assert train[0]["ground_truth"] == "72" and train[-1]["extra_info"] == {"split": "train", "index": 7472}
     assert all(row["ground_truth"].lstrip("-").isdigit() for row in train)
+
+
+def test_gsm8k_format_fixture(tmp_path):
+    """The same checks on the synthetic GSM8K-format fixture, so CI (without ../shared/data) runs them."""
+    from tests.gsm8k_fixture import write_gsm8k_fixture
+
+    raw = write_gsm8k_fixture(tmp_path / "raw", num_train=40, num_test=8)
+    assert prepare_gsm8k(raw, tmp_path / "out") == {"train": 40, "test": 8}
+    train = pq.read_table(tmp_path / "out" / "train.parquet").to_pylist()
+    first = json.loads((raw / "train.jsonl").read_text().splitlines()[0])
+    assert train[0]["ground_truth"] == first["answer"].rsplit("#### ", 1)[1].replace(",", "")
+    assert train[-1]["extra_info"] == {"split": "train", "index": 39}
+    assert all(row["ground_truth"].lstrip("-").isdigit() for row in train)
+    assert any("," in json.loads(line)["answer"] for line in (raw / "train.jsonl").read_text().splitlines())

@@ -109,6 +109,27 @@ def test_prefilter_skips_prompts_that_were_always_all_equal():
     assert metrics["train/prefiltered_prompts"] == 2.0 and metrics["train/filtered_prompts_ratio"] == 0.0
 
 
+def test_prefilter_replaces_skipped_prompts_by_further_draws():
+    cfg = FilterGroupsConfig(metric="acc", prefilter=PrefilterConfig(enable=True, min_constant_visits=1,
+                                                                     readmit_prob=0.0))
+    state = _state(cfg, gen_batch=4, num_prompts=8)
+    rollout = ScriptedRollout(num_prompts=8)
+    _collect(4, cfg, state, rollout)  # [0..3] then [4..7]: the even prompts are all-equal once
+    _, metrics = _collect(2, cfg, state, rollout)
+    # Draws 0-3 admit 1, 3; then 4, 5 -> 5; 6 -> none; 7 -> 7: one full batch of 4 informative prompts.
+    assert rollout.generated[-1] == [1, 3, 5, 7]
+    assert metrics["train/num_gen_batches"] == 1.0 and metrics["train/prefiltered_prompts"] == 4.0
+
+
+@pytest.mark.parametrize(("decay", "expected"), [(False, [0.5, 0.5, 0.5]), (True, [0.5, 0.25, 0.125])])
+def test_readmit_probability_backs_off_with_the_streak_when_decaying(decay, expected):
+    # GRESO's back-off: readmit_prob ** (streak - min_constant_visits + 1) for streaks 2, 3, 4 with min 2.
+    cfg = FilterGroupsConfig(prefilter=PrefilterConfig(enable=True, min_constant_visits=2, readmit_prob=0.5,
+                                                       readmit_decay=decay))
+    state = _state(cfg, gen_batch=4)
+    assert [state.readmit_probability(streak) for streak in (2, 3, 4)] == expected
+
+
 def test_disabled_filter_keeps_every_group():
     cfg = FilterGroupsConfig(enable=False)
     batch, metrics = _collect(4, cfg, _state(cfg, gen_batch=4), ScriptedRollout(num_prompts=8))

@@ -164,18 +164,23 @@ def test_checkpoint_state_has_no_base_weights(make_config, tmp_path):
 def test_resume_refuses_another_base_or_a_full_checkpoint(make_config, tmp_path, tiny_model_dir):
     full = Trainer(make_config("trainer.total_training_steps=1"))
     full_checkpoint = full.save_checkpoint()
-    with pytest.raises(ValueError, match="not a LoRA checkpoint"):
+    # The resume's config comparison (gspo.trainer.compat) refuses it first: lora_rank is a training key.
+    with pytest.raises(ValueError, match="written by a different run: .*lora_rank: 0 in the checkpoint, 4 now"):
         Trainer(make_config(*LORA, "trainer.resume_mode=resume_path", f"trainer.resume_from_path={full_checkpoint}"))
-    lora_checkpoint = Trainer(make_config(*LORA, f"trainer.default_local_dir={tmp_path / 'lora'}")).save_checkpoint()
+    # Same config, same base path, other weights there (the base was overwritten in place): the fingerprint.
     other = tmp_path / "other_base"
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    with torch.no_grad():
-        model.model.norm.weight.mul_(1.5)
     model.save_pretrained(other)
     for name in ("tokenizer.json", "tokenizer_config.json"):
         (other / name).write_bytes((tiny_model_dir / name).read_bytes())
+    on_other = (*LORA, f"actor_rollout_ref.model.path={other}")
+    lora_run = Trainer(make_config(*on_other, f"trainer.default_local_dir={tmp_path / 'lora'}"))
+    lora_checkpoint = lora_run.save_checkpoint()
+    with torch.no_grad():
+        model.model.norm.weight.mul_(1.5)
+    model.save_pretrained(other)
     with pytest.raises(ValueError, match="other base weights"):
-        Trainer(make_config(*LORA, f"actor_rollout_ref.model.path={other}", "trainer.resume_mode=resume_path",
+        Trainer(make_config(*on_other, "trainer.resume_mode=resume_path",
                             f"trainer.resume_from_path={lora_checkpoint}"))
 
 

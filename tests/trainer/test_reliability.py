@@ -14,6 +14,7 @@ import torch
 
 from gspo.trainer import Trainer
 from gspo.trainer.checkpoint import find_latest
+from gspo.trainer.run_folder import StorageError
 
 
 def _state(model) -> dict[str, torch.Tensor]:
@@ -127,6 +128,8 @@ def test_sigterm_checkpoints_and_says_how_to_resume(tiny_model_dir, addition_fil
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, stderr[-2000:]
     assert "SIGTERM received" in stderr and "Resume by running the same command again" in stderr
+    # On its own line, not appended to the progress bar's.
+    assert any(line.startswith("gspo train: SIGTERM received") for line in stderr.split("\n")), stderr[-2000:]
     latest = find_latest(out / "checkpoints")
     assert latest is not None
     assert json.loads((latest / "trainer_state.json").read_text())["step"] >= 1
@@ -228,9 +231,9 @@ def test_final_model_export_that_fails_leaves_the_previous_export_whole(make_con
         raise OSError("disk full")
 
     monkeypatch.setattr(checkpoint, "save_hf_folder", write_half_then_fail)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(StorageError, match="disk full"):
         trainer.save_final_model()
     assert {p.name: p.read_bytes() for p in final.iterdir()} == before
     monkeypatch.undo()
     trainer.save_final_model()  # the next export cleans up the half-written temporary folder and replaces whole
-    assert sorted(p.name for p in final.parent.iterdir() if p.name.startswith(".")) == []
+    assert sorted(p.name for p in final.parent.iterdir() if p.name.startswith(".")) == [".gspo.lock"]

@@ -1,0 +1,66 @@
+"""CPU threads: the OpenMP wait policy is set before torch loads, thread counts follow key > env > free cores."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from gspo.threads import choose_threads, free_cores, prepare_openmp_env
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _python(code: str, **env: str) -> str:
+    base = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "KMP_BLOCKTIME")}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**base, "PYTHONPATH": REPO, **env})
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+def test_key_wins_over_environment_and_environment_over_free_cores():
+    assert choose_threads(3, {"GSPO_NUM_THREADS": "2", "OMP_NUM_THREADS": "1"}) == (3, "trainer.cpu_threads")
+    assert choose_threads(0, {"GSPO_NUM_THREADS": "2", "OMP_NUM_THREADS": "1"}) == (2, "GSPO_NUM_THREADS")
+    assert choose_threads(0, {"OMP_NUM_THREADS": "1"}) == (1, "OMP_NUM_THREADS")
+    threads, source = choose_threads(0, {})
+    assert source == "free cores" and threads >= 1
+
+
+@pytest.mark.parametrize("value", ["two", "0"])
+def test_bad_thread_variable_names_itself(value):
+    with pytest.raises(ValueError, match=f"GSPO_NUM_THREADS={value!r}"):
+        choose_threads(0, {"GSPO_NUM_THREADS": value})
+
+
+def test_free_cores_subtracts_other_load_and_keeps_one():
+    assert free_cores(usable=8, load=0.2) == 8
+    assert free_cores(usable=8, load=2.6) == 5
+    assert free_cores(usable=2, load=7.3) == 1
+
+
+def test_wait_policy_is_kept_when_the_user_chose_one():
+    env = {"OMP_WAIT_POLICY": "ACTIVE"}
+    prepare_openmp_env(env)
+    assert env == {"OMP_WAIT_POLICY": "ACTIVE"}
+
+
+def test_cli_sets_passive_wait_before_torch_and_picks_threads():
+    code = ("import os, sys; from gspo.cli import main; from gspo.threads import prepare_openmp_env; "
+            "assert 'torch' not in sys.modules; prepare_openmp_env(); import torch; "
+            "from gspo.threads import apply_threads; n = apply_threads(0); "
+            "print(os.environ['OMP_WAIT_POLICY'], n == torch.get_num_threads())")
+    assert _python(code) == "PASSIVE True"
+    assert _python("from gspo.threads import apply_threads; import torch; apply_threads(0); "
+                   "print(torch.get_num_threads())", GSPO_NUM_THREADS="1") == "1"
+
+
+def test_help_version_and_config_do_not_import_torch():
+    code = ("import sys, contextlib, io; from gspo.cli import main\n"
+            "for argv in (['--version'], ['--help'], ['train', '--help']):\n"
+            "    with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()): main(argv)\n"
+            "with contextlib.redirect_stdout(io.StringIO()): main(['config'])\n"
+            "print('torch' in sys.modules, 'transformers' in sys.modules)")
+    assert _python(code) == "False False"
