@@ -263,6 +263,7 @@ class RolloutCorrectionConfig:
     for the mismatch between the engine's sampling distribution and the trainer's (needs recomputed old log-probs)."""
 
     rollout_is: str | None = None  # null (off) | token (per token; vanilla PPO) | sequence (product; GSPO)
+    # Upper truncation of the rollout importance weight (verl's default 2.0).
     rollout_is_threshold: float = 2.0
 
 

@@ -129,7 +129,7 @@ def test_sigterm_checkpoints_and_says_how_to_resume(tiny_model_dir, addition_fil
     assert proc.returncode == 128 + signal.SIGTERM, stderr[-2000:]
     assert "SIGTERM received" in stderr and "Resume by running the same command again" in stderr
     # On its own line, not appended to the progress bar's.
-    assert any(line.startswith("gspo train: SIGTERM received") for line in stderr.split("\n")), stderr[-2000:]
+    assert any(line.startswith("gspo train: stopped: SIGTERM received") for line in stderr.split("\n")), stderr[-2000:]
     latest = find_latest(out / "checkpoints")
     assert latest is not None
     assert json.loads((latest / "trainer_state.json").read_text())["step"] >= 1
