@@ -143,10 +143,28 @@ def preflight(cfg: GSPOConfig) -> str:
     from gspo.rollout import rollout_engine_factory
 
     rollout_engine_factory(cfg.actor_rollout_ref.rollout.name)  # an unknown engine names the key
+    resume = check_resume(cfg, count_training_steps(cfg, len(train)))
     reward = cfg.custom_reward_function.path or "registry by data_source"
     return (f"ok: model {model_dir} ({stored_dtype(model_dir)}); device {device}; run folder "
-            f"{cfg.trainer.default_local_dir}; {len(train)} train prompts ({train.num_dropped} overlong dropped); "
-            f"{len(val) if val else 0} val prompts; reward: {reward}")
+            f"{cfg.trainer.default_local_dir} ({resume}); {len(train)} train prompts ({train.num_dropped} overlong "
+            f"dropped); {len(val) if val else 0} val prompts; reward: {reward}")
+
+
+def count_training_steps(cfg: GSPOConfig, num_train_prompts: int) -> int:
+    """trainer.total_training_steps, else one step per generation batch of the data, times trainer.total_epochs."""
+    if cfg.trainer.total_training_steps is not None:  # wins over total_epochs
+        return cfg.trainer.total_training_steps
+    gen_batch = cfg.data.gen_batch_size or cfg.data.train_batch_size
+    return max(1, num_train_prompts // gen_batch) * cfg.trainer.total_epochs
+
+
+def check_resume(cfg: GSPOConfig, total_steps: int) -> str:
+    """What ``gspo train`` would resume (a verified checkpoint of the same run) or why it cannot (RunFolderError)."""
+    from gspo.distributed import SINGLE_PROCESS
+    from gspo.trainer.compat import plan_resume
+
+    path = plan_resume(cfg, Path(cfg.trainer.default_local_dir), total_steps, SINGLE_PROCESS)
+    return "fresh start" if path is None else f"resumes from {path}"
 
 
 def check_device(cfg: GSPOConfig) -> str:

@@ -73,6 +73,7 @@ from gspo.trainer.setup import (
     build_reward_manager,
     check_runnable,
     check_writable,
+    count_training_steps,
     seed_everything,
 )
 from gspo.trainer.signals import StopRequest, TrainingInterrupted
@@ -177,11 +178,7 @@ class Trainer:
         return ref
 
     def _total_training_steps(self) -> int:
-        cfg = self.config
-        if cfg.trainer.total_training_steps is not None:  # wins over total_epochs
-            return cfg.trainer.total_training_steps
-        gen_batch = cfg.data.gen_batch_size or cfg.data.train_batch_size
-        return max(1, len(self.train_data) // gen_batch) * cfg.trainer.total_epochs
+        return count_training_steps(self.config, len(self.train_data))
 
     def _sampling_params(self) -> SamplingParams:
         rollout = self.config.actor_rollout_ref.rollout

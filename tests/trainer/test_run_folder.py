@@ -142,6 +142,11 @@ def test_resume_with_different_training_keys_exits_2_listing_them_and_the_ways_o
     assert main(["train", *args]) == 0
     capsys.readouterr()
     changed = [*args, "trainer.total_training_steps=2", "actor_rollout_ref.actor.optim.lr=0.002", "trainer.seed=7"]
+    # gspo validate says what gspo train would do with the folder: resume the same run, refuse a different one.
+    assert main(["validate", *args, "trainer.total_training_steps=2"]) == 0
+    assert f"resumes from {out / 'checkpoints' / 'global_step_1'}" in capsys.readouterr().out
+    assert main(["validate", *changed]) == 2
+    assert "actor_rollout_ref.actor.optim.lr: 0.0001 in the checkpoint, 0.002 now" in capsys.readouterr().err
     assert main(["train", *changed]) == 2
     err = capsys.readouterr().err
     assert "actor_rollout_ref.actor.optim.lr: 0.0001 in the checkpoint, 0.002 now" in err
