@@ -37,6 +37,11 @@ def prepare_openmp_env(environ: dict[str, str] | os._Environ = os.environ) -> No
         return
     environ["OMP_WAIT_POLICY"] = "PASSIVE"
     environ.setdefault("KMP_BLOCKTIME", "0")  # Intel's OpenMP (MKL builds): sleep at once instead of after 200 ms
+    # GNU OpenMP (torch's CPU wheels): spin briefly before sleeping. Passive alone (spin count 0) makes every small
+    # op of a tiny model wait for its workers to wake: the embedded default run took 76.7 s idle on 2 cores with it,
+    # 44.6 s with this bounded spin, and beside two busy loops 76.4 s vs 80.1 s (benchmarks/default_run.py
+    # --contended), so short spins cost little when cores are shared.
+    environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 
 def free_cores(usable: int | None = None, load: float | None = None) -> int:

@@ -14,7 +14,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _python(code: str, **env: str) -> str:
-    base = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "KMP_BLOCKTIME")}
+    base = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "KMP_BLOCKTIME", "GOMP_SPINCOUNT")}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           env={**base, "PYTHONPATH": REPO, **env})
     assert proc.returncode == 0, proc.stderr
@@ -39,6 +39,13 @@ def test_free_cores_subtracts_other_load_and_keeps_one():
     assert free_cores(usable=8, load=0.2) == 8
     assert free_cores(usable=8, load=2.6) == 5
     assert free_cores(usable=2, load=7.3) == 1
+
+
+def test_passive_wait_with_a_bounded_spin_unless_the_user_chose_a_spin_count():
+    code = ("import os; from gspo.threads import prepare_openmp_env; prepare_openmp_env(); "
+            "print(os.environ['OMP_WAIT_POLICY'], os.environ['GOMP_SPINCOUNT'])")
+    assert _python(code) == "PASSIVE 10000"
+    assert _python(code, GOMP_SPINCOUNT="0") == "PASSIVE 0"
 
 
 def test_wait_policy_is_kept_when_the_user_chose_one():
