@@ -1,6 +1,6 @@
 """``gspo config``: every key with its type, default and the schema's own description.
 
-The description of a field is the comment right above it in :mod:`gspo.config` (or the comment at the end of its
+The description of a field is the comment right above it in :mod:`gspo.config.schema` (or the comment at the end of its
 line): the schema file is the only place it is written. No torch import: this runs in a fraction of a second.
 """
 

@@ -61,7 +61,7 @@ class EvalConfig:
     engine: str = "hf"  # rollout engine, as actor_rollout_ref.rollout.name: hf | vllm | a registered one
     dtype: str = "auto"  # generation precision, as actor_rollout_ref.rollout.dtype
     gpu_memory_utilization: float = 0.5  # vllm only, as actor_rollout_ref.rollout.gpu_memory_utilization
-    cpu_threads: int = 0  # intra-op CPU threads; 0 = the free cores (as trainer.cpu_threads)
+    cpu_threads: int = 0  # intra-op CPU threads; 0 = one per usable core (as trainer.cpu_threads)
 
     @property
     def pass_k(self) -> int:
@@ -115,7 +115,7 @@ def _check(cfg: EvalConfig) -> None:
     require(cfg.top_k == -1 or cfg.top_k >= 1, "top_k", f"{cfg.top_k} must be -1 or >= 1")
     for key in ("max_response_length", "max_prompt_length", "batch_size"):
         require(getattr(cfg, key) >= 1, key, f"{getattr(cfg, key)} must be >= 1")
-    require(cfg.cpu_threads >= 0, "cpu_threads", f"{cfg.cpu_threads} must be >= 0 (0 = the free cores)")
+    require(cfg.cpu_threads >= 0, "cpu_threads", f"{cfg.cpu_threads} must be >= 0 (0 = one per usable core)")
     require(cfg.limit >= 0, "limit", f"{cfg.limit} must be >= 0 (0 = all prompts)")
     for key, choices in (("chat_template", CHAT_TEMPLATE_MODES), ("device", DEVICES)):
         require(getattr(cfg, key) in choices, key, f"{getattr(cfg, key)!r} is not one of {', '.join(choices)}")
@@ -247,7 +247,7 @@ def build_eval_engine(model_path: str, tokenizer, device: torch.device, cfg: Eva
     """The engine ``cfg.engine`` names, from the registry training uses; the hf engine loads the model here."""
     from functools import cache
 
-    from gspo.config import RolloutConfig, _validate_engine
+    from gspo.config import RolloutConfig, validate_engine
     from gspo.models import eos_token_ids, generation_config_of, load_causal_lm
     from gspo.resources import resolve_path
     from gspo.rollout import EngineSpec, rollout_engine_factory
@@ -255,7 +255,7 @@ def build_eval_engine(model_path: str, tokenizer, device: torch.device, cfg: Eva
     rollout = RolloutConfig(name=cfg.engine, dtype=cfg.dtype, gpu_memory_utilization=cfg.gpu_memory_utilization,
                             micro_batch_size=cfg.batch_size * cfg.n)
     try:
-        _validate_engine(rollout)
+        validate_engine(rollout)
     except ConfigError as exc:  # name the eval keys, not the training ones
         message = str(exc).replace("actor_rollout_ref.rollout.name", "engine")
         raise ConfigError(message.replace("actor_rollout_ref.rollout.", "")) from None

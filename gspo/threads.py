@@ -2,13 +2,15 @@
 
 Why: torch's OpenMP workers spin-wait between parallel regions. On cores shared with other busy processes a
 spinning worker burns the time slice its descheduled peer needs, and every op waits for the slowest thread: the
-embedded default run took 38 minutes instead of 49 s on 2 cores with other work running. Two things fix it:
+embedded default run took 38 minutes instead of 49 s on 2 cores with other work running. Two settings:
 
 - ``OMP_WAIT_POLICY=PASSIVE`` (idle workers sleep instead of spinning; measured on the embedded model under
   load 7 on 2 cores: a forward+backward 6.5 s with 2 spinning threads, 0.99 s passive, 0.93 s on one thread). The
   OpenMP runtime reads it once, when torch is imported, so :func:`prepare_openmp_env` runs before any torch import.
-- As many intra-op threads as cores are free when the run starts (cores this process may use minus the other
-  runnable work, the 1-minute load average), at least 1.
+- As many intra-op threads as cores this process may use (its CPU affinity; split evenly over a node's ranks
+  under torchrun). Not fewer when the machine looks busy: the load average also counts work that just ended (a
+  previous run), and a run that picked 1 thread after one took 40 s instead of 35 s idle; with passive workers
+  2 threads on 2 busy cores cost about what 1 thread does (0.99 s vs 0.93 s above).
 
 Overrides, strongest first: ``trainer.cpu_threads`` (> 0), the ``GSPO_NUM_THREADS`` or ``OMP_NUM_THREADS``
 environment variables; an ``OMP_WAIT_POLICY`` already set is kept.
@@ -44,19 +46,17 @@ def prepare_openmp_env(environ: dict[str, str] | os._Environ = os.environ) -> No
     environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 
-def free_cores(usable: int | None = None, load: float | None = None) -> int:
-    """Cores not busy with other work: ``usable`` (this process's CPU affinity) minus the 1-minute load, >= 1."""
-    if usable is None:
-        usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if load is None:
-        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    return max(1, min(usable, usable - round(load)))
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the OS has one), >= 1."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
 
 
 def choose_threads(configured: int, environ: dict[str, str] | os._Environ = os.environ,
                    processes_per_node: int = 1) -> tuple[int, str]:
-    """The intra-op thread count and where it came from: the key, an env var, or the free cores (split evenly over
-    this node's processes under torchrun)."""
+    """The intra-op thread count and where it came from: the key, an env var, or the usable cores (split evenly
+    over this node's processes under torchrun)."""
     if configured > 0:
         return configured, "trainer.cpu_threads"
     for name in (THREADS_ENV, "OMP_NUM_THREADS"):
@@ -69,7 +69,7 @@ def choose_threads(configured: int, environ: dict[str, str] | os._Environ = os.e
             if threads < 1:
                 raise ValueError(f"{name}={value!r}: must be >= 1")
             return threads, name
-    return max(1, free_cores() // max(1, processes_per_node)), "free cores"
+    return max(1, usable_cores() // max(1, processes_per_node)), "usable cores"
 
 
 def apply_threads(configured: int = 0, processes_per_node: int = 1) -> int:
@@ -77,7 +77,8 @@ def apply_threads(configured: int = 0, processes_per_node: int = 1) -> int:
     import torch
 
     threads, source = choose_threads(configured, processes_per_node=processes_per_node)
-    torch.set_num_threads(threads)
+    if threads != torch.get_num_threads():  # torch starts with one per core: leave its own setup alone then
+        torch.set_num_threads(threads)
     log.debug("torch intra-op threads: %d (%s); OMP_WAIT_POLICY=%s", threads, source,
               os.environ.get("OMP_WAIT_POLICY", "(runtime default)"))
     return threads

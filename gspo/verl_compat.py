@@ -140,9 +140,9 @@ class VerlKeys:
     def translate(self, key: str, value: Any, where: str) -> tuple[str, Any] | None:
         """(schema key, value) to merge, or None for a key to check later. Schema keys and unknown keys pass
         through unchanged (the schema merge reports unknown ones)."""
-        from gspo.config import _field_type
+        from gspo.config import field_type
 
-        entry = None if _field_type(key) is not None else find(key)
+        entry = None if field_type(key) is not None else find(key)
         if entry is None:
             return key, value
         self._seen.append((entry, key, value, where))

@@ -14,7 +14,7 @@ def test_every_schema_key_has_a_type_default_and_description():
     docs = describe_schema()
     assert len(docs) > 80
     missing = [d.key for d in docs if not d.doc]
-    assert missing == [], f"document these keys with a comment above the field in gspo/config.py: {missing}"
+    assert missing == [], f"document these keys with a comment above the field in gspo/config/schema.py: {missing}"
     by_key = {d.key: d for d in docs}
     assert by_key["actor_rollout_ref.actor.clip_ratio_low"].default == 3e-4
     assert by_key["trainer.total_training_steps"].type == "int | None"

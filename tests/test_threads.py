@@ -1,4 +1,4 @@
-"""CPU threads: the OpenMP wait policy is set before torch loads, thread counts follow key > env > free cores."""
+"""CPU threads: the OpenMP wait policy is set before torch loads, thread counts follow key > env > usable cores."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from gspo.threads import choose_threads, free_cores, prepare_openmp_env
+from gspo.threads import choose_threads, prepare_openmp_env, usable_cores
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -21,12 +21,12 @@ def _python(code: str, **env: str) -> str:
     return proc.stdout.strip()
 
 
-def test_key_wins_over_environment_and_environment_over_free_cores():
+def test_key_wins_over_environment_and_environment_over_usable_cores():
     assert choose_threads(3, {"GSPO_NUM_THREADS": "2", "OMP_NUM_THREADS": "1"}) == (3, "trainer.cpu_threads")
     assert choose_threads(0, {"GSPO_NUM_THREADS": "2", "OMP_NUM_THREADS": "1"}) == (2, "GSPO_NUM_THREADS")
     assert choose_threads(0, {"OMP_NUM_THREADS": "1"}) == (1, "OMP_NUM_THREADS")
     threads, source = choose_threads(0, {})
-    assert source == "free cores" and threads >= 1
+    assert source == "usable cores" and threads >= 1
 
 
 @pytest.mark.parametrize("value", ["two", "0"])
@@ -35,10 +35,12 @@ def test_bad_thread_variable_names_itself(value):
         choose_threads(0, {"GSPO_NUM_THREADS": value})
 
 
-def test_free_cores_subtracts_other_load_and_keeps_one():
-    assert free_cores(usable=8, load=0.2) == 8
-    assert free_cores(usable=8, load=2.6) == 5
-    assert free_cores(usable=2, load=7.3) == 1
+def test_default_is_one_thread_per_usable_core_split_over_local_ranks():
+    cores = len(os.sched_getaffinity(0))
+    assert usable_cores() == cores
+    assert choose_threads(0, {}) == (cores, "usable cores")
+    assert choose_threads(0, {}, processes_per_node=cores) == (1, "usable cores")
+    assert choose_threads(0, {}, processes_per_node=4 * cores) == (1, "usable cores")  # never 0
 
 
 def test_passive_wait_with_a_bounded_spin_unless_the_user_chose_a_spin_count():

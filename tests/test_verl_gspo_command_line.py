@@ -9,7 +9,7 @@ import json
 import pytest
 
 from gspo.cli import main
-from gspo.config import _field_type
+from gspo.config import field_type
 
 PROJECT, EXPERIMENT = "RL-GSPO", "gspo-epslow-0.0003-epshigh-0.0004-tiny-RL"
 # The rollout engine's keys. verl's script asks for name=vllm with gpu_memory_utilization, enable_chunked_prefill
@@ -70,7 +70,7 @@ def test_every_engine_key_of_the_script_is_known():
     from gspo import verl_compat
 
     unknown = [o.split("=")[0] for o in ENGINE_OVERRIDES
-               if _field_type(o.split("=")[0]) is None and verl_compat.find(o.split("=")[0]) is None]
+               if field_type(o.split("=")[0]) is None and verl_compat.find(o.split("=")[0]) is None]
     assert unknown == []
 
 

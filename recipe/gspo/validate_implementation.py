@@ -65,11 +65,11 @@ def check_script_syntax(script: Path) -> str:
 
 
 def check_script_keys(script: Path) -> str:
-    from gspo.config import _field_type
+    from gspo.config import field_type
     from gspo.verl_compat import find
 
     keys = [key.lstrip("+") for key, _ in script_overrides(script)]
-    unknown = [key for key in keys if _field_type(key) is None and find(key) is None]
+    unknown = [key for key in keys if field_type(key) is None and find(key) is None]
     if unknown:
         raise ValueError(f"{script.name}: unknown keys {unknown} (gspo config lists the keys)")
     return f"{script.name}: {len(keys)} keys, all known"

