@@ -105,6 +105,55 @@ def val_accuracy(
     return correct / len(rows)
 
 
+def new_model(config, tok, max_new_tokens: int):
+    """A freshly initialised Qwen2 for ``config`` whose generation config is greedy up to ``max_new_tokens``."""
+    from transformers import GenerationConfig, Qwen2ForCausalLM
+
+    model = Qwen2ForCausalLM(config)
+    model.generation_config = GenerationConfig(bos_token_id=config.bos_token_id, eos_token_id=tok.eos_token_id,
+                                               pad_token_id=tok.pad_token_id, do_sample=False,
+                                               max_new_tokens=max_new_tokens)
+    return model
+
+
+def supervised_warm_start(model, tok, pool: list[dict], *, steps: int, batch_size: int, lr: float, warmup: int,
+                          seed: int, on_step=None) -> float:
+    """``steps`` AdamW steps on random batches of ``pool`` (loss on answer + EOS); ``on_step(step, loss)`` after
+    each. Returns the last loss. Deterministic for a given seed and thread count."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup))
+    rng = random.Random(seed)
+    model.train()
+    loss = float("nan")
+    for step in range(1, steps + 1):
+        ids, mask, labels = encode_sft_batch(tok, rng.sample(pool, batch_size))
+        out = model(input_ids=ids, attention_mask=mask, labels=labels)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        loss = out.loss.item()
+        if on_step is not None:
+            on_step(step, loss)
+    return loss
+
+
+def save_asset_folder(out_dir: Path, model, tok, train: list[dict], val: list[dict]) -> None:
+    """Model (safetensors, 0644), tokenizer, train.jsonl and val.jsonl into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    (out_dir / "model.safetensors").chmod(0o644)  # safetensors writes 0600
+    tok.save_pretrained(out_dir)
+    # transformers 5 writes "TokenizersBackend"; the classic name loads in 4.x and 5.x alike.
+    tok_cfg_path = out_dir / "tokenizer_config.json"
+    tok_cfg = json.loads(tok_cfg_path.read_text(encoding="utf-8"))
+    tok_cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
+    tok_cfg_path.write_text(json.dumps(tok_cfg, indent=2) + "\n", encoding="utf-8")
+    write_jsonl(out_dir / "train.jsonl", train)
+    write_jsonl(out_dir / "val.jsonl", val)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=ADDITION_ASSET_DIR, help="output folder (default: %(default)s)")
@@ -140,39 +189,20 @@ def main(argv: list[str] | None = None) -> int:
     config = build_addition_model_config(
         len(tok), pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id
     )
-    from transformers import GenerationConfig, Qwen2ForCausalLM
-
-    model = Qwen2ForCausalLM(config)
-    model.generation_config = GenerationConfig(
-        bos_token_id=config.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-        do_sample=False,
-        max_new_tokens=max_new,
-    )
+    model = new_model(config, tok, max_new)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model: Qwen2 {config.num_hidden_layers}L h{config.hidden_size} i{config.intermediate_size}, "
           f"{n_params:,} params; train pool {len(pool)}, val {len(val)}", flush=True)
 
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / args.warmup))
-    rng = random.Random(args.seed)
-    model.train()
-    loss = float("nan")
-    for step in range(1, args.sft_steps + 1):
-        ids, mask, labels = encode_sft_batch(tok, rng.sample(pool, args.batch_size))
-        out = model(input_ids=ids, attention_mask=mask, labels=labels)
-        out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        loss = out.loss.item()
+    def report(step: int, loss: float) -> None:
         if step % 50 == 0 or (args.eval_every and step % args.eval_every == 0):
             msg = f"step {step:4d} loss {loss:.4f} ({time.time() - t0:.0f}s)"
             if args.eval_every and step % args.eval_every == 0:
                 msg += f" greedy val acc {val_accuracy(model, tok, val, max_new):.3f}"
             print(msg, flush=True)
+
+    supervised_warm_start(model, tok, pool, steps=args.sft_steps, batch_size=args.batch_size, lr=args.lr,
+                          warmup=args.warmup, seed=args.seed, on_step=report)
 
     greedy = val_accuracy(model, tok, val, max_new)
     sampled = val_accuracy(model, tok, val, max_new, do_sample=True, temperature=1.0, seed=args.seed)
@@ -181,17 +211,7 @@ def main(argv: list[str] | None = None) -> int:
           f"greedy train acc {train_greedy:.3f}", flush=True)
 
     out_dir: Path = args.out
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir, safe_serialization=True)
-    (out_dir / "model.safetensors").chmod(0o644)  # safetensors writes 0600
-    tok.save_pretrained(out_dir)
-    # transformers 5 writes "TokenizersBackend"; the classic name loads in 4.x and 5.x alike.
-    tok_cfg_path = out_dir / "tokenizer_config.json"
-    tok_cfg = json.loads(tok_cfg_path.read_text(encoding="utf-8"))
-    tok_cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
-    tok_cfg_path.write_text(json.dumps(tok_cfg, indent=2) + "\n", encoding="utf-8")
-    write_jsonl(out_dir / "train.jsonl", train)
-    write_jsonl(out_dir / "val.jsonl", val)
+    save_asset_folder(out_dir, model, tok, train, val)
 
     cmd = "python scripts/build_addition_checkpoint.py " + " ".join(
         a for a in (argv if argv is not None else sys.argv[1:]) if a

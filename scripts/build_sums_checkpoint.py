@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Build the warm-started checkpoint shipped in ``gspo/assets/sums`` (the second embedded task).
 
-Same recipe as ``scripts/build_addition_checkpoint.py`` (whose SFT batch encoder and accuracy check it reuses): the
+Same recipe as ``scripts/build_addition_checkpoint.py`` (whose model, warm-up loop, accuracy check and folder writer it reuses): the
 character-level tokenizer and tiny Qwen2 model of :mod:`gspo.tasks.addition`, a short supervised warm-up on sums of
 2-3 numbers of 1-3 digits (:mod:`gspo.tasks.sums`), stopped at a fixed step count chosen so that at ``n = 8``
 samples (T = 1) about half of the training prompts' groups are all-right or all-wrong, as in math RL.
@@ -15,7 +15,6 @@ Writes ``model.safetensors``, ``config.json``, ``generation_config.json``, token
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import time
@@ -24,9 +23,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from build_addition_checkpoint import encode_sft_batch, val_accuracy  # noqa: E402
+from build_addition_checkpoint import (  # noqa: E402
+    new_model,
+    save_asset_folder,
+    supervised_warm_start,
+    val_accuracy,
+)
 
-from gspo.tasks.addition import build_addition_model_config, build_addition_tokenizer, write_jsonl  # noqa: E402
+from gspo.tasks.addition import build_addition_model_config, build_addition_tokenizer  # noqa: E402
 from gspo.tasks.sums import (  # noqa: E402
     DEFAULT_NUM_TRAIN,
     DEFAULT_NUM_VAL,
@@ -87,47 +91,25 @@ def main(argv: list[str] | None = None) -> int:
     assert not {r["prompt"] for r in pool} & {r["prompt"] for r in val}
 
     config = build_addition_model_config(len(tok), pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-    from transformers import GenerationConfig, Qwen2ForCausalLM
-
-    model = Qwen2ForCausalLM(config)
-    model.generation_config = GenerationConfig(bos_token_id=config.bos_token_id, eos_token_id=tok.eos_token_id,
-                                               pad_token_id=tok.pad_token_id, do_sample=False,
-                                               max_new_tokens=MAX_RESPONSE_TOKENS)
+    model = new_model(config, tok, MAX_RESPONSE_TOKENS)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model: {n_params:,} params; sft pool {len(pool)}, train {len(train)}, val {len(val)}", flush=True)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / args.warmup))
-    rng = random.Random(args.seed)
-    model.train()
-    for step in range(1, args.sft_steps + 1):
-        ids, mask, labels = encode_sft_batch(tok, rng.sample(pool, args.batch_size))
-        out = model(input_ids=ids, attention_mask=mask, labels=labels)
-        out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
+    def report(step: int, loss: float) -> None:
         if args.eval_every and step % args.eval_every == 0:
             stats = group_stats(model, tok, train[:256], seed=args.seed)
-            print(f"step {step:4d} loss {out.loss.item():.4f} greedy val "
+            print(f"step {step:4d} loss {loss:.4f} greedy val "
                   f"{val_accuracy(model, tok, val, MAX_RESPONSE_TOKENS):.3f} groups {stats} "
                   f"({time.time() - t0:.0f}s)", flush=True)
+
+    supervised_warm_start(model, tok, pool, steps=args.sft_steps, batch_size=args.batch_size, lr=args.lr,
+                          warmup=args.warmup, seed=args.seed, on_step=report)
 
     greedy = val_accuracy(model, tok, val, MAX_RESPONSE_TOKENS)
     stats = group_stats(model, tok, train[:512], seed=args.seed)
     print(f"final: greedy val acc {greedy:.3f}, groups {stats}", flush=True)
 
     out_dir: Path = args.out
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir, safe_serialization=True)
-    (out_dir / "model.safetensors").chmod(0o644)  # safetensors writes 0600
-    tok.save_pretrained(out_dir)
-    tok_cfg_path = out_dir / "tokenizer_config.json"  # transformers 5 writes "TokenizersBackend"; 4.x needs this
-    tok_cfg = json.loads(tok_cfg_path.read_text(encoding="utf-8"))
-    tok_cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
-    tok_cfg_path.write_text(json.dumps(tok_cfg, indent=2) + "\n", encoding="utf-8")
-    write_jsonl(out_dir / "train.jsonl", train)
-    write_jsonl(out_dir / "val.jsonl", val)
+    save_asset_folder(out_dir, model, tok, train, val)
     cmd = " ".join(["python scripts/build_sums_checkpoint.py", *(argv if argv is not None else sys.argv[1:])])
     dropped = stats["all_right"] + stats["all_wrong"]
     (out_dir / "README.md").write_text(f"""# Sums warm-start checkpoint

@@ -37,39 +37,9 @@ if [[ ! -f "$DATA_DIR/train.parquet" || ! -f "$DATA_DIR/test.parquet" ]]; then
 fi
 
 if [[ ! -f "$MODEL_DIR/config.json" ]]; then
-  # Byte-level BPE (every string encodes, decode round-trips) trained on the GSM8K prompts in a few seconds, with a
-  # ChatML template so data.apply_chat_template=auto renders prompts as it does for Qwen2.5-Instruct.
-  "$PYTHON" - "$DATA_DIR/train.parquet" "$MODEL_DIR" <<'PY'
-import sys
-
-import pyarrow.parquet as pq
-import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
-
-train_file, model_dir = sys.argv[1], sys.argv[2]
-texts = [messages[0]["content"] for messages in pq.read_table(train_file, columns=["prompt"])["prompt"].to_pylist()]
-special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-backend = Tokenizer(models.BPE())
-backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-backend.decoder = decoders.ByteLevel()
-backend.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=1024, special_tokens=special, show_progress=False,
-                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<|endoftext|>", eos_token="<|im_end|>",
-                                    additional_special_tokens=["<|im_start|>"], padding_side="left",
-                                    model_max_length=2048, clean_up_tokenization_spaces=False)
-tokenizer.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
-                           "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
-config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                     num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-                     tie_word_embeddings=True, pad_token_id=tokenizer.pad_token_id,
-                     eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.pad_token_id)
-torch.manual_seed(0)
-model = Qwen2ForCausalLM(config)
-model.save_pretrained(model_dir)
-tokenizer.save_pretrained(model_dir)
-print(f"tiny model: {model_dir} (vocab {len(tokenizer)}, {model.num_parameters()} parameters)")
-PY
+  # A random tiny Qwen2 and a byte-level BPE tokenizer trained on the GSM8K prompts (ChatML template, so
+  # data.apply_chat_template=auto renders prompts as it does for Qwen2.5-Instruct); no supervised fitting.
+  "$PYTHON" "$REPO_DIR/recipe/gspo/build_tiny_model.py" "$DATA_DIR/train.parquet" "$MODEL_DIR" 0
 fi
 
 # Random model -> accuracy 0 on every response -> every group is all-equal: dynamic sampling would drop them all and

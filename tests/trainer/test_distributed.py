@@ -29,7 +29,7 @@ ATOL = 1e-5
 UNIDENTIFIABLE = "self_attn.k_proj.bias"
 
 
-def _args(tiny_model_dir, addition_files, parity_reward, out: Path, steps: int) -> list[str]:
+def parity_args(tiny_model_dir, addition_files, parity_reward, out: Path, steps: int) -> list[str]:
     train, val = addition_files
     return [f"actor_rollout_ref.model.path={tiny_model_dir}", f"data.train_files=[{train}]", f"data.val_files=[{val}]",
             f"custom_reward_function.path={parity_reward}", f"trainer.default_local_dir={out}",
@@ -48,12 +48,12 @@ def _env() -> dict[str, str]:
     return {**env, "OMP_NUM_THREADS": "1"}  # two processes on two cores: no spinning OpenMP threads
 
 
-def _run(command: list[str]) -> None:
+def run_checked(command: list[str]) -> None:
     proc = subprocess.run(command, capture_output=True, text=True, timeout=600, env=_env())
     assert proc.returncode == 0, proc.stderr[-4000:]
 
 
-def _torchrun(nproc: int) -> list[str]:
+def torchrun_prefix(nproc: int) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
 
 
@@ -82,12 +82,13 @@ def runs(tmp_path_factory, tiny_model_dir, addition_files, parity_reward):
     one_prompt.write_text(addition_files[1].read_text().splitlines()[0] + "\n")
 
     def args(out: Path, steps: int) -> list[str]:
-        return [*_args(tiny_model_dir, addition_files, parity_reward, out, steps), f"data.val_files=[{one_prompt}]"]
+        return [*parity_args(tiny_model_dir, addition_files, parity_reward, out, steps),
+                f"data.val_files=[{one_prompt}]"]
 
-    _run([sys.executable, str(WORKER), str(root / "single.json"), *args(single, 3)])
-    _run([*_torchrun(2), str(WORKER), str(root / "pair.json"), *args(pair, 2)])
+    run_checked([sys.executable, str(WORKER), str(root / "single.json"), *args(single, 3)])
+    run_checked([*torchrun_prefix(2), str(WORKER), str(root / "pair.json"), *args(pair, 2)])
     shutil.copytree(pair, root / "resumed")
-    _run([sys.executable, str(WORKER), str(root / "resumed.json"), *args(root / "resumed", 3)])
+    run_checked([sys.executable, str(WORKER), str(root / "resumed.json"), *args(root / "resumed", 3)])
     kept = {name: json.loads((root / f"{name}.json").read_text()) for name in ("single", "pair", "resumed")}
     return root, kept
 
@@ -136,8 +137,8 @@ def test_checkpoint_of_two_ranks_is_sharded_and_resumes_on_one_rank(runs):
 
 def test_gspo_train_launches_torchrun_from_n_gpus_per_node(tiny_model_dir, addition_files, parity_reward, tmp_path):
     out = tmp_path / "run"
-    args = _args(tiny_model_dir, addition_files, parity_reward, out, steps=1) + ["trainer.n_gpus_per_node=2"]
-    _run([sys.executable, "-m", "gspo", "train", *args])
+    args = parity_args(tiny_model_dir, addition_files, parity_reward, out, steps=1) + ["trainer.n_gpus_per_node=2"]
+    run_checked([sys.executable, "-m", "gspo", "train", *args])
     assert (out / "checkpoints" / "global_step_1" / "rng" / "rank_1.pt").is_file()
     assert [m["step"] for m in _metrics(out)] == [0, 1]  # rank 0 alone logs
     assert (out / "final_model" / "model.safetensors").is_file()

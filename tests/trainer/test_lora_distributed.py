@@ -4,8 +4,6 @@ full fine-tuning). Tolerance 1e-5 absolute after two AdamW steps at lr 1e-2, as 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,36 +11,22 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-WORKER = Path(__file__).with_name("dist_worker.py")
-ATOL = 1e-5
+from tests.trainer.test_distributed import ATOL, WORKER, parity_args, run_checked, torchrun_prefix
 
 
 def _args(tiny_model_dir, addition_files, parity_reward, out: Path) -> list[str]:
-    train, val = addition_files
-    return [f"actor_rollout_ref.model.path={tiny_model_dir}", f"data.train_files=[{train}]", f"data.val_files=[{val}]",
-            f"custom_reward_function.path={parity_reward}", f"trainer.default_local_dir={out}",
-            "data.train_batch_size=4", "data.gen_batch_size=6", "actor_rollout_ref.rollout.n=4",
-            "actor_rollout_ref.actor.ppo_mini_batch_size=2", "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2",
-            "actor_rollout_ref.actor.clip_ratio_low=0.2", "actor_rollout_ref.actor.clip_ratio_high=0.2",
-            "actor_rollout_ref.actor.optim.lr=0.01", "data.max_response_length=4",
+    return [*parity_args(tiny_model_dir, addition_files, parity_reward, out, steps=2),
+            "trainer.max_actor_ckpt_to_keep=-1",  # the test reads the last checkpoint's shards
             "actor_rollout_ref.model.lora_rank=4", "actor_rollout_ref.model.lora_alpha=8",
-            "actor_rollout_ref.actor.use_kl_loss=true",  # the reference (adapters off) runs sharded too
-            "trainer.total_training_steps=2", "trainer.save_freq=1", "trainer.test_freq=-1", "trainer.logger=[]",
-            "trainer.device=cpu"]
-
-
-def _run(command: list[str]) -> None:
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**env, "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 0, proc.stderr[-4000:]
+            "actor_rollout_ref.actor.use_kl_loss=true"]  # the reference (adapters off) runs sharded too
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, tiny_model_dir, addition_files, parity_reward):
     root = tmp_path_factory.mktemp("lora_distributed")
-    _run([sys.executable, str(WORKER), str(root / "single.json"),
+    run_checked([sys.executable, str(WORKER), str(root / "single.json"),
           *_args(tiny_model_dir, addition_files, parity_reward, root / "single")])
-    _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(WORKER),
+    run_checked([*torchrun_prefix(2), str(WORKER),
           str(root / "pair.json"), *_args(tiny_model_dir, addition_files, parity_reward, root / "pair")])
     return root
 
