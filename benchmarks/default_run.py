@@ -22,11 +22,11 @@ import resource
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _quick import quick_overrides  # noqa: E402
+from _runner import gspo_train  # noqa: E402
 
 TARGET_SECONDS = 300.0
 TARGET_GAIN = 0.20
@@ -41,14 +41,7 @@ def main(argv: list[str]) -> dict:
         out = Path(tmp) / "run"
         if quick:
             overrides = quick_overrides(Path(tmp)) + overrides
-        cmd = [sys.executable, "-m", "gspo", "train", f"trainer.default_local_dir={out}", *overrides]
-        start = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        wall = time.perf_counter() - start
-        if proc.returncode != 0:
-            sys.stderr.write(proc.stderr[-4000:])
-            raise SystemExit(f"gspo train failed with exit code {proc.returncode}")
-        rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        rows, wall = gspo_train(out, overrides)
     val = [(row["step"], row["val/acc_mean"]) for row in rows if "val/acc_mean" in row]
     peak_rss_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # Linux: KiB
     result = {

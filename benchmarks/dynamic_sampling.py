@@ -32,14 +32,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _quick import quick_overrides  # noqa: E402
+from _runner import gspo_train  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 TASK_CONFIGS = {"addition": None, "sums": REPO / "recipe" / "gspo" / "config" / "sums.yaml"}
@@ -58,16 +57,9 @@ VARIANTS = {
 
 def run_once(config_file: Path | None, overrides: list[str], steps: int, seed: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "gspo", "train", *(["--config", str(config_file)] if config_file else []),
-               f"trainer.default_local_dir={tmp}", f"trainer.seed={seed}",
-               f"trainer.total_training_steps={steps}", f"trainer.test_freq={steps}", "trainer.logger=[]",
-               f"{PREFIX}max_num_gen_batches=0", *overrides]
-        start = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        wall = time.perf_counter() - start
-        if proc.returncode != 0:
-            raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
-        rows = [json.loads(line) for line in (Path(tmp) / "metrics.jsonl").read_text().splitlines()]
+        rows, wall = gspo_train(Path(tmp), [f"trainer.seed={seed}", f"trainer.total_training_steps={steps}",
+                                            f"trainer.test_freq={steps}", "trainer.logger=[]",
+                                            f"{PREFIX}max_num_gen_batches=0", *overrides], config_file)
     train_rows = [r for r in rows if "train/generated_tokens" in r]
     trained_groups = len(train_rows) * _config(config_file, overrides).data.train_batch_size
     return {"tokens_per_group": sum(r["train/generated_tokens"] for r in train_rows) / trained_groups,

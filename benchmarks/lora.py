@@ -23,10 +23,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _runner import gspo_train  # noqa: E402
 
 TARGET_GAIN = 0.15
 TARGET_SECONDS = 300.0
@@ -91,14 +91,7 @@ def learning_run(opts: argparse.Namespace) -> dict:
                  f"actor_rollout_ref.actor.optim.lr={opts.lr}"]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run"
-        cmd = [sys.executable, "-m", "gspo", "train", f"trainer.default_local_dir={out}", *overrides]
-        start = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        wall = time.perf_counter() - start
-        if proc.returncode != 0:
-            sys.stderr.write(proc.stderr[-4000:])
-            raise SystemExit(f"gspo train failed with exit code {proc.returncode}")
-        rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        rows, wall = gspo_train(out, overrides)
     elapsed, curve = 0.0, []
     for row in rows:
         elapsed += row.get("timing/step", 0.0) + row.get("timing/val", 0.0)
