@@ -186,7 +186,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
                         help="train nothing: summarise and plot the runs of earlier --out files together")
     parser.add_argument("overrides", nargs="*", help="extra key=value applied to every run")
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    # key=value anywhere on the line (after --seeds too, which would otherwise take it as a seed)
+    overrides = [a for a in argv if "=" in a and not a.startswith("-")]
+    args = parser.parse_args([a for a in argv if a not in overrides and a != "--"])
+    args.overrides = overrides
     if args.quick:
         args.seeds, args.budget_steps, args.evals, args.val_limit = args.seeds[:1], 1.5, 1, args.val_limit or 32
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -203,7 +207,7 @@ def main(argv: list[str] | None = None) -> dict:
                     runs.append(result)
                     print(json.dumps({k: v for k, v in result.items() if k != "curve"}), file=sys.stderr, flush=True)
     summary = summarise(runs)
-    report = {"benchmark": "ablation", "argv": sys.argv[1:] if argv is None else argv, "summary": summary,
+    report = {"benchmark": "ablation", "argv": argv, "summary": summary,
               "runs": runs, "table": markdown_table(summary)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")

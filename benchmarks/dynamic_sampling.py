@@ -7,9 +7,9 @@ accuracy (mean and per seed), and the saving against the verl-style rule.
     python benchmarks/dynamic_sampling.py [--task addition|sums] [--steps 60] [--seeds 1 2 3] [--train-prompts N]
         [--verl-gen-batch-sizes 32 48 96] [key=value ...]
 
-Variants: ``verl`` (the rule alone), each switch alone, ``all`` three at their defaults, and ``greso``: all three with
+Variants: ``verl`` (the rule alone), each switch alone, ``all`` three at their defaults, ``greso``: all three with
 the prefilter acting after one all-equal visit and backing off on re-admissions (``readmit_decay``, GRESO,
-arXiv 2506.02177).
+arXiv 2506.02177), and ``skip_once``: the prefilter acting after one visit, re-admitting 30 % of skips.
 
 ``--task sums`` runs the second embedded task (``recipe/gspo/config/sums.yaml``: 1,024 training prompts, about
 half the groups all-right or all-wrong at the warm start), where prompts recur every few dozen steps.
@@ -52,6 +52,11 @@ VARIANTS = {
     # all three, the prefilter acting after one all-equal visit and backing off GRESO-style on re-admissions
     "greso": [f"{PREFIX}keep_surplus=true", f"{PREFIX}adaptive_gen_batch_size=true", f"{PREFIX}prefilter.enable=true",
               f"{PREFIX}prefilter.min_constant_visits=1", f"{PREFIX}prefilter.readmit_decay=true"],
+    # all three, the prefilter acting after one all-equal visit but re-admitting 3 in 10 skips whatever the streak:
+    # failed prompts that turn learnable come back sooner (sums: accuracy level with verl's rule, 1.6x fewer tokens)
+    "skip_once": [f"{PREFIX}keep_surplus=true", f"{PREFIX}adaptive_gen_batch_size=true",
+                  f"{PREFIX}prefilter.enable=true", f"{PREFIX}prefilter.min_constant_visits=1",
+                  f"{PREFIX}prefilter.readmit_prob=0.3"],
 }
 
 
@@ -89,7 +94,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true",
                         help="seconds-long smoke run: 1 step, 1 seed, verl vs all, 16 prompts, tiny batches")
     parser.add_argument("overrides", nargs="*", help="extra key=value applied to every run")
-    args = parser.parse_args()
+    argv = sys.argv[1:]
+    # key=value anywhere on the line (after --variants too, which would otherwise take it as a variant name)
+    overrides = [a for a in argv if "=" in a and not a.startswith("-")]
+    args = parser.parse_args([a for a in argv if a not in overrides and a != "--"])
+    args.overrides = overrides
     config_file = TASK_CONFIGS[args.task]
     subset_dir = tempfile.TemporaryDirectory()
     if args.quick:
