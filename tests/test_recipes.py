@@ -12,11 +12,12 @@ import pytest
 import yaml
 
 from gspo.data.gsm8k import prepare_gsm8k
+from tests.gsm8k_fixture import real_gsm8k_dir
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT_3B = REPO / "recipe" / "gspo" / "gspo_dynamic_sampling_3b_math.sh"
 SCRIPT_TINY = REPO / "recipe" / "gspo" / "gspo_dynamic_sampling_tiny_gsm8k.sh"
-REAL_GSM8K = REPO / ".." / "shared" / "data" / "gsm8k"
+REAL_GSM8K = real_gsm8k_dir()
 
 
 def run(script: Path, cwd: Path, *args: str, timeout: int = 120, **env: str) -> subprocess.CompletedProcess:
@@ -114,11 +115,9 @@ def test_3b_overrides_resolve_under_the_schema_and_user_args_win(tmp_path, tiny_
     assert (cfg["trainer"]["nnodes"], cfg["trainer"]["n_gpus_per_node"]) == (2, 4)  # forwarded to torchrun
 
 
-def gsm8k_sources() -> list:
-    """The synthetic GSM8K-format fixture always (CI), the real copy where it exists."""
-    real = pytest.param("real", marks=pytest.mark.skipif(not (REAL_GSM8K / "train.jsonl").is_file(),
-                                                         reason="GSM8K copy not present at ../shared/data"))
-    return ["fixture", real]
+def gsm8k_sources() -> list[str]:
+    """The synthetic GSM8K-format fixture always (CI), also the real copy where it exists."""
+    return ["fixture", *(["real"] if REAL_GSM8K is not None else [])]
 
 
 @pytest.mark.parametrize("source", gsm8k_sources())

@@ -12,8 +12,9 @@ from gspo.cli import main
 from gspo.data import DataError, PromptDataset, load_rows
 from gspo.data.gsm8k import INSTRUCTION, parse_final_answer, prepare_gsm8k
 from gspo.rewards import RewardManager
+from tests.gsm8k_fixture import real_gsm8k_dir
 
-REAL_GSM8K = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "gsm8k"
+REAL_GSM8K = real_gsm8k_dir()
 
 TRAIN = [{"question": "Tom has 3 apples and buys 4. How many?", "answer": "3 + 4 = <<3+4=7>>7\n#### 7"},
          {"question": "A car costs $1,200 twice. Total?", "answer": "2 * 1200 = 2400\n#### 2,400"}]
@@ -92,12 +93,12 @@ def test_cli_exit_codes(gsm8k_dir, tmp_path, capsys):
     assert "test.jsonl:2: expected a JSON object" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not (REAL_GSM8K / "train.jsonl").is_file(), reason="GSM8K copy not present at ../shared/data")
-def test_real_gsm8k_copy(tmp_path):
-    assert prepare_gsm8k(REAL_GSM8K, tmp_path) == {"train": 7473, "test": 1319}
-    train = pq.read_table(tmp_path / "train.parquet").to_pylist()
-    assert train[0]["ground_truth"] == "72" and train[-1]["extra_info"] == {"split": "train", "index": 7472}
-    assert all(row["ground_truth"].lstrip("-").isdigit() for row in train)
+if REAL_GSM8K is not None:  # collected only where the real copy exists; the fixture test below runs everywhere
+    def test_real_gsm8k_copy(tmp_path):
+        assert prepare_gsm8k(REAL_GSM8K, tmp_path) == {"train": 7473, "test": 1319}
+        train = pq.read_table(tmp_path / "train.parquet").to_pylist()
+        assert train[0]["ground_truth"] == "72" and train[-1]["extra_info"] == {"split": "train", "index": 7472}
+        assert all(row["ground_truth"].lstrip("-").isdigit() for row in train)
 
 
 def test_gsm8k_format_fixture(tmp_path):
