@@ -9,7 +9,9 @@ accuracy (mean and per seed), and the saving against the verl-style rule.
 
 Variants: ``verl`` (the rule alone), each switch alone, ``all`` three at their defaults, ``greso``: all three with
 the prefilter acting after one all-equal visit and backing off on re-admissions (``readmit_decay``, GRESO,
-arXiv 2506.02177), and ``skip_once``: the prefilter acting after one visit, re-admitting 30 % of skips.
+arXiv 2506.02177), ``greso_split``: the same with failed prompts re-admitted at a constant 0.3
+(``prefilter.failed_readmit_prob``), and ``skip_once``: the prefilter acting after one visit, re-admitting 30 %
+of skips.
 
 ``--task sums`` runs the second embedded task (``recipe/gspo/config/sums.yaml``: 1,024 training prompts, about
 half the groups all-right or all-wrong at the warm start), where prompts recur every few dozen steps.
@@ -52,6 +54,10 @@ VARIANTS = {
     # all three, the prefilter acting after one all-equal visit and backing off GRESO-style on re-admissions
     "greso": [f"{PREFIX}keep_surplus=true", f"{PREFIX}adaptive_gen_batch_size=true", f"{PREFIX}prefilter.enable=true",
               f"{PREFIX}prefilter.min_constant_visits=1", f"{PREFIX}prefilter.readmit_decay=true"],
+    # greso, but prompts whose last group all failed come back at 0.3 without back-off (GRESO's separate rates)
+    "greso_split": [f"{PREFIX}keep_surplus=true", f"{PREFIX}adaptive_gen_batch_size=true",
+                    f"{PREFIX}prefilter.enable=true", f"{PREFIX}prefilter.min_constant_visits=1",
+                    f"{PREFIX}prefilter.readmit_decay=true", f"{PREFIX}prefilter.failed_readmit_prob=0.3"],
     # all three, the prefilter acting after one all-equal visit but re-admitting 3 in 10 skips whatever the streak:
     # failed prompts that turn learnable come back sooner (sums: accuracy level with verl's rule, 1.6x fewer tokens)
     "skip_once": [f"{PREFIX}keep_surplus=true", f"{PREFIX}adaptive_gen_batch_size=true",

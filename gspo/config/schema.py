@@ -225,6 +225,10 @@ class PrefilterConfig:
     # GRESO-style (arXiv 2506.02177): the chance falls with the streak, readmit_prob ** (streak - min_constant_visits
     # + 1), so a prompt all-equal on every re-admission is generated ever more rarely (still never zero).
     readmit_decay: bool = False
+    # Chance for a skipped prompt whose last group all failed (accuracy 0), constant whatever the streak: failed
+    # prompts are the ones a learning policy starts to solve, so they come back without back-off. null = the rule
+    # above for every skipped prompt.
+    failed_readmit_prob: float | None = None
 
 
 @dataclass

@@ -146,6 +146,8 @@ def validate_config(cfg: GSPOConfig) -> None:
              "must be >= 1")
     _require(0.0 <= groups.prefilter.readmit_prob <= 1.0, "algorithm.filter_groups.prefilter.readmit_prob",
              "must lie in [0, 1]")
+    _require(groups.prefilter.failed_readmit_prob is None or 0.0 <= groups.prefilter.failed_readmit_prob <= 1.0,
+             "algorithm.filter_groups.prefilter.failed_readmit_prob", "must lie in [0, 1] (or null)")
 
     buffer = cfg.reward_model.overlong_buffer
     if buffer.enable:

@@ -21,8 +21,9 @@ Dynamic sampling that wastes little. Three switches under ``algorithm.filter_gro
 - ``prefilter``: a prompt whose last ``min_constant_visits`` groups were all-equal (always solved, or always
   failed) is skipped before generation; each skip is re-admitted with probability ``readmit_prob`` so no prompt
   is lost for good (``readmit_decay``: with ``readmit_prob ** (streak - min_constant_visits + 1)``, GRESO's
-  exponential back-off, arXiv 2506.02177). Skipped prompts are replaced by further draws, so a generation batch
-  still holds the number of prompts its sizing asked for.
+  exponential back-off, arXiv 2506.02177); ``failed_readmit_prob`` gives prompts whose last group all failed their
+  own constant rate, as GRESO keeps separate rates for easy and hard prompts. Skipped prompts are replaced by
+  further draws, so a generation batch still holds the number of prompts its sizing asked for.
 """
 
 from __future__ import annotations
@@ -181,6 +182,7 @@ class DynamicSamplingState:
         self.surplus: RolloutBatch | None = None
         self.keep_ratio: float | None = None
         self.constant_streak: dict[int, int] = {}
+        self.last_failed: set[int] = set()  # prompts whose last all-equal group had accuracy 0
 
     # ------------------------------------------------------------------------------------------ surplus
     def take_surplus(self, step: int) -> RolloutBatch | None:
@@ -210,9 +212,15 @@ class DynamicSamplingState:
         self.keep_ratio = ratio if self.keep_ratio is None else (
             _KEEP_RATIO_MOMENTUM * self.keep_ratio + (1 - _KEEP_RATIO_MOMENTUM) * ratio)
         prompt_of_group = dict(zip(batch.group_ids.tolist(), batch.prompt_index.tolist()))
+        accuracy = batch.acc if batch.acc is not None else getattr(batch, metric)
+        solved_any = {g for g, acc in zip(batch.group_ids.tolist(), accuracy.tolist()) if acc > 0}
         for group, informative in zip(group_ids.tolist(), keep.tolist()):
             prompt = prompt_of_group[group]
             self.constant_streak[prompt] = 0 if informative else self.constant_streak.get(prompt, 0) + 1
+            if not informative and group not in solved_any:
+                self.last_failed.add(prompt)
+            else:
+                self.last_failed.discard(prompt)
 
     # --------------------------------------------------------------------------------------- prefilter
     def admit(self, prompt_indices: list[int]) -> tuple[list[int], int]:
@@ -222,12 +230,15 @@ class DynamicSamplingState:
             return prompt_indices, 0
         admitted = [i for i in prompt_indices
                     if self.constant_streak.get(i, 0) < prefilter.min_constant_visits
-                    or self._rng.random() < self.readmit_probability(self.constant_streak[i])]
+                    or self._rng.random() < self.readmit_probability(self.constant_streak[i], i in self.last_failed)]
         return admitted, len(prompt_indices) - len(admitted)
 
-    def readmit_probability(self, streak: int) -> float:
-        """Chance that a prompt with ``streak`` (>= min_constant_visits) all-equal visits in a row is generated."""
+    def readmit_probability(self, streak: int, failed: bool = False) -> float:
+        """Chance that a prompt with ``streak`` (>= min_constant_visits) all-equal visits in a row is generated;
+        ``failed``: its last group had accuracy 0 everywhere."""
         prefilter = self.cfg.prefilter
+        if failed and prefilter.failed_readmit_prob is not None:
+            return prefilter.failed_readmit_prob
         if not prefilter.readmit_decay:
             return prefilter.readmit_prob
         return prefilter.readmit_prob ** (streak - prefilter.min_constant_visits + 1)
@@ -247,12 +258,14 @@ class DynamicSamplingState:
         return {
             "keep_ratio": self.keep_ratio,
             "constant_streak": {str(k): v for k, v in self.constant_streak.items()},
+            "last_failed": sorted(self.last_failed),
             "rng": python_rng_to_json(self._rng.getstate()),
         }, tensors
 
     def load_state_dict(self, state: dict, tensors: dict[str, torch.Tensor]) -> None:
         self.keep_ratio = state["keep_ratio"]
         self.constant_streak = {int(k): v for k, v in state["constant_streak"].items()}
+        self.last_failed = set(state.get("last_failed", ()))  # absent in checkpoints from before the key
         self.surplus = RolloutBatch(**tensors) if tensors else None
         if "rng" in state:
             self._rng.setstate(python_rng_from_json(state["rng"]))

@@ -130,6 +130,29 @@ def test_readmit_probability_backs_off_with_the_streak_when_decaying(decay, expe
     assert [state.readmit_probability(streak) for streak in (2, 3, 4)] == expected
 
 
+def test_failed_prompts_get_their_own_constant_readmission_rate():
+    # Solved prompts back off (0.1, 0.01), failed ones come back at 0.3 whatever the streak (GRESO's hard rate).
+    cfg = FilterGroupsConfig(prefilter=PrefilterConfig(enable=True, min_constant_visits=1, readmit_prob=0.1,
+                                                       readmit_decay=True, failed_readmit_prob=0.3))
+    state = _state(cfg, gen_batch=4)
+    assert [state.readmit_probability(streak, failed=False) for streak in (1, 2)] == pytest.approx([0.1, 0.01])
+    assert [state.readmit_probability(streak, failed=True) for streak in (1, 2, 5)] == [0.3, 0.3, 0.3]
+
+
+def test_observe_records_which_all_equal_prompts_failed():
+    cfg = FilterGroupsConfig(metric="acc", prefilter=PrefilterConfig(enable=True, failed_readmit_prob=0.3))
+    state = _state(cfg, gen_batch=4)
+    batch, _ = ScriptedRollout(num_prompts=8).generate_and_score([0, 1, 2, 3])
+    state.observe(batch, "acc")  # even prompts all-right (acc 1, 1), odd ones informative
+    assert state.last_failed == set() and state.constant_streak == {0: 1, 1: 0, 2: 1, 3: 0}
+    batch.acc = batch.seq_reward = torch.zeros_like(batch.acc)  # now every group all-wrong
+    state.observe(batch, "acc")
+    assert state.last_failed == {0, 1, 2, 3} and state.constant_streak == {0: 2, 1: 1, 2: 2, 3: 1}
+    restored = _state(cfg, gen_batch=4)
+    restored.load_state_dict(*state.state_dict())
+    assert restored.last_failed == state.last_failed
+
+
 def test_disabled_filter_keeps_every_group():
     cfg = FilterGroupsConfig(enable=False)
     batch, metrics = _collect(4, cfg, _state(cfg, gen_batch=4), ScriptedRollout(num_prompts=8))
