@@ -4,7 +4,7 @@ A thread cannot be stopped and ``SIGALRM`` neither interrupts C code nor coexist
 themselves (math-verify does), so the function runs in a child process forked from the trainer (no re-import, no
 pickling of the function; a batch of calls goes out in one message and the results stream back). A call that
 overruns kills the child and counts as :class:`RewardTimeout`; the rest of the batch goes to a fresh child. The
-child ignores Ctrl-C (the trainer stops gracefully) and dies with the trainer.
+child ignores Ctrl-C and SIGTERM (the trainer stops gracefully) and dies with the trainer.
 """
 
 from __future__ import annotations
@@ -120,8 +120,10 @@ def _serve(fn, conn) -> None:
 
 
 def _detach_from_trainer() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the trainer handles it
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # Ctrl-C, and torchrun's SIGTERM to a rank's process group, reach this worker too: the trainer handles both
+    # (finishes the step, checkpoints) and still needs its reward calls meanwhile; the worker ends with the trainer.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     with contextlib.suppress(OSError, AttributeError):  # Linux: die with the trainer (its main thread forked us)
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     if os.getppid() == 1:

@@ -56,3 +56,23 @@ def test_dynamic_sampling_cap_message_names_reward_errors():
     message = str(stats.cap_error(needed=4, cap=2, metric="acc"))
     assert "32 of 32 responses had reward errors" in message and "reward_model.on_error=zero" in message
     assert "reward errors" not in str(GenerationStats(eos_token_ids=[0], max_response_length=4).cap_error(4, 2, "acc"))
+
+
+def test_worker_survives_a_stop_signal_so_the_trainer_can_finish_its_step():
+    # torchrun's SIGTERM (and Ctrl-C) reach the whole process group; the trainer stops gracefully after the step
+    # and still needs the worker, which used to die of it ("the reward worker process died during the call").
+    import os
+    import signal
+
+    from gspo.rewards.timeout import TimedReward
+
+    reward = TimedReward(lambda response, ground_truth, extra_info: float(response == ground_truth), timeout_s=30)
+    try:
+        assert reward("7", "7", {}) == 1.0
+        worker = reward._pid
+        for stop in (signal.SIGTERM, signal.SIGINT):
+            os.kill(worker, stop)
+        time.sleep(0.2)
+        assert reward("7", "8", {}) == 0.0 and reward._pid == worker  # same worker, still answering
+    finally:
+        reward.close()
