@@ -11,7 +11,8 @@ Variants: ``verl`` (the rule alone), each switch alone, ``all`` three at their d
 the prefilter acting after one all-equal visit and backing off on re-admissions (``readmit_decay``, GRESO,
 arXiv 2506.02177), ``greso_split``: the same with failed prompts re-admitted at a constant 0.3
 (``prefilter.failed_readmit_prob``), and ``skip_once``: the prefilter acting after one visit, re-admitting 30 %
-of skips.
+of skips; ``probe`` / ``probe2``: the prefilter acting after one visit, every skip probed with 1 / 2 responses
+(``prefilter.probe_responses``) and completed when the probe scores unlike the prompt's last all-equal group.
 
 ``--task sums`` runs the second embedded task (``recipe/gspo/config/sums.yaml``: 1,024 training prompts, about
 half the groups all-right or all-wrong at the warm start), where prompts recur every few dozen steps.
@@ -63,6 +64,14 @@ VARIANTS = {
     "skip_once": [f"{PREFIX}keep_surplus=true", f"{PREFIX}adaptive_gen_batch_size=true",
                   f"{PREFIX}prefilter.enable=true", f"{PREFIX}prefilter.min_constant_visits=1",
                   f"{PREFIX}prefilter.readmit_prob=0.3"],
+    # greso's skip after one all-equal visit, but every skip is probed with one response (two for probe2) and the
+    # group completed when the probe scores unlike the last one: learnable failed prompts are caught cheaply
+    "probe": [f"{PREFIX}keep_surplus=true", f"{PREFIX}adaptive_gen_batch_size=true", f"{PREFIX}prefilter.enable=true",
+              f"{PREFIX}prefilter.min_constant_visits=1", f"{PREFIX}prefilter.readmit_prob=0.0",
+              f"{PREFIX}prefilter.probe_responses=1"],
+    "probe2": [f"{PREFIX}keep_surplus=true", f"{PREFIX}adaptive_gen_batch_size=true", f"{PREFIX}prefilter.enable=true",
+               f"{PREFIX}prefilter.min_constant_visits=1", f"{PREFIX}prefilter.readmit_prob=0.0",
+               f"{PREFIX}prefilter.probe_responses=2"],
 }
 
 

@@ -103,6 +103,20 @@ def test_overlong_buffer_longer_than_responses_is_rejected():
         load_config(None, ["reward_model.overlong_buffer.enable=true", "reward_model.overlong_buffer.len=64"])
 
 
+@pytest.mark.parametrize("overrides, expected", [
+    (["algorithm.filter_groups.prefilter.probe_responses=1"],
+     "algorithm.filter_groups.prefilter.probe_responses: probes the prompts the prefilter would skip: set "
+     "algorithm.filter_groups.prefilter.enable=true too"),
+    (["algorithm.filter_groups.prefilter.enable=true", "algorithm.filter_groups.prefilter.probe_responses=8",
+      "actor_rollout_ref.rollout.n=8"],
+     "algorithm.filter_groups.prefilter.probe_responses: must lie in [0, actor_rollout_ref.rollout.n=8)"),
+])
+def test_probe_responses_needs_the_prefilter_and_fewer_than_n(overrides, expected):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, overrides)
+    assert expected in str(info.value)
+
+
 def test_yaml_errors_name_file_and_line(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("data:\n  train_batch_size: 8\nalgorithm:\n  filter_groups:\n    enabled: true\n")

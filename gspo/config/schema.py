@@ -229,6 +229,11 @@ class PrefilterConfig:
     # prompts are the ones a learning policy starts to solve, so they come back without back-off. null = the rule
     # above for every skipped prompt.
     failed_readmit_prob: float | None = None
+    # Probe instead of skipping: a prompt the prefilter would skip gets this many responses first, and the other
+    # rollout.n minus this many only when one of them scores unlike its last all-equal group (a failed prompt
+    # answered right, a solved one answered wrong); otherwise the probe is dropped and the streak grows. A check
+    # that costs probe_responses / n of a group, so prompts that turn learnable are caught early. 0 = skip.
+    probe_responses: int = 0
 
 
 @dataclass

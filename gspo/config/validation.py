@@ -148,6 +148,11 @@ def validate_config(cfg: GSPOConfig) -> None:
              "must lie in [0, 1]")
     _require(groups.prefilter.failed_readmit_prob is None or 0.0 <= groups.prefilter.failed_readmit_prob <= 1.0,
              "algorithm.filter_groups.prefilter.failed_readmit_prob", "must lie in [0, 1] (or null)")
+    _require(0 <= groups.prefilter.probe_responses < rollout.n, "algorithm.filter_groups.prefilter.probe_responses",
+             f"must lie in [0, actor_rollout_ref.rollout.n={rollout.n}) (0 = skip without probing)")
+    _require(groups.prefilter.enable or not groups.prefilter.probe_responses,
+             "algorithm.filter_groups.prefilter.probe_responses",
+             "probes the prompts the prefilter would skip: set algorithm.filter_groups.prefilter.enable=true too")
 
     buffer = cfg.reward_model.overlong_buffer
     if buffer.enable:

@@ -23,7 +23,12 @@ Dynamic sampling that wastes little. Three switches under ``algorithm.filter_gro
   is lost for good (``readmit_decay``: with ``readmit_prob ** (streak - min_constant_visits + 1)``, GRESO's
   exponential back-off, arXiv 2506.02177); ``failed_readmit_prob`` gives prompts whose last group all failed their
   own constant rate, as GRESO keeps separate rates for easy and hard prompts. Skipped prompts are replaced by
-  further draws, so a generation batch still holds the number of prompts its sizing asked for.
+  further draws, so a generation batch still holds the number of prompts its sizing asked for. With
+  ``probe_responses`` = k > 0 a prompt the prefilter would skip is probed instead: k responses, and the other
+  n - k only when one of the k scores unlike the prompt's last all-equal group (then it is a full group, kept or
+  dropped as any other); a probe that agrees is dropped and the streak grows. The check costs k / n of a group,
+  and a failed prompt the policy has started to solve is caught on its next visit with probability about its pass
+  rate (k = 1), where a re-admission catches it only as often as it is drawn.
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
+from typing import Protocol
 
 import torch
 
@@ -41,13 +47,22 @@ from gspo.rollout.truncation import truncated_responses
 from gspo.trainer.batch import RolloutBatch
 from gspo.trainer.checkpoint import python_rng_from_json, python_rng_to_json
 from gspo.trainer.metrics import MetricAccumulator
+from gspo.trainer.parallel import merge_rank_reward_metrics
 
 _KEEP_RATIO_MOMENTUM = 0.7  # weight of the past in the running keep ratio
 _MIN_KEEP_RATIO = 0.05  # never size a batch for less than a 5% keep ratio (bounds one batch at 20x the need)
 _HEADROOM = 1.1  # generate 10% more than the expected need so one batch usually suffices
+_SAME_VALUE_TOLERANCE = 1e-6  # a probe scores "like" the last all-equal group within this (group_keep_mask's)
 
 DrawPrompts = Callable[[int], list[int]]  # how many -> that many prompt indices (the sampler's next ones)
-GenerateAndScore = Callable[[list[int]], tuple[RolloutBatch, dict[str, float]]]  # prompt indices -> scored groups
+
+
+class GenerateAndScore(Protocol):
+    def __call__(self, prompt_indices: list[int], num_responses: int | None = None
+                 ) -> tuple[RolloutBatch, dict[str, float]]:
+        """Scored groups of ``num_responses`` (default: rollout.n) responses for the prompts, in their order,
+        with the reward function's metrics; group ids never repeat within a run."""
+        ...
 
 
 class DynamicSamplingError(RuntimeError):
@@ -93,6 +108,8 @@ class GenerationStats:
     _num_clipped: int = 0
     _num_reward_errors: int = 0
     _num_prefiltered: int = 0
+    _num_probed: int = 0
+    _num_probes_completed: int = 0
     _surplus_groups: int = 0
     _surplus_age_sum: float = 0.0
     _reward_metrics: MetricAccumulator = field(default_factory=MetricAccumulator)
@@ -105,6 +122,10 @@ class GenerationStats:
 
     def add_prefiltered(self, num_skipped: int) -> None:
         self._num_prefiltered += num_skipped
+
+    def add_probed(self, num_probed: int, num_completed: int) -> None:
+        self._num_probed += num_probed
+        self._num_probes_completed += num_completed
 
     def add(self, generated: RolloutBatch, kept: RolloutBatch, reward_metrics: dict[str, float]) -> None:
         """Record one generation batch, the groups kept from it, and its reward-function metrics."""
@@ -144,6 +165,8 @@ class GenerationStats:
                   "train/generated_prompts": float(self.num_groups),
                   "train/kept_prompts": float(self.num_kept_groups),
                   "train/prefiltered_prompts": float(self._num_prefiltered),
+                  "train/probed_prompts": float(self._num_probed),
+                  "train/probes_completed": float(self._num_probes_completed),
                   "train/surplus_groups_used": float(self._surplus_groups),
                   "train/surplus_age_mean": self._surplus_age_sum / max(self._surplus_groups, 1),
                   "train/generated_tokens": self._sums.get("length", 0.0)}
@@ -183,6 +206,7 @@ class DynamicSamplingState:
         self.keep_ratio: float | None = None
         self.constant_streak: dict[int, int] = {}
         self.last_failed: set[int] = set()  # prompts whose last all-equal group had accuracy 0
+        self.constant_value: dict[int, float] = {}  # the filter metric of each prompt's last all-equal group
 
     # ------------------------------------------------------------------------------------------ surplus
     def take_surplus(self, step: int) -> RolloutBatch | None:
@@ -205,33 +229,58 @@ class DynamicSamplingState:
         wanted = math.ceil(groups_needed / max(self.keep_ratio, _MIN_KEEP_RATIO) * _HEADROOM)
         return max(1, min(wanted, self.num_prompts))
 
-    def observe(self, batch: RolloutBatch, metric: str) -> None:
-        """Update the keep ratio and the all-equal streaks from one scored generation batch."""
-        group_ids, keep = group_keep_mask(getattr(batch, metric), batch.group_ids)
-        ratio = keep.float().mean().item()
-        self.keep_ratio = ratio if self.keep_ratio is None else (
-            _KEEP_RATIO_MOMENTUM * self.keep_ratio + (1 - _KEEP_RATIO_MOMENTUM) * ratio)
+    def observe(self, batch: RolloutBatch, metric: str, *, update_keep_ratio: bool = True) -> None:
+        """Update the keep ratio (unless ``update_keep_ratio`` is false: completed probes were not drawn by the
+        sizing) and the all-equal streaks from scored full groups."""
+        values = getattr(batch, metric)
+        group_ids, keep = group_keep_mask(values, batch.group_ids)
+        if update_keep_ratio:
+            ratio = keep.float().mean().item()
+            self.keep_ratio = ratio if self.keep_ratio is None else (
+                _KEEP_RATIO_MOMENTUM * self.keep_ratio + (1 - _KEEP_RATIO_MOMENTUM) * ratio)
         prompt_of_group = dict(zip(batch.group_ids.tolist(), batch.prompt_index.tolist()))
-        accuracy = batch.acc if batch.acc is not None else getattr(batch, metric)
+        value_of_group = dict(zip(batch.group_ids.tolist(), values.tolist()))
+        accuracy = batch.acc if batch.acc is not None else values
         solved_any = {g for g, acc in zip(batch.group_ids.tolist(), accuracy.tolist()) if acc > 0}
         for group, informative in zip(group_ids.tolist(), keep.tolist()):
             prompt = prompt_of_group[group]
             self.constant_streak[prompt] = 0 if informative else self.constant_streak.get(prompt, 0) + 1
+            if informative:
+                self.constant_value.pop(prompt, None)
+            else:
+                self.constant_value[prompt] = value_of_group[group]
             if not informative and group not in solved_any:
                 self.last_failed.add(prompt)
             else:
                 self.last_failed.discard(prompt)
 
+    def observe_agreeing_probes(self, prompt_indices: list[int]) -> None:
+        """Probes that scored like their prompt's last all-equal group extend its streak."""
+        for prompt in prompt_indices:
+            self.constant_streak[prompt] = self.constant_streak.get(prompt, 0) + 1
+
+    def surprising_rows(self, probes: RolloutBatch, metric: str) -> torch.Tensor:
+        """(N,) bool: rows of the probe groups in which some response scores unlike the prompt's last all-equal
+        group (every row of a prompt with no recorded value: a checkpoint from before probes)."""
+        last = torch.tensor([self.constant_value.get(p, math.nan) for p in probes.prompt_index.tolist()])
+        differs = ~((getattr(probes, metric).float() - last).abs() <= _SAME_VALUE_TOLERANCE)  # NaN: differs
+        _, inverse = torch.unique(probes.group_ids, return_inverse=True)
+        group_differs = torch.zeros(int(inverse.max()) + 1).index_add_(0, inverse, differs.float()) > 0
+        return group_differs[inverse]
+
     # --------------------------------------------------------------------------------------- prefilter
-    def admit(self, prompt_indices: list[int]) -> tuple[list[int], int]:
-        """The prompts to generate for, and how many were skipped by the prefilter."""
+    def admit(self, prompt_indices: list[int]) -> tuple[list[int], list[int]]:
+        """(the prompts to generate for, those the prefilter skips), both in draw order."""
         prefilter = self.cfg.prefilter
         if not prefilter.enable:
-            return prompt_indices, 0
-        admitted = [i for i in prompt_indices
-                    if self.constant_streak.get(i, 0) < prefilter.min_constant_visits
-                    or self._rng.random() < self.readmit_probability(self.constant_streak[i], i in self.last_failed)]
-        return admitted, len(prompt_indices) - len(admitted)
+            return prompt_indices, []
+        admitted, skipped = [], []
+        for i in prompt_indices:
+            streak = self.constant_streak.get(i, 0)
+            generate = (streak < prefilter.min_constant_visits
+                        or self._rng.random() < self.readmit_probability(streak, i in self.last_failed))
+            (admitted if generate else skipped).append(i)
+        return admitted, skipped
 
     def readmit_probability(self, streak: int, failed: bool = False) -> float:
         """Chance that a prompt with ``streak`` (>= min_constant_visits) all-equal visits in a row is generated;
@@ -259,6 +308,7 @@ class DynamicSamplingState:
             "keep_ratio": self.keep_ratio,
             "constant_streak": {str(k): v for k, v in self.constant_streak.items()},
             "last_failed": sorted(self.last_failed),
+            "constant_value": {str(k): v for k, v in self.constant_value.items()},
             "rng": python_rng_to_json(self._rng.getstate()),
         }, tensors
 
@@ -266,6 +316,7 @@ class DynamicSamplingState:
         self.keep_ratio = state["keep_ratio"]
         self.constant_streak = {int(k): v for k, v in state["constant_streak"].items()}
         self.last_failed = set(state.get("last_failed", ()))  # absent in checkpoints from before the key
+        self.constant_value = {int(k): v for k, v in state.get("constant_value", {}).items()}  # likewise
         self.surplus = RolloutBatch(**tensors) if tensors else None
         if "rng" in state:
             self._rng.setstate(python_rng_from_json(state["rng"]))
@@ -291,11 +342,19 @@ def collect_train_batch(num_groups: int, cfg: FilterGroupsConfig, state: Dynamic
     while stats.num_kept_groups < num_groups:
         if cfg.enable and 0 < cfg.max_num_gen_batches <= stats.num_gen_batches:
             raise stats.cap_error(num_groups, cfg.max_num_gen_batches, cfg.metric)
-        batch, reward_metrics = generate_and_score(_admitted_prompts(num_groups - stats.num_kept_groups, state,
-                                                                     draw_prompts, stats))
+        prompts, skipped = _admitted_prompts(num_groups - stats.num_kept_groups, state, draw_prompts, stats)
+        batch, reward_metrics = generate_and_score(prompts)
         if cfg.enable:
             state.observe(batch, cfg.metric)
         kept_now = keep_informative_groups(batch, cfg.metric) if cfg.enable else batch
+        if skipped and cfg.prefilter.probe_responses:
+            responses_per_prompt = batch.num_sequences // len(prompts)  # prompts is never empty
+            probed, completed, probe_metrics = _probe(skipped, responses_per_prompt, cfg, state, stats,
+                                                      generate_and_score, pad_token_id)
+            reward_metrics = merge_rank_reward_metrics([(reward_metrics, batch.num_sequences),
+                                                        (probe_metrics, probed.num_sequences)])
+            batch = RolloutBatch.concat([batch, probed], pad_token_id)
+            kept_now = RolloutBatch.concat([kept_now, keep_informative_groups(completed, cfg.metric)], pad_token_id)
         stats.add(batch, kept_now, reward_metrics)
         kept.append(kept_now)
     train_batch, leftover = split_groups(RolloutBatch.concat(kept, pad_token_id), num_groups)
@@ -305,20 +364,68 @@ def collect_train_batch(num_groups: int, cfg: FilterGroupsConfig, state: Dynamic
 
 
 def _admitted_prompts(groups_needed: int, state: DynamicSamplingState, draw_prompts: DrawPrompts,
-                      stats: GenerationStats) -> list[int]:
-    """The next generation batch's prompt indices, sized and prefiltered by the dynamic-sampling state.
+                      stats: GenerationStats) -> tuple[list[int], list[int]]:
+    """The next generation batch's prompt indices, sized and prefiltered by the dynamic-sampling state, and the
+    prompts the prefilter skipped (in draw order).
 
     Prompts the prefilter skips are replaced by further draws until the batch has its size, for at most one pass
     over the data's worth of draws (then whatever was admitted goes; with nothing admitted, drawing goes on).
     """
     wanted = state.gen_batch_size(groups_needed)
     admitted: list[int] = []
+    skipped: list[int] = []
     drawn = 0
     while len(admitted) < wanted and (drawn < state.num_prompts or not admitted):
         prompts = draw_prompts(wanted - len(admitted))
         drawn += len(prompts)
-        new, skipped = state.admit(prompts)
-        stats.add_prefiltered(skipped)
+        new, not_now = state.admit(prompts)
+        stats.add_prefiltered(len(not_now))
         admitted.extend(new)
-    return admitted
+        skipped.extend(not_now)
+    return admitted, skipped
+
+
+def _probe(skipped: list[int], responses_per_prompt: int, cfg: FilterGroupsConfig, state: DynamicSamplingState,
+           stats: GenerationStats, generate_and_score: GenerateAndScore, pad_token_id: int
+           ) -> tuple[RolloutBatch, RolloutBatch, dict[str, float]]:
+    """Probe the prompts the prefilter skipped: ``prefilter.probe_responses`` responses each; a probe that scores
+    unlike its prompt's last all-equal group is completed to a full group (same group id, the other responses
+    sampled now), one that agrees extends the prompt's streak and is dropped.
+
+    Returns (every row generated: agreeing probes and completed groups, the completed groups alone, the reward
+    metrics over every row generated).
+    """
+    probes, metrics = generate_and_score(skipped, cfg.prefilter.probe_responses)
+    surprising = state.surprising_rows(probes, cfg.metric)
+    agreeing, to_complete = probes.select(~surprising), probes.select(surprising)
+    state.observe_agreeing_probes(torch.unique(agreeing.prompt_index).tolist())
+    stats.add_probed(len(skipped), count_groups(to_complete) if to_complete.num_sequences else 0)
+    if not to_complete.num_sequences:
+        return probes, to_complete, metrics
+    _, probe_groups = _unique_in_order(to_complete.group_ids)
+    prompt_of_group = dict(zip(to_complete.group_ids.tolist(), to_complete.prompt_index.tolist()))
+    rest, rest_metrics = generate_and_score([prompt_of_group[g] for g in probe_groups.tolist()],
+                                            responses_per_prompt - cfg.prefilter.probe_responses)
+    completed = _contiguous_groups(RolloutBatch.concat([to_complete, _relabel_groups(rest, probe_groups)],
+                                                       pad_token_id))
+    state.observe(completed, cfg.metric, update_keep_ratio=False)
+    return (RolloutBatch.concat([agreeing, completed], pad_token_id), completed,
+            merge_rank_reward_metrics([(metrics, probes.num_sequences), (rest_metrics, rest.num_sequences)]))
+
+
+def _relabel_groups(batch: RolloutBatch, new_ids: torch.Tensor) -> RolloutBatch:
+    """``batch`` with its groups, in order of first appearance, renamed to ``new_ids`` (G,)."""
+    _, old_ids = _unique_in_order(batch.group_ids)
+    rename = dict(zip(old_ids.tolist(), new_ids.tolist()))
+    return replace(batch, group_ids=torch.tensor([rename[g] for g in batch.group_ids.tolist()]))
+
+
+def _contiguous_groups(batch: RolloutBatch) -> RolloutBatch:
+    """Rows reordered so each group's rows are contiguous, groups in order of first appearance, rows of a group
+    in their order."""
+    unique, first_seen = _unique_in_order(batch.group_ids)
+    rank = torch.empty_like(unique)
+    rank[torch.searchsorted(unique, first_seen)] = torch.arange(unique.numel())
+    row_rank = rank[torch.searchsorted(unique, batch.group_ids)]
+    return batch.select(torch.sort(row_rank, stable=True).indices)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -216,8 +217,9 @@ class Trainer:
         return collect_train_batch(
             self.config.data.train_batch_size, self.config.algorithm.filter_groups, self.sampling_state,
             step=self.global_step, draw_prompts=self.sampler.take, stats=stats,
-            generate_and_score=lambda indices: self.generate_and_score([self.train_data[i] for i in indices],
-                                                                       params, timings),
+            generate_and_score=lambda indices, num_responses=None: self.generate_and_score(
+                [self.train_data[i] for i in indices],
+                params if num_responses is None else replace(params, n=num_responses), timings),
             pad_token_id=self.tokenizer.pad_token_id)
 
     def generate_and_score(self, prompts: list[PromptItem], params: SamplingParams,

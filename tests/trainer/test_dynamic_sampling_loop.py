@@ -158,3 +158,93 @@ def test_disabled_filter_keeps_every_group():
     batch, metrics = _collect(4, cfg, _state(cfg, gen_batch=4), ScriptedRollout(num_prompts=8))
     assert batch.prompt_index.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
     assert metrics["train/num_gen_batches"] == 1.0
+
+
+class CyclingRollout(ScriptedRollout):
+    """Each prompt's responses score the next values of its script, cycling: a probe and its completion see
+    different values, as two draws of one policy would."""
+
+    def __init__(self, scripts: dict[int, list[float]]):
+        super().__init__(num_prompts=len(scripts))
+        self.scripts = scripts
+        self.cursor = dict.fromkeys(scripts, 0)
+        self.calls: list[tuple[list[int], int]] = []  # (prompt indices, responses per prompt) of each call
+
+    def generate_and_score(self, indices: list[int], num_responses: int | None = None):
+        n = num_responses or N
+        self.calls.append((list(indices), n))
+        scores = []
+        for i in indices:
+            script = self.scripts[i]
+            scores += [script[(self.cursor[i] + j) % len(script)] for j in range(n)]
+            self.cursor[i] += n
+        rows = len(indices) * n
+        groups = torch.arange(self.next_group, self.next_group + len(indices)).repeat_interleave(n)
+        self.next_group += len(indices)
+        reward = torch.tensor(scores)
+        return RolloutBatch(prompt_ids=torch.ones(rows, 1, dtype=torch.long),
+                            prompt_mask=torch.ones(rows, 1, dtype=torch.long),
+                            response_ids=torch.full((rows, 2), EOS), response_mask=torch.ones(rows, 2),
+                            group_ids=groups, prompt_index=torch.tensor(indices).repeat_interleave(n),
+                            generation_step=torch.full((rows,), self.step), seq_reward=reward,
+                            seq_final_reward=reward, acc=reward), {"reward/errors": 0.0}
+
+
+def _probing_state(cfg: FilterGroupsConfig) -> DynamicSamplingState:
+    state = _state(cfg, gen_batch=4, num_prompts=4)
+    state.constant_streak = {0: 1, 2: 1}  # prompt 0 was solved last time, prompt 2 failed
+    state.constant_value = {0: 1.0, 2: 0.0}
+    return state
+
+
+PROBING = FilterGroupsConfig(metric="acc", prefilter=PrefilterConfig(enable=True, min_constant_visits=1,
+                                                                     readmit_prob=0.0, probe_responses=1))
+
+
+def test_probe_that_scores_unlike_the_last_group_is_completed_and_one_that_agrees_is_dropped():
+    # Prompt 0 is still solved (its probe agrees: dropped); prompt 2 now answers right once (its probe differs
+    # from the failed group: completed with one more response, which fails, so the group varies and is kept).
+    rollout = CyclingRollout({0: [1.0], 1: [0.0, 1.0], 2: [1.0, 0.0], 3: [0.0, 1.0]})
+    state = _probing_state(PROBING)
+    batch, metrics = _collect(3, PROBING, state, rollout)
+    assert rollout.calls == [([1, 3], 2), ([0, 2], 1), ([2], 1)]  # full groups, probes, completion
+    assert batch.prompt_index.tolist() == [1, 1, 3, 3, 2, 2]
+    assert batch.group_ids[4] == batch.group_ids[5]  # the probe and its completion form one group
+    assert batch.acc[4:].tolist() == [1.0, 0.0]
+    assert state.constant_streak == {0: 2, 1: 0, 2: 0, 3: 0} and state.constant_value == {0: 1.0}
+    assert metrics["train/probed_prompts"] == 2.0 and metrics["train/probes_completed"] == 1.0
+    assert metrics["train/prefiltered_prompts"] == 2.0
+    assert metrics["train/filtered_prompts_ratio"] == 0.25  # 4 groups generated (2 probes), 3 kept
+    assert metrics["train/generated_tokens"] == 14.0  # 7 responses of 2 tokens: 4 full, 2 probes, 1 completion
+
+
+def test_completed_probe_that_turns_out_all_equal_is_dropped_and_counts_as_a_constant_visit():
+    # Prompt 2 failed last time and is now solved every time: its probe differs, its completed group is all-equal.
+    rollout = CyclingRollout({0: [1.0], 1: [0.0, 1.0], 2: [1.0], 3: [0.0, 1.0]})
+    state = _probing_state(PROBING)
+    batch, metrics = _collect(2, PROBING, state, rollout)
+    assert batch.prompt_index.tolist() == [1, 1, 3, 3]
+    assert state.constant_streak[2] == 2 and state.constant_value[2] == 1.0 and 2 not in state.last_failed
+    assert metrics["train/probes_completed"] == 1.0
+
+
+def test_probe_of_a_prompt_without_a_recorded_value_is_completed():
+    # A checkpoint from before probes has streaks but no values: such a prompt is generated in full.
+    rollout = CyclingRollout({0: [1.0], 1: [0.0, 1.0], 2: [1.0, 0.0], 3: [0.0, 1.0]})
+    state = _probing_state(PROBING)
+    state.constant_value = {}
+    probes, _ = rollout.generate_and_score([0, 2], 1)
+    assert state.surprising_rows(probes, "acc").tolist() == [True, True]
+    state.constant_value = {0: 1.0, 2: 1.0}
+    assert state.surprising_rows(probes, "acc").tolist() == [False, False]  # both probes score 1
+
+
+def test_recorded_values_survive_a_checkpoint():
+    state = _probing_state(PROBING)
+    restored = _state(PROBING, gen_batch=4, num_prompts=4)
+    restored.load_state_dict(*state.state_dict())
+    assert restored.constant_value == {0: 1.0, 2: 0.0}
+    legacy, tensors = state.state_dict()
+    del legacy["constant_value"]  # a checkpoint from before the key
+    restored.load_state_dict(legacy, tensors)
+    assert restored.constant_value == {}

@@ -86,7 +86,7 @@ def test_prefilter_skips_constant_prompts_and_readmits_some():
     admitted_counts = {1: 0, 2: 0, 3: 0, 4: 0}
     for _ in range(2000):
         admitted, skipped = state.admit([1, 2, 3, 4])
-        assert skipped == 4 - len(admitted)
+        assert sorted(admitted + skipped) == [1, 2, 3, 4]
         for i in admitted:
             admitted_counts[i] += 1
     assert admitted_counts[2] == admitted_counts[4] == 2000  # below the streak threshold: always generated
@@ -110,8 +110,35 @@ def test_prefilter_in_training_skips_always_constant_prompts(make_config, half_c
                if i in trainer.sampling_state.constant_streak)
 
 
-def test_resume_is_exact_with_every_switch_on(make_config, tmp_path, half_constant):
-    switches = (f"custom_reward_function.path={half_constant}", "data.gen_batch_size=16",
+def test_probes_in_training_drop_constant_prompts_for_one_response_each(make_config, half_constant):
+    trainer = Trainer(make_config(f"custom_reward_function.path={half_constant}", "data.gen_batch_size=16",
+                                  "actor_rollout_ref.rollout.n=4", "algorithm.filter_groups.prefilter.enable=true",
+                                  "algorithm.filter_groups.prefilter.min_constant_visits=1",
+                                  "algorithm.filter_groups.prefilter.readmit_prob=0.0",
+                                  "algorithm.filter_groups.prefilter.probe_responses=1", "trainer.total_epochs=3",
+                                  "algorithm.filter_groups.max_num_gen_batches=0"))
+    even = {i for i, item in enumerate(trainer.train_data) if item.extra_info["row_index"] % 2 == 0}
+    probed = 0.0
+    for _ in range(12):
+        batch, metrics = trainer.collect_train_batch({})
+        probed += metrics["train/probed_prompts"]
+        assert not even & set(batch.prompt_index.tolist())
+        groups, counts = torch.unique_consecutive(batch.group_ids, return_counts=True)  # whole, contiguous groups
+        assert set(counts.tolist()) == {4} and groups.numel() == len(set(groups.tolist()))
+    assert probed > 0
+    state = trainer.sampling_state
+    visited_even = even & set(state.constant_streak)
+    assert all(state.constant_streak[i] >= 1 and state.constant_value[i] == 1.0 for i in visited_even)
+
+
+@pytest.mark.parametrize("probing", [(), ("algorithm.filter_groups.prefilter.probe_responses=1",
+                                              "algorithm.filter_groups.prefilter.min_constant_visits=1")])
+def test_resume_is_exact_with_every_switch_on(make_config, tmp_path, half_constant, addition_files, probing):
+    if probing:  # 16 prompts, so they recur within the 4 steps and the prefilter probes some before the resume
+        subset = tmp_path / "train16.jsonl"
+        subset.write_text("".join(addition_files[0].read_text().splitlines(keepends=True)[:16]))
+        probing = (*probing, f"data.train_files=[{subset}]")
+    switches = (f"custom_reward_function.path={half_constant}", "data.gen_batch_size=16", *probing,
                 "algorithm.filter_groups.keep_surplus=true", "algorithm.filter_groups.adaptive_gen_batch_size=true",
                 "algorithm.filter_groups.prefilter.enable=true", "algorithm.filter_groups.prefilter.readmit_prob=0.5",
                 "algorithm.filter_groups.max_num_gen_batches=0", "trainer.total_training_steps=4",
