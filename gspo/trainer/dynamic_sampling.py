@@ -399,7 +399,7 @@ def _probe(skipped: list[int], responses_per_prompt: int, cfg: FilterGroupsConfi
     surprising = state.surprising_rows(probes, cfg.metric)
     agreeing, to_complete = probes.select(~surprising), probes.select(surprising)
     state.observe_agreeing_probes(torch.unique(agreeing.prompt_index).tolist())
-    stats.add_probed(len(skipped), count_groups(to_complete) if to_complete.num_sequences else 0)
+    stats.add_probed(len(skipped), count_groups(to_complete))
     if not to_complete.num_sequences:
         return probes, to_complete, metrics
     _, probe_groups = _unique_in_order(to_complete.group_ids)
