@@ -4,9 +4,16 @@ Depends on nothing but torch and the standard library, so it can be tested
 and reused without the rest of ``gspo``.
 """
 
+from ._groups import contiguous_row_order, count_groups, groups_in_order, relabel_groups, rows_of_first_groups
 from .advantages import ADV_ESTIMATORS, compute_grpo_advantages
 from .aggregation import LOSS_AGG_MODES, agg_loss, check_loss_agg_mode
-from .filtering import group_keep_mask, informative_rows_mask
+from .filtering import (
+    SAME_VALUE_TOLERANCE,
+    changed_row_mask,
+    failed_group_mask,
+    informative_group_mask,
+    informative_row_mask,
+)
 from .kl import KL_TYPES, kl_penalty
 from .logprob import entropy_from_logits, log_probs_from_logits
 from .losses import (
@@ -35,22 +42,30 @@ __all__ = [
     "PolicyLossFn",
     "RegisteredLoss",
     "ROLLOUT_IS_LEVELS",
+    "SAME_VALUE_TOLERANCE",
     "agg_loss",
+    "changed_row_mask",
     "check_loss_agg_mode",
     "compute_grpo_advantages",
     "compute_policy_loss",
     "compute_policy_loss_gspo",
     "compute_policy_loss_vanilla",
+    "contiguous_row_order",
+    "count_groups",
     "entropy_from_logits",
+    "failed_group_mask",
     "get_policy_loss_fn",
-    "group_keep_mask",
-    "informative_rows_mask",
+    "groups_in_order",
+    "informative_group_mask",
+    "informative_row_mask",
     "importance_weight_metrics",
     "kl_penalty",
     "log_probs_from_logits",
     "masked_mean",
     "masked_sum",
     "register_policy_loss",
+    "relabel_groups",
     "rollout_importance_weights",
     "rollout_mismatch_metrics",
+    "rows_of_first_groups",
 ]

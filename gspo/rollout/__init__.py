@@ -17,7 +17,7 @@ from gspo.rollout.registry import (
     rollout_engine_factory,
     rollout_engine_names,
 )
-from gspo.rollout.seeded import group_keys, response_keys, sample_keys
+from gspo.rollout.seeded import group_keys, response_keys
 
 __all__ = [
     "EngineSpec",
@@ -35,5 +35,4 @@ __all__ = [
     "response_mask_from_ids",
     "rollout_engine_factory",
     "rollout_engine_names",
-    "sample_keys",
 ]

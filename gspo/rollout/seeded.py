@@ -56,11 +56,6 @@ def response_keys(keys: torch.Tensor, n: int) -> torch.Tensor:
     return mix32(keys.long()[:, None] ^ mix32(sample + 0x7F4A7C15)[None, :]).reshape(-1)
 
 
-def sample_keys(seed: int, group_ids: torch.Tensor, n: int) -> torch.Tensor:
-    """(G * n,) int64 keys for ``n`` responses to each of the (G,) groups, group-major like the rollout rows."""
-    return response_keys(group_keys(seed, group_ids), n)
-
-
 def gumbel_noise(keys: torch.Tensor, position: int, vocab_size: int) -> torch.Tensor:
     """(B, V) float32 standard Gumbel noise, a pure function of (key, position, token id)."""
     row = mix32(keys ^ mix32(torch.tensor(position, device=keys.device) + 0x632BE5AB))  # (B,)

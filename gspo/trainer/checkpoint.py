@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.api import CheckpointException
@@ -40,6 +39,14 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from gspo.distributed import SINGLE_PROCESS, DistContext
+from gspo.rng_state import (
+    numpy_rng_state,
+    python_rng_from_json,
+    python_rng_to_json,
+    restore_numpy_rng_state,
+    restore_torch_rng_state,
+    torch_rng_state,
+)
 from gspo.trainer.manifest import CheckpointDamaged, verify, write_manifest
 from gspo.trainer.run_folder import RunFolderError, crash_point, remove_quietly, storage_error
 
@@ -187,9 +194,7 @@ def _write_checkpoint_files(tmp: Path, root: Path, step: int, *, model, hf_model
     with _quiet_single_process():
         dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=tmp / "state",
                  no_dist=not dist.is_distributed)
-    torch.save({"torch_rng": torch.get_rng_state(),  # this rank's device only: resumable with other GPU counts
-                "cuda_rng": torch.cuda.get_rng_state() if torch.cuda.is_available() else None},
-               tmp / "rng" / f"rank_{dist.rank}.pt")
+    torch.save(torch_rng_state(), tmp / "rng" / f"rank_{dist.rank}.pt")
     if export is not None:
         export(tmp)
     else:
@@ -198,12 +203,11 @@ def _write_checkpoint_files(tmp: Path, root: Path, step: int, *, model, hf_model
             save_hf_folder(tmp / "model", hf_model=hf_model, state_dict=full_state, tokenizer=tokenizer,
                            dtype=export_dtype)
     if dist.is_main:
-        torch.save({"scheduler": scheduler.state_dict(), "tensors": tensors or {},
-                    "numpy_rng": torch.from_numpy(np.random.get_state()[1].astype(np.int64))}, tmp / "extra.pt")
-        _, _, numpy_pos, numpy_has_gauss, numpy_gauss = np.random.get_state()
-        state = {"step": step, "world_size": dist.world_size,
-                 "python_rng": python_rng_to_json(random.getstate()),
-                 "numpy_rng": [int(numpy_pos), int(numpy_has_gauss), float(numpy_gauss)], **trainer_state}
+        numpy_key, numpy_rest = numpy_rng_state()
+        torch.save({"scheduler": scheduler.state_dict(), "tensors": tensors or {}, "numpy_rng": numpy_key},
+                   tmp / "extra.pt")
+        state = {"step": step, "world_size": dist.world_size, "python_rng": python_rng_to_json(random.getstate()),
+                 "numpy_rng": numpy_rest, **trainer_state}
         (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
         (tmp / "config.yaml").write_text(config_yaml)
     dist.barrier()
@@ -329,11 +333,6 @@ def select_checkpoint(root: Path, dist: DistContext = SINGLE_PROCESS) -> Path | 
     return None
 
 
-def find_latest(root: Path) -> Path | None:
-    """The checkpoint a resume would use (see :func:`select_checkpoint`), or None; for one process."""
-    return select_checkpoint(root) if root.is_dir() else None
-
-
 def load_checkpoint(path: Path, *, model, optimizer, scheduler, dist: DistContext = SINGLE_PROCESS) -> CheckpointState:
     """Restore model, optimizer, scheduler and RNGs in place on every rank; return the step and trainer state.
 
@@ -354,14 +353,10 @@ def load_checkpoint(path: Path, *, model, optimizer, scheduler, dist: DistContex
     scheduler.load_state_dict(extra["scheduler"])
     rng_file = path / "rng" / f"rank_{dist.rank}.pt"
     if rng_file.is_file():
-        rng = torch.load(rng_file, weights_only=True)
-        torch.set_rng_state(rng["torch_rng"])
-        if rng["cuda_rng"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state(rng["cuda_rng"])
+        restore_torch_rng_state(torch.load(rng_file, weights_only=True))
     trainer_state = json.loads((path / "trainer_state.json").read_text())
     random.setstate(python_rng_from_json(trainer_state.pop("python_rng")))
-    pos, has_gauss, gauss = trainer_state.pop("numpy_rng")
-    np.random.set_state(("MT19937", extra["numpy_rng"].numpy().astype(np.uint32), pos, has_gauss, gauss))
+    restore_numpy_rng_state(extra["numpy_rng"], trainer_state.pop("numpy_rng"))
     trainer_state.pop("world_size", None)
     return CheckpointState(step=int(trainer_state.pop("step")), trainer_state=trainer_state,
                            tensors=extra.get("tensors", {}))
@@ -372,14 +367,3 @@ def _first_line(exc: BaseException) -> str:
         inner = failure[0] if isinstance(failure, tuple) else failure
         return f"{type(inner).__name__}: {inner}".splitlines()[0]
     return (str(exc).splitlines() or [type(exc).__name__])[0]
-
-
-def python_rng_to_json(state: tuple) -> list:
-    """``random.getstate()`` as JSON-able lists (and back with :func:`python_rng_from_json`)."""
-    version, internal, gauss = state
-    return [version, list(internal), gauss]
-
-
-def python_rng_from_json(state: list) -> tuple:
-    version, internal, gauss = state
-    return (version, tuple(internal), gauss)

@@ -177,7 +177,7 @@ def _full(tensor: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def iter_merged_weights(model: torch.nn.Module, *, dtype: torch.dtype | None = None, only_adapted: bool = False
+def iter_merged_weights(model: torch.nn.Module, *, dtype: torch.dtype | None = None
                         ) -> Iterator[tuple[str, torch.Tensor]]:
     """``(name, tensor)`` pairs of the plain HF model that computes what the adapted ``model`` computes.
 
@@ -185,8 +185,7 @@ def iter_merged_weights(model: torch.nn.Module, *, dtype: torch.dtype | None = N
     ``prefix.bias``; every other state-dict entry is yielded as it is. Names are the base model's (no
     ``base_layer`` / ``lora_`` parts), i.e. what ``AutoModelForCausalLM`` and vLLM's ``load_weights`` expect.
     Tensors are full (unsharded), on the parameters' device, cast to ``dtype`` (None: merged weights float32,
-    the rest unchanged); tied weights appear under each of their names. ``only_adapted``: just the merged
-    layers, all that changes after an update (the base is frozen).
+    the rest unchanged); tied weights appear under each of their names.
 
     Under FSDP every rank must consume the iterator to the end (each sharded tensor is all-gathered).
     """
@@ -203,7 +202,7 @@ def iter_merged_weights(model: torch.nn.Module, *, dtype: torch.dtype | None = N
                 yield f"{prefix}.weight", weight.to(dtype or torch.float32)
             else:
                 yield f"{prefix}.{leaf}", _cast(_full(value), dtype)
-        elif ".lora_A." in name or ".lora_B." in name or only_adapted:
+        elif ".lora_A." in name or ".lora_B." in name:
             continue
         else:
             yield name, _cast(_full(value), dtype)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from gspo.models import load_causal_lm, load_tokenizer
-from gspo.rollout import HFRolloutEngine, SamplingParams, group_keys, response_keys, sample_keys
+from gspo.rollout import HFRolloutEngine, SamplingParams, group_keys, response_keys
 from gspo.rollout.seeded import draw_tokens, gumbel_noise, mix32
 
 
@@ -24,17 +24,21 @@ def test_mix32_matches_reference_murmur3_finaliser():
     assert mix32(torch.tensor(values)).tolist() == [fmix32(v) for v in values]
 
 
+def _keys(seed: int, group_ids: torch.Tensor, n: int) -> torch.Tensor:
+    """(G * n,) keys of n responses to each group, group-major: what the hf engine derives."""
+    return response_keys(group_keys(seed, group_ids), n)
+
+
 def test_keys_are_distinct_and_depend_on_seed_group_and_sample():
-    keys = sample_keys(1, torch.arange(1000), 16)
-    assert torch.equal(keys, response_keys(group_keys(1, torch.arange(1000)), 16))  # what the hf engine derives
+    keys = _keys(1, torch.arange(1000), 16)
     assert keys.shape == (16000,) and keys.unique().numel() == 16000
-    assert not torch.equal(keys, sample_keys(2, torch.arange(1000), 16))
+    assert not torch.equal(keys, _keys(2, torch.arange(1000), 16))
     # A group's keys do not depend on which other groups are in the call.
-    assert torch.equal(sample_keys(1, torch.tensor([7]), 16), keys[7 * 16:8 * 16])
+    assert torch.equal(_keys(1, torch.tensor([7]), 16), keys[7 * 16:8 * 16])
 
 
 def test_gumbel_noise_is_a_pure_function_with_gumbel_moments():
-    keys = sample_keys(0, torch.arange(64), 8)
+    keys = _keys(0, torch.arange(64), 8)
     noise = gumbel_noise(keys, position=3, vocab_size=500)
     assert torch.equal(noise, gumbel_noise(keys, 3, 500))
     assert torch.equal(noise[10:20], gumbel_noise(keys[10:20], 3, 500))  # independent of the batch
@@ -45,7 +49,7 @@ def test_gumbel_noise_is_a_pure_function_with_gumbel_moments():
 
 
 def _draw(logits: torch.Tensor, seed: int, **knobs) -> torch.Tensor:
-    keys = sample_keys(seed, torch.arange(logits.shape[0]), 1)
+    keys = _keys(seed, torch.arange(logits.shape[0]), 1)
     knobs = {"temperature": 1.0, "top_k": -1, "top_p": 1.0, **knobs}
     return draw_tokens(logits, keys=keys, position=0, do_sample=True, **knobs)[0]
 
@@ -69,7 +73,7 @@ def test_temperature_top_k_and_top_p_apply_before_the_noise():
 def test_drawn_log_probs_use_temperature_over_the_whole_vocabulary():
     logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]])
     tokens, log_probs = draw_tokens(logits, temperature=2.0, top_k=1, top_p=1.0, do_sample=True,
-                                    keys=sample_keys(0, torch.arange(1), 1), position=0)
+                                    keys=_keys(0, torch.arange(1), 1), position=0)
     assert tokens.tolist() == [0]  # top-k 1 leaves one choice
     assert log_probs.item() == pytest.approx(torch.log_softmax(logits[0] / 2.0, -1)[0].item())  # log 0.4223
     greedy, greedy_log_probs = draw_tokens(logits, temperature=1.0, top_k=-1, top_p=1.0, do_sample=False,

@@ -14,7 +14,7 @@ import torch
 from gspo.cli import main
 from gspo.distributed import DistContext
 from gspo.trainer import Trainer
-from gspo.trainer.checkpoint import find_latest, select_checkpoint
+from gspo.trainer.checkpoint import select_checkpoint
 from gspo.trainer.manifest import MANIFEST, CheckpointDamaged, verify
 from gspo.trainer.run_folder import RunFolderError
 from tests.trainer.test_reliability import _base_args
@@ -70,7 +70,7 @@ def test_unreadable_latest_pointer_is_named_and_the_newest_intact_checkpoint_use
     run = _copy(two_checkpoints[0], tmp_path)
     (run / "checkpoints" / "latest").write_bytes(content)
     with caplog.at_level(logging.WARNING):
-        assert find_latest(run / "checkpoints").name == "global_step_2"
+        assert select_checkpoint(run / "checkpoints").name == "global_step_2"
     assert f"{run / 'checkpoints' / 'latest'}: unreadable" in caplog.text
 
 
@@ -83,7 +83,7 @@ def test_missing_or_garbled_manifest_fails_verification(two_checkpoints, tmp_pat
     (step / MANIFEST).unlink()
     with pytest.raises(CheckpointDamaged, match="manifest.json: missing"):
         verify(step, DistContext())
-    assert find_latest(run / "checkpoints").name == "global_step_1"
+    assert select_checkpoint(run / "checkpoints").name == "global_step_1"
 
 
 def test_resume_skips_a_corrupted_shard_and_continues_from_the_previous_step(two_checkpoints, tmp_path, make_config):

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from gspo.cli import main
-from gspo.trainer.checkpoint import find_latest
+from gspo.trainer.checkpoint import select_checkpoint
 from gspo.trainer.run_folder import RunFolderError, acquire_lock, release_lock
 from tests.trainer.test_reliability import _base_args
 
@@ -48,7 +48,7 @@ def test_sigterm_to_a_torchrun_run_ends_in_one_line_and_exit_143(tiny_model_dir,
     assert "Traceback" not in err, err[-3000:]
     lines = [line for line in err.splitlines() if line.startswith("gspo train")]
     assert len(lines) == 1 and "SIGTERM received: stopped after step" in lines[0], err[-3000:]
-    assert json.loads((find_latest(out / "checkpoints") / "trainer_state.json").read_text())["step"] >= 1
+    assert json.loads((select_checkpoint(out / "checkpoints") / "trainer_state.json").read_text())["step"] >= 1
 
 
 def _launcher(args: list[str]) -> None:

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from gspo.trainer import Trainer
-from gspo.trainer.checkpoint import find_latest
+from gspo.trainer.checkpoint import select_checkpoint
 from gspo.trainer.run_folder import StorageError
 
 
@@ -55,7 +55,7 @@ def test_auto_resume_picks_latest_complete_and_keeps_last_k(make_config, tmp_pat
     ).fit()
     root = tmp_path / "run" / "checkpoints"
     assert sorted(p.name for p in root.glob("global_step_*")) == ["global_step_2", "global_step_3"]
-    assert find_latest(root).name == "global_step_3"
+    assert select_checkpoint(root).name == "global_step_3"
     trainer = Trainer(make_config("trainer.total_training_steps=4", "trainer.resume_mode=auto"))
     assert trainer.global_step == 3
     assert (root / "global_step_3" / "config.yaml").read_text().startswith("data:")
@@ -107,13 +107,13 @@ def test_kill_9_during_checkpoint_write_leaves_previous_checkpoint_loadable(
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     root = out / "checkpoints"
     assert (root / ".tmp_global_step_2").is_dir() and not (root / "global_step_2").exists()
-    assert find_latest(root).name == "global_step_1"
+    assert select_checkpoint(root).name == "global_step_1"
     # The same command resumes from step 1 and finishes.
     done = subprocess.run([sys.executable, "-m", "gspo", "train", *args], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3]  # step 2 died before it was logged; the resumed run redid it from step 1
-    assert find_latest(root).name == "global_step_3" and not (root / ".tmp_global_step_2").exists()
+    assert select_checkpoint(root).name == "global_step_3" and not (root / ".tmp_global_step_2").exists()
 
 
 def test_sigterm_checkpoints_and_says_how_to_resume(tiny_model_dir, addition_files, parity_reward, tmp_path):
@@ -130,7 +130,7 @@ def test_sigterm_checkpoints_and_says_how_to_resume(tiny_model_dir, addition_fil
     assert "SIGTERM received" in stderr and "Resume by running the same command again" in stderr
     # On its own line, not appended to the progress bar's.
     assert any(line.startswith("gspo train: stopped: SIGTERM received") for line in stderr.split("\n")), stderr[-2000:]
-    latest = find_latest(out / "checkpoints")
+    latest = select_checkpoint(out / "checkpoints")
     assert latest is not None
     assert json.loads((latest / "trainer_state.json").read_text())["step"] >= 1
 
@@ -192,7 +192,7 @@ def test_saving_the_same_step_twice_replaces_it_whole(make_config, tmp_path):
         trainer_state=state,
         tensors=tensors,
     )
-    assert find_latest(root).name == "global_step_1"
+    assert select_checkpoint(root).name == "global_step_1"
     assert sorted(p.name for p in root.iterdir()) == ["global_step_1", "latest"]  # no .old_ / .tmp_ left behind
 
 
@@ -212,7 +212,7 @@ def test_resuming_at_an_earlier_step_never_prunes_the_checkpoint_just_written(ma
         )
     ).fit()
     assert sorted(p.name for p in root.glob("global_step_*")) == ["global_step_1", "global_step_2"]
-    assert find_latest(root).name == "global_step_2"
+    assert select_checkpoint(root).name == "global_step_2"
     # The rewritten step 2 is the resumed run's (its trainer state says it came after step 1 of this history).
     assert json.loads((root / "global_step_2" / "trainer_state.json").read_text())["step"] == 2
 

@@ -14,7 +14,7 @@ import pytest
 
 import gspo.trainer.checkpoint as checkpoint
 from gspo.cli import main
-from gspo.trainer.checkpoint import find_latest
+from gspo.trainer.checkpoint import select_checkpoint
 from gspo.trainer.run_folder import EXIT_STORAGE
 from tests.trainer.test_reliability import _base_args
 
@@ -59,7 +59,7 @@ def test_enospc_during_checkpoint_exits_74_and_resumes(tiny_model_dir, addition_
                                   "[Errno 28] No space left on device", str(out / "checkpoints"))
     root = out / "checkpoints"
     assert sorted(p.name for p in root.iterdir()) == ["global_step_1", "latest"]  # no .tmp_ left behind
-    assert find_latest(root).name == "global_step_1"
+    assert select_checkpoint(root).name == "global_step_1"
     monkeypatch.undo()
     assert main(["train", *args]) == 0
     assert _steps(out) == [1, 2, 3]
@@ -106,7 +106,7 @@ def test_real_full_disk_on_a_small_tmpfs(tiny_model_dir, addition_files, parity_
         assert main(["train", *args]) == EXIT_STORAGE
         _assert_one_line_no_traceback(capsys.readouterr().err, "checkpoint of step 2", "No space left on device")
         assert not any(p.name.startswith(".tmp_") for p in (out / "checkpoints").iterdir())
-        assert find_latest(out / "checkpoints").name == "global_step_1"
+        assert select_checkpoint(out / "checkpoints").name == "global_step_1"
         subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
         assert main(["train", *args]) == 0
         assert _steps(out) == [1, 2]
