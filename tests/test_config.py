@@ -117,6 +117,17 @@ def test_probe_responses_needs_the_prefilter_and_fewer_than_n(overrides, expecte
     assert expected in str(info.value)
 
 
+@pytest.mark.parametrize("name", ["readmit_prob", "failed_readmit_prob"])
+def test_a_prefilter_that_could_skip_every_prompt_is_rejected(name):
+    prefilter = ["algorithm.filter_groups.prefilter.enable=true", f"algorithm.filter_groups.prefilter.{name}=0.0"]
+    with pytest.raises(ConfigError) as info:
+        load_config(None, prefilter)
+    assert str(info.value).startswith(f"algorithm.filter_groups.prefilter.{name}: 0.0 never lets a skipped prompt "
+                                      f"come back")
+    assert "algorithm.filter_groups.prefilter.probe_responses >= 1" in str(info.value)
+    load_config(None, [*prefilter, "algorithm.filter_groups.prefilter.probe_responses=1"])  # probes bring them back
+
+
 def test_yaml_errors_name_file_and_line(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("data:\n  train_batch_size: 8\nalgorithm:\n  filter_groups:\n    enabled: true\n")

@@ -58,6 +58,19 @@ def _check_finite(node: Any, prefix: str = "") -> None:
         _require(math.isfinite(node), prefix, f"{node} is not a finite number")
 
 
+def _check_prefilter_readmits(cfg: GSPOConfig) -> None:
+    """A prefilter that skips without probing must give every skipped prompt a chance to come back: else, once
+    every prompt has been all-equal, it skips every draw and no group is ever generated again."""
+    prefilter, key = cfg.algorithm.filter_groups.prefilter, "algorithm.filter_groups.prefilter"
+    if not prefilter.enable or prefilter.probe_responses:
+        return
+    for name in ("readmit_prob", "failed_readmit_prob"):
+        value = getattr(prefilter, name)
+        _require(value is None or value > 0, f"{key}.{name}",
+                 f"{value} never lets a skipped prompt come back, so the prefilter can end up skipping every prompt; "
+                 f"set it above 0 (e.g. 0.1), or probe skipped prompts instead with {key}.probe_responses >= 1")
+
+
 def validate_config(cfg: GSPOConfig) -> None:
     """Raise :class:`ConfigError` naming the key for any value that type-checks but cannot run."""
     # torch loads with these: only when validating (gspo --help and gspo config stay fast)
@@ -153,6 +166,7 @@ def validate_config(cfg: GSPOConfig) -> None:
     _require(groups.prefilter.enable or not groups.prefilter.probe_responses,
              "algorithm.filter_groups.prefilter.probe_responses",
              "probes the prompts the prefilter would skip: set algorithm.filter_groups.prefilter.enable=true too")
+    _check_prefilter_readmits(cfg)
 
     buffer = cfg.reward_model.overlong_buffer
     if buffer.enable:

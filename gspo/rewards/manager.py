@@ -29,10 +29,11 @@ class RewardBatch:
         acc: (B,) float32, the reward's accuracy (never shaped).
         overlong_penalty: (B,) float32, <= 0; all zeros when shaping is disabled.
         num_errors: responses whose reward failed and were scored 0 (``on_error="zero"``).
-        metrics: batch means, keyed "reward/...": score_mean, final_mean, acc_mean,
-            errors (count), overlong_penalty_mean, overlong_ratio (share with a
-            non-zero penalty), and "reward/extra/<key>" (mean over the responses
-            that reported that numeric extra).
+        metrics: what only the reward side knows, keyed "reward/...": errors (count),
+            overlong_penalty_mean, overlong_ratio (share with a non-zero penalty), and
+            "reward/extra/<key>" (mean over the responses that reported that numeric
+            extra). The means of the rewards themselves are the caller's to take
+            from the tensors above.
         extras: per response, the numeric extras of a dict reward.
     """
 
@@ -148,7 +149,7 @@ class RewardManager:
             acc=acc,
             overlong_penalty=penalty,
             num_errors=num_errors,
-            metrics=_metrics(seq_reward, final, acc, penalty, num_errors, extras),
+            metrics=_metrics(penalty, num_errors, extras),
             extras=extras,
         )
 
@@ -224,26 +225,12 @@ def _failure_message(error: Exception, i: int, fn_name: str, source: str, gt: ob
     )
 
 
-def _metrics(
-    seq_reward: torch.Tensor,
-    final: torch.Tensor,
-    acc: torch.Tensor,
-    penalty: torch.Tensor,
-    num_errors: int,
-    extras: list[dict[str, float]],
-) -> dict[str, float]:
+def _metrics(penalty: torch.Tensor, num_errors: int, extras: list[dict[str, float]]) -> dict[str, float]:
     metrics = {"reward/errors": float(num_errors)}
-    if seq_reward.numel() == 0:
+    if penalty.numel() == 0:
         return metrics
-    metrics.update(
-        {
-            "reward/score_mean": seq_reward.mean().item(),
-            "reward/final_mean": final.mean().item(),
-            "reward/acc_mean": acc.mean().item(),
-            "reward/overlong_penalty_mean": penalty.mean().item(),
-            "reward/overlong_ratio": (penalty != 0).float().mean().item(),
-        }
-    )
+    metrics["reward/overlong_penalty_mean"] = penalty.mean().item()
+    metrics["reward/overlong_ratio"] = (penalty != 0).float().mean().item()
     sums: dict[str, float] = defaultdict(float)
     counts: dict[str, int] = defaultdict(int)
     for extra in extras:

@@ -270,12 +270,12 @@ class Trainer:
 
     def score(self, batch: RolloutBatch, prompts: list[PromptItem]) -> dict[str, float]:
         """Fill ``seq_reward`` / ``seq_final_reward`` / ``acc`` in place; return the reward function's metrics
-        (errors, overlong shaping, extras); the means are recomputed over all batches by the caller."""
+        (errors, overlong shaping, extras). The reward means are the dynamic-sampling statistics' to compute."""
         texts = self.tokenizer.batch_decode(batch.response_ids, skip_special_tokens=True)
         rewards = self.rewards.score_groups(texts, batch.response_lengths, prompts,
                                             batch.num_sequences // len(prompts))
         batch.seq_reward, batch.seq_final_reward, batch.acc = rewards.seq_reward, rewards.seq_final_reward, rewards.acc
-        return {k: v for k, v in rewards.metrics.items() if not k.endswith(("/score_mean", "/final_mean", "/acc_mean"))}
+        return rewards.metrics
 
     def _log_prob_options(self) -> dict:
         rollout_cfg, actor = self.config.actor_rollout_ref.rollout, self.config.actor_rollout_ref.actor

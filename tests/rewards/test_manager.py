@@ -34,10 +34,8 @@ def test_registry_lookup_per_data_source():
     assert batch.acc.tolist() == [1.0, 0.0, 1.0, 0.0]
     assert torch.equal(batch.seq_final_reward, batch.seq_reward)
     assert batch.num_errors == 0
-    assert batch.metrics["reward/score_mean"] == 0.5
-    assert batch.metrics["reward/acc_mean"] == 0.5
-    assert batch.metrics["reward/errors"] == 0.0
-    assert batch.metrics["reward/overlong_ratio"] == 0.0
+    # Only what the reward side alone knows: the reward means are taken from the tensors by the caller, once.
+    assert batch.metrics == {"reward/errors": 0.0, "reward/overlong_penalty_mean": 0.0, "reward/overlong_ratio": 0.0}
 
 
 def test_extra_info_reaches_reward_fn():
@@ -86,8 +84,6 @@ def test_overlong_shaping_applies_to_final_reward_only():
     torch.testing.assert_close(batch.seq_final_reward, torch.tensor([1.0, 1.0, 0.5, 0.0]))
     assert batch.metrics["reward/overlong_penalty_mean"] == pytest.approx(-0.375)
     assert batch.metrics["reward/overlong_ratio"] == 0.5
-    assert batch.metrics["reward/final_mean"] == pytest.approx(0.625)
-    assert batch.metrics["reward/score_mean"] == 1.0
 
 
 def test_overlong_disabled_ignores_lengths():

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from gspo.config import FilterGroupsConfig
 from gspo.rewards import RewardError, RewardManager
 from gspo.trainer.dynamic_sampling import GenerationStats
 
@@ -53,9 +54,10 @@ def test_worker_returns_the_functions_own_exception():
 def test_dynamic_sampling_cap_message_names_reward_errors():
     stats = GenerationStats(eos_token_ids=[0], max_response_length=4, num_groups=8, _num_sequences=32,
                             _num_reward_errors=32)
-    message = str(stats.cap_error(needed=4, cap=2, metric="acc"))
+    message = str(stats.cap_error(needed=4, cfg=FilterGroupsConfig()))
     assert "32 of 32 responses had reward errors" in message and "reward_model.on_error=zero" in message
-    assert "reward errors" not in str(GenerationStats(eos_token_ids=[0], max_response_length=4).cap_error(4, 2, "acc"))
+    clean = GenerationStats(eos_token_ids=[0], max_response_length=4)
+    assert "reward errors" not in str(clean.cap_error(4, FilterGroupsConfig()))
 
 
 def test_worker_survives_a_stop_signal_so_the_trainer_can_finish_its_step():

@@ -9,15 +9,12 @@ import torch
 
 from gspo.config import FilterGroupsConfig, PrefilterConfig
 from gspo.trainer.batch import RolloutBatch
-from gspo.trainer.dynamic_sampling import (
-    DynamicSamplingError,
-    DynamicSamplingState,
-    GenerationStats,
-    collect_train_batch,
-)
+from gspo.trainer.dynamic_sampling import DynamicSamplingError, GenerationStats, collect_train_batch
+from gspo.trainer.sampling_state import DynamicSamplingState
 
 N = 2  # responses per prompt
 EOS = 9
+MAX_DRAWS = 1000  # a step that draws more prompts than this would draw for ever
 
 
 class ScriptedRollout:
@@ -30,6 +27,9 @@ class ScriptedRollout:
         self.generated: list[list[int]] = []  # prompt indices of each generation batch
 
     def draw(self, how_many: int) -> list[int]:
+        self.num_drawn = getattr(self, "num_drawn", 0) + how_many
+        if self.num_drawn > MAX_DRAWS:
+            raise RuntimeError(f"drew more than {MAX_DRAWS} prompts")
         return [next(self.order) for _ in range(how_many)]
 
     def generate_and_score(self, indices: list[int]) -> tuple[RolloutBatch, dict[str, float]]:
@@ -228,23 +228,58 @@ def test_completed_probe_that_turns_out_all_equal_is_dropped_and_counts_as_a_con
     assert metrics["train/probes_completed"] == 1.0
 
 
-def test_probe_of_a_prompt_without_a_recorded_value_is_completed():
-    # A checkpoint from before probes has streaks but no values: such a prompt is generated in full.
+def test_a_probe_changed_when_it_scores_unlike_its_prompts_last_all_equal_group():
     rollout = CyclingRollout({0: [1.0], 1: [0.0, 1.0], 2: [1.0, 0.0], 3: [0.0, 1.0]})
-    state = _probing_state(PROBING)
-    state.constant_value = {}
-    probes, _ = rollout.generate_and_score([0, 2], 1)
-    assert state.surprising_rows(probes, "acc").tolist() == [True, True]
-    state.constant_value = {0: 1.0, 2: 1.0}
-    assert state.surprising_rows(probes, "acc").tolist() == [False, False]  # both probes score 1
+    state = _probing_state(PROBING)  # last all-equal values: prompt 0 solved (1.0), prompt 2 failed (0.0)
+    probes, _ = rollout.generate_and_score([0, 2], 1)  # both probes score 1
+    assert state.changed_probe_rows(probes, "acc").tolist() == [False, True]
 
 
 def test_recorded_values_survive_a_checkpoint():
     state = _probing_state(PROBING)
+    state.last_failed, state.responses_per_prompt = {2}, 2
     restored = _state(PROBING, gen_batch=4, num_prompts=4)
     restored.load_state_dict(*state.state_dict())
-    assert restored.constant_value == {0: 1.0, 2: 0.0}
-    legacy, tensors = state.state_dict()
-    del legacy["constant_value"]  # a checkpoint from before the key
-    restored.load_state_dict(legacy, tensors)
-    assert restored.constant_value == {}
+    assert (restored.constant_streak, restored.constant_value) == ({0: 1, 2: 1}, {0: 1.0, 2: 0.0})
+    assert restored.last_failed == {2} and restored.responses_per_prompt == 2
+
+
+ALWAYS_SOLVED = {0: [1.0], 1: [1.0], 2: [1.0], 3: [1.0]}
+
+
+@pytest.mark.parametrize("cap", [10, 0])
+def test_a_prefilter_that_can_readmit_nothing_ends_the_step_at_once(cap):
+    # Every prompt is all-equal on its first visit; readmit_prob=0 then skips every draw for ever, so the second
+    # generation batch (one pass over the data, all skipped) ends the step, whatever the cap.
+    cfg = FilterGroupsConfig(metric="acc", max_num_gen_batches=cap,
+                             prefilter=PrefilterConfig(enable=True, min_constant_visits=1, readmit_prob=0.0))
+    rollout = CyclingRollout(ALWAYS_SOLVED)
+    with pytest.raises(DynamicSamplingError) as error:
+        _collect(1, cfg, _state(cfg, gen_batch=4, num_prompts=4), rollout)
+    assert str(error.value).startswith(
+        "dynamic sampling kept 0 of 4 prompt groups in 2 generation batches, fewer than data.train_batch_size=1: "
+        "the prefilter skips every prompt, and none can come back")
+    assert "algorithm.filter_groups.prefilter.readmit_prob=0.0" in str(error.value)
+    assert "\n" not in str(error.value) and rollout.calls == [([0, 1, 2, 3], 2)]
+
+
+def test_generation_batches_whose_draws_were_all_skipped_count_toward_the_cap():
+    cfg = FilterGroupsConfig(metric="acc", max_num_gen_batches=3,
+                             prefilter=PrefilterConfig(enable=True, min_constant_visits=1, readmit_prob=1e-12))
+    rollout = CyclingRollout(ALWAYS_SOLVED)
+    with pytest.raises(DynamicSamplingError, match="kept 0 of 4 prompt groups in 3 generation batches") as error:
+        _collect(1, cfg, _state(cfg, gen_batch=4, num_prompts=4), rollout)
+    # One batch generated, then two passes over the 4 prompts skipped every draw.
+    assert "The prefilter skipped 8 drawn prompts" in str(error.value) and len(rollout.calls) == 1
+
+
+def test_when_every_draw_is_skipped_the_skipped_prompts_are_still_probed():
+    rollout = CyclingRollout({0: [1.0], 1: [1.0], 2: [1.0, 0.0], 3: [1.0]})
+    state = _state(PROBING, gen_batch=4, num_prompts=4)
+    state.constant_streak, state.constant_value = dict.fromkeys(range(4), 1), {0: 1.0, 1: 1.0, 2: 0.0, 3: 1.0}
+    state.responses_per_prompt = N
+    batch, metrics = _collect(1, PROBING, state, rollout)
+    # Only prompt 2's probe (1.0) is unlike its last group (0.0): completed with one response (0.0) and kept.
+    assert rollout.calls == [([0, 1, 2, 3], 1), ([2], 1)]
+    assert batch.prompt_index.tolist() == [2, 2] and batch.acc.tolist() == [1.0, 0.0]
+    assert metrics["train/num_gen_batches"] == 1.0 and metrics["train/probes_completed"] == 1.0

@@ -9,7 +9,7 @@ import torch
 
 from gspo.config import FilterGroupsConfig, PrefilterConfig
 from gspo.trainer import Trainer
-from gspo.trainer.dynamic_sampling import DynamicSamplingState
+from gspo.trainer.sampling_state import DynamicSamplingState
 
 # Even rows get a constant reward (their groups are always dropped), odd rows a varying one.
 HALF_CONSTANT_REWARD = '''
@@ -98,7 +98,7 @@ def test_prefilter_in_training_skips_always_constant_prompts(make_config, half_c
     trainer = Trainer(make_config(f"custom_reward_function.path={half_constant}", "data.gen_batch_size=16",
                                   "algorithm.filter_groups.prefilter.enable=true",
                                   "algorithm.filter_groups.prefilter.min_constant_visits=1",
-                                  "algorithm.filter_groups.prefilter.readmit_prob=0.0", "trainer.total_epochs=3",
+                                  "algorithm.filter_groups.prefilter.readmit_prob=0.01", "trainer.total_epochs=3",
                                   "algorithm.filter_groups.max_num_gen_batches=0"))
     skipped = 0.0
     for _ in range(12):
