@@ -11,21 +11,18 @@ import logging
 import os
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gspo import __version__
+from gspo.errors import EXIT_INPUT, EXIT_INTERNAL, EXIT_NO_PROGRESS, EXIT_OK, InputError, RunComplete
 from gspo.threads import prepare_openmp_env
 
 if TYPE_CHECKING:
     from gspo.config import GSPOConfig
 
-# Exit codes of `gspo train` (README, "Resuming and fault tolerance"): 0 done; 1 a missing optional dependency;
-# 2 bad input (config, data, reward, a busy / damaged / different-run folder); 3 training cannot progress (the
-# dynamic-sampling cap, non-finite updates); 74 an OS error writing a checkpoint or the export; 128+N signal N.
-EXIT_USAGE = 2
-EXIT_MISSING_DEPENDENCY = 1
-EXIT_NO_PROGRESS = 3
+ERROR_LOG = "error.log"  # in the run folder: the traceback of an unexpected error
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -93,13 +90,14 @@ def main(argv: list[str] | None = None) -> int:
         print(format_keys(args.pattern))
         return 0
     prepare_openmp_env()  # before the first torch import
-    from gspo.config import ConfigError, load_config
+    from gspo.config import load_config
 
     rank = int(os.environ.get("RANK", "0"))  # under torchrun, only rank 0 reports progress
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     _quiet_transformers()
     name = f"data {args.dataset}" if args.command == "data" else args.command
+    config = None
     if args.command == "train":
         from gspo.trainer.signals import interrupt_on_signals
 
@@ -117,8 +115,12 @@ def main(argv: list[str] | None = None) -> int:
         if launch := torchrun_command(config, argv if argv is not None else sys.argv[1:]):
             return launch_torchrun(launch)
         return train(config)
-    except (ConfigError, FileNotFoundError, PermissionError, ValueError) as exc:
-        return _fail(name, exc, EXIT_USAGE)
+    except RunComplete as done:
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"gspo {name}: already complete: {done}")
+        return EXIT_OK
+    except InputError as exc:  # ConfigError, DataError, RewardError, ModelLoadError, RunFolderError, ...
+        return _fail(name, exc, EXIT_INPUT)
     except Exception as exc:
         from gspo.trainer import DynamicSamplingError
         from gspo.trainer.run_folder import StorageError
@@ -127,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             return _fail(name, exc, exc.exit_code, every_rank=True)
         if isinstance(exc, (DynamicSamplingError, FloatingPointError)):
             return _fail(name, exc, EXIT_NO_PROGRESS)
-        raise
+        return _internal_error(name, exc, config)
     except BaseException as exc:
         from gspo.trainer.signals import Interrupted
 
@@ -141,6 +143,27 @@ def _fail(name: str, exc: BaseException, code: int, *, label: str = "error", eve
     if every_rank or int(os.environ.get("RANK", "0")) == 0:
         print(f"gspo {name}: {label}: {exc}", file=sys.stderr)
     return code
+
+
+def _internal_error(name: str, exc: Exception, config: GSPOConfig | None) -> int:
+    """An error no check anticipated (ours, torch's, a plugin's): the whole traceback on stderr, kept in the run
+    folder's ``error.log`` (``error_rank{R}.log`` under torchrun) when there is one, and a last line saying so."""
+    text = "".join(traceback.format_exception(exc))
+    print(text, file=sys.stderr, end="")
+    where = "above"
+    if config is not None and name == "train":
+        rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+        log_file = Path(config.trainer.default_local_dir) / (ERROR_LOG if world == 1 else f"error_rank{rank}.log")
+        try:
+            with log_file.open("a") as out:
+                out.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} gspo {name}\n{text}\n")
+            where = f"above and in {log_file}"
+        except OSError:
+            pass  # the folder may be the problem; stderr still has it
+    first = (str(exc).splitlines() or [""])[0]
+    print(f"gspo {name}: internal error: {type(exc).__name__}: {first} (unexpected; traceback {where})",
+          file=sys.stderr)
+    return EXIT_INTERNAL
 
 
 def launch_torchrun(command: list[str]) -> int:
@@ -258,11 +281,7 @@ def evaluate(model: str, data: list[str], overrides: list[str]) -> int:
 def report(run_dir: str) -> int:
     from gspo.report import write_report
 
-    try:
-        png, md, _ = write_report(run_dir)
-    except ImportError as exc:  # matplotlib is optional: a missing install is not a usage error
-        print(f"gspo report: error: {exc}", file=sys.stderr)
-        return EXIT_MISSING_DEPENDENCY
+    png, md, _ = write_report(run_dir)  # a missing matplotlib is an InputError saying what to install
     print(f"wrote {png}" if png else "no known metric logged: no plot written")
     print(f"wrote {md}")
     return 0

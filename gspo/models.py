@@ -16,10 +16,11 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from gspo.errors import InputError
 from gspo.resources import resolve_path
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(InputError):
     """The model path is missing, unreadable, or not a causal LM."""
 
 
@@ -87,7 +88,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("trainer.device: 'cuda' was asked for but torch.cuda.is_available() is False")
+        raise InputError("trainer.device: 'cuda' was asked for but torch.cuda.is_available() is False")
     return torch.device(name)
 
 

@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 
 from gspo.data.loading import iter_jsonl
+from gspo.errors import InputError
 
 INSTALL_HINT = "gspo report needs matplotlib: pip install 'gspo[report]' (or pip install matplotlib)"
 
@@ -36,17 +37,17 @@ PANELS = [
 
 
 def read_metrics(path: str | Path) -> list[dict]:
-    """The rows of a ``metrics.jsonl`` in file order; ``ValueError`` with ``file:line`` for a malformed line."""
+    """The rows of a ``metrics.jsonl`` in file order; ``InputError`` with ``file:line`` for a malformed line."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no metrics file (written by gspo train into trainer.default_local_dir)")
+        raise InputError(f"{path}: no metrics file (written by gspo train into trainer.default_local_dir)")
     rows = []
     for lineno, row in iter_jsonl(path):  # DataError (a ValueError) names file:line for a malformed line
         if not isinstance(row, dict) or not isinstance(row.get("step"), (int, float)):
-            raise ValueError(f"{path}:{lineno}: expected a JSON object with a numeric 'step'")
+            raise InputError(f"{path}:{lineno}: expected a JSON object with a numeric 'step'")
         rows.append(row)
     if not rows:
-        raise ValueError(f"{path}: no metrics logged yet")
+        raise InputError(f"{path}: no metrics logged yet")
     return rows
 
 
@@ -65,7 +66,7 @@ def import_pyplot():
     try:
         import matplotlib
     except ImportError as exc:
-        raise ImportError(INSTALL_HINT) from exc
+        raise InputError(INSTALL_HINT) from exc
     matplotlib.use("Agg")  # files only: no display, works on headless machines
     import matplotlib.pyplot as plt
 
@@ -229,7 +230,7 @@ def write_report(run_dir: str | Path) -> tuple[Path | None, Path, dict]:
     """Write ``RUN_DIR/report.png`` (None when no known metric was logged) and ``RUN_DIR/report.md``."""
     run_dir = Path(run_dir).expanduser()
     if not run_dir.is_dir():
-        raise FileNotFoundError(f"RUN_DIR: {run_dir} is not a folder (expected trainer.default_local_dir of a run)")
+        raise InputError(f"RUN_DIR: {run_dir} is not a folder (expected trainer.default_local_dir of a run)")
     rows = read_metrics(run_dir / "metrics.jsonl")
     png = run_dir / "report.png"
     name = run_name(run_dir)

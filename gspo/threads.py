@@ -22,6 +22,8 @@ import logging
 import os
 import sys
 
+from gspo.errors import InputError
+
 log = logging.getLogger(__name__)
 
 THREADS_ENV = "GSPO_NUM_THREADS"
@@ -65,9 +67,9 @@ def choose_threads(configured: int, environ: dict[str, str] | os._Environ = os.e
             try:
                 threads = int(value)
             except ValueError:
-                raise ValueError(f"{name}={value!r}: must be a whole number of threads, e.g. {name}=1") from None
+                raise InputError(f"{name}={value!r}: must be a whole number of threads, e.g. {name}=1") from None
             if threads < 1:
-                raise ValueError(f"{name}={value!r}: must be >= 1")
+                raise InputError(f"{name}={value!r}: must be >= 1")
             return threads, name
     return max(1, usable_cores() // max(1, processes_per_node)), "usable cores"
 

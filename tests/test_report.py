@@ -117,7 +117,7 @@ def test_not_a_folder_exits_2(tmp_path, capsys):
 def test_missing_matplotlib_says_how_to_install(tmp_path, capsys, monkeypatch):
     run = write_run(tmp_path / "run", synthetic_rows(3))
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` raise ImportError
-    assert main(["report", str(run)]) == 1
+    assert main(["report", str(run)]) == 2  # named input: the line says what to install
     assert "pip install 'gspo[report]'" in capsys.readouterr().err
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from gspo.errors import InputError
 
-class DataError(ValueError):
+
+class DataError(InputError):
     """A data file or row is unusable; the message names the file (and line/row)."""

@@ -98,7 +98,7 @@ def prepare_gsm8k(input_dir: str | os.PathLike, output_dir: str | os.PathLike) -
     try:
         target.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise PermissionError(f"--output: cannot create {target}: {exc}") from exc
+        raise DataError(f"--output: cannot create {target}: {exc}") from exc
     for split, rows in converted.items():
         write_parquet(rows, target / f"{split}.parquet")
     return {split: len(rows) for split, rows in converted.items()}

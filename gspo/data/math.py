@@ -138,6 +138,6 @@ def prepare_math(input_file: str | os.PathLike, fmt: str, output_dir: str | os.P
     try:
         target.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise PermissionError(f"--output: cannot create {target}: {exc}") from exc
+        raise DataError(f"--output: cannot create {target}: {exc}") from exc
     write_parquet(rows, target / f"{split}.parquet")
     return {"path": str(target / f"{split}.parquet"), "rows": len(rows), "duplicates_dropped": dropped}

@@ -15,12 +15,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from gspo.errors import InputError
+
 RewardFn = Callable[[str, str | None, dict], float | dict]
 
 RESPONSE_PREVIEW_CHARS = 200
 
 
-class RewardError(ValueError):
+class RewardError(InputError):
     """A reward function is missing, failed, or returned an unusable value."""
 
 

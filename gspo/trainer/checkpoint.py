@@ -48,7 +48,7 @@ from gspo.rng_state import (
     torch_rng_state,
 )
 from gspo.trainer.manifest import CheckpointDamaged, verify, write_manifest
-from gspo.trainer.run_folder import RunFolderError, crash_point, remove_quietly, storage_error
+from gspo.trainer.run_folder import RunFolderError, StorageError, crash_point, remove_quietly, storage_error
 
 log = logging.getLogger(__name__)
 LATEST = "latest"
@@ -184,7 +184,7 @@ def _write_checkpoint_files(tmp: Path, root: Path, step: int, *, model, hf_model
     token = dist.broadcast_object(token)
     writer = tmp / ".writer"
     if dist.all_reduce_max(int(not (writer.is_file() and writer.read_text() == token))):
-        raise RuntimeError(f"trainer.default_local_dir: {root} written by rank 0 is not visible to every rank; with "
+        raise RunFolderError(f"trainer.default_local_dir: {root} written by rank 0 is not visible to every rank; with "
                            f"trainer.nnodes > 1 it must be on a filesystem all nodes share")
     if dist.is_main:  # every rank has read it (the all-reduce above)
         writer.unlink()
@@ -346,7 +346,7 @@ def load_checkpoint(path: Path, *, model, optimizer, scheduler, dist: DistContex
         with _quiet_single_process():
             dcp.load(state, checkpoint_id=path / "state", no_dist=not dist.is_distributed)
     except (Exception, CheckpointException) as exc:  # DCP's is a BaseException; a missing key is a planner error
-        raise ValueError(f"{path}: checkpoint does not match the model or optimizer: {_first_line(exc)}") from exc
+        raise load_error(path, exc) from exc
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"],
                    options=options)
     extra = torch.load(path / "extra.pt", weights_only=True, map_location="cpu")
@@ -360,6 +360,25 @@ def load_checkpoint(path: Path, *, model, optimizer, scheduler, dist: DistContex
     trainer_state.pop("world_size", None)
     return CheckpointState(step=int(trainer_state.pop("step")), trainer_state=trainer_state,
                            tensors=extra.get("tensors", {}))
+
+
+def load_error(path: Path, exc: BaseException) -> Exception:
+    """What failed while reading ``path``, said as such: out of memory (exit 1), an OS error (exit 74), or a
+    checkpoint that does not match this model or optimizer (exit 2). DCP wraps a rank's error: the inner one
+    decides."""
+    inner = _inner_error(exc)
+    if isinstance(inner, torch.OutOfMemoryError):
+        return MemoryError(f"{path}: out of memory while loading the checkpoint: {_first_line(exc)}; free device "
+                           f"memory (fewer processes per GPU, a smaller rollout gpu_memory_utilization) and resume")
+    if isinstance(inner, OSError):
+        return StorageError(f"{path}: could not read the checkpoint: {_first_line(exc)}")
+    return RunFolderError(f"{path}: checkpoint does not match the model or optimizer: {_first_line(exc)}")
+
+
+def _inner_error(exc: BaseException) -> BaseException:
+    for failure in getattr(exc, "failures", {}).values():  # CheckpointException: {rank: (error, traceback)}
+        return failure[0] if isinstance(failure, tuple) else failure
+    return exc
 
 
 def _first_line(exc: BaseException) -> str:

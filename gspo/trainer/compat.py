@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 
 from gspo.config import GSPOConfig
 from gspo.distributed import DistContext
+from gspo.errors import RunComplete
 from gspo.trainer.run_folder import RunFolderError
 
 log = logging.getLogger(__name__)
@@ -84,8 +85,14 @@ def check_resumable(config: GSPOConfig, checkpoint_config_yaml: str, checkpoint:
 
 
 def check_steps_left(total_steps: int, step: int, checkpoint: str, exported: bool) -> None:
-    """``total_training_steps`` must lie beyond the checkpoint's step (equal: only an unfinished export remains)."""
-    if step > total_steps or (step == total_steps and exported):
+    """``total_training_steps`` must lie beyond the checkpoint's step (equal: only an unfinished export remains).
+
+    Equal with the export written is a finished run: :class:`RunComplete` (exit 0), so a scheduler that retries a
+    job that already finished sees success, as with verl and TRL."""
+    if step == total_steps and exported:
+        raise RunComplete(f"{checkpoint} is step {step} of trainer.total_training_steps={total_steps} and "
+                          f"final_model is exported; raise trainer.total_training_steps to train on")
+    if step > total_steps:
         raise RunFolderError(
             f"trainer.total_training_steps: {total_steps} is at or below the step of the checkpoint to resume "
             f"({checkpoint}, step {step}{', final_model exported' if exported else ''}): nothing left to train. "

@@ -32,6 +32,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from gspo.config import ConfigError, ModelConfig
 from gspo.distributed import DistContext
+from gspo.trainer.run_folder import RunFolderError
 
 ADAPTER_NAME = "default"  # peft's name for the one adapter
 FINGERPRINT_FILE = "base_fingerprint.json"
@@ -155,11 +156,11 @@ class LoRAPolicy:
         """Adapters only make sense on the base they were trained on: refuse to resume them on another one."""
         file = checkpoint / "adapter" / FINGERPRINT_FILE
         if not file.is_file():
-            raise ValueError(f"{checkpoint}: not a LoRA checkpoint (no adapter/{FINGERPRINT_FILE}); resume it with "
+            raise RunFolderError(f"{checkpoint}: not a LoRA checkpoint (no adapter/{FINGERPRINT_FILE}); resume it with "
                              f"{_KEY}.lora_rank=0 or start fresh (trainer.resume_mode=disable)")
         saved = json.loads(file.read_text())
         if not _same_fingerprint(saved, self.base_fingerprint):
-            raise ValueError(f"{checkpoint}: its adapters were trained on other base weights than "
+            raise RunFolderError(f"{checkpoint}: its adapters were trained on other base weights than "
                              f"{_KEY}.path now holds; point the path at the original base or start fresh")
 
 

@@ -21,6 +21,7 @@ from transformers import PreTrainedModel
 
 from gspo.config import ConfigError, GSPOConfig
 from gspo.distributed import DistContext, shard_bounds
+from gspo.errors import InputError
 from gspo.trainer.batch import RolloutBatch
 
 T = TypeVar("T")
@@ -125,7 +126,8 @@ def check_data_parallel(cfg: GSPOConfig, world_size: int) -> None:
 
 def gather_from_ranks(dist: DistContext, compute: Callable[[], T]) -> list[T]:
     """Every rank's ``compute()`` result, in rank order. An exception on any rank is raised on every rank (the
-    original where it happened), instead of leaving the others waiting in the gather forever."""
+    original where it happened), instead of leaving the others waiting in the gather forever. Elsewhere an
+    :class:`~gspo.errors.InputError` stays one (exit 2 naming the input), anything else is a RuntimeError."""
     if not dist.is_distributed:
         return [compute()]
     result, error = None, None
@@ -133,12 +135,14 @@ def gather_from_ranks(dist: DistContext, compute: Callable[[], T]) -> list[T]:
         result = compute()
     except Exception as exc:
         error = exc
-    gathered = dist.all_gather_objects((result, None if error is None else f"{type(error).__name__}: {error}"))
+    failure = None if error is None else (f"{type(error).__name__}: {error}", isinstance(error, InputError))
+    gathered = dist.all_gather_objects((result, failure))
     if error is not None:
         raise error
-    for rank, (_, message) in enumerate(gathered):
-        if message is not None:
-            raise RuntimeError(f"rank {rank} failed: {message}")
+    for rank, (_, failed) in enumerate(gathered):
+        if failed is not None:
+            message, is_input = failed
+            raise (InputError if is_input else RuntimeError)(f"rank {rank} failed: {message}")
     return [value for value, _ in gathered]
 
 

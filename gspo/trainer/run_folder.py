@@ -29,6 +29,8 @@ import threading
 import time
 from pathlib import Path
 
+from gspo.errors import EXIT_STORAGE, InputError
+
 log = logging.getLogger(__name__)
 
 LOCK_FILE = ".gspo.lock"
@@ -41,11 +43,10 @@ PREVIOUS_RUNS = "previous_runs"
 _held: dict[str, int] = {}  # realpath of a locked folder -> the open lock file's descriptor (this process)
 
 
-EXIT_STORAGE = 74  # sysexits' EX_IOERR: the disk, not the input, is at fault
 EXIT_LAUNCHER_DIED = 1  # nobody waits for it: the launcher is gone
 
 
-class RunFolderError(ValueError):
+class RunFolderError(InputError):
     """The run folder cannot be used as asked (busy, damaged, or holding a different run): exit 2."""
 
 

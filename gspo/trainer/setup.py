@@ -17,6 +17,7 @@ from gspo.data import DataError, PromptDataset
 from gspo.plugins import load_function_from_file
 from gspo.resources import resolve_path
 from gspo.rewards import RewardError, RewardManager, get_reward_fn, load_custom_reward, registered_rewards
+from gspo.trainer.run_folder import RunFolderError
 
 
 def build_dataset(cfg: GSPOConfig, key: str, tokenizer) -> PromptDataset:
@@ -173,7 +174,7 @@ def check_device(cfg: GSPOConfig) -> str:
 
     device = resolve_device(cfg.trainer.device)
     if device.type == "cuda" and cfg.trainer.n_gpus_per_node > torch.cuda.device_count():
-        raise ValueError(f"trainer.n_gpus_per_node: {cfg.trainer.n_gpus_per_node} processes asked for but this node "
+        raise ConfigError(f"trainer.n_gpus_per_node: {cfg.trainer.n_gpus_per_node} processes asked for but this node "
                          f"has {torch.cuda.device_count()} GPUs; lower it or set CUDA_VISIBLE_DEVICES")
     return device.type
 
@@ -189,7 +190,7 @@ def check_output_writable(folder: Path) -> None:
     else:
         ok = False
     if not ok:
-        raise PermissionError(f"trainer.default_local_dir: cannot write to {folder} ({existing} is "
+        raise RunFolderError(f"trainer.default_local_dir: cannot write to {folder} ({existing} is "
                               f"{'not a folder' if not existing.is_dir() else 'not writable'}); choose another folder")
 
 
@@ -206,4 +207,4 @@ def check_writable(folder: Path, rank: int = 0) -> None:
         probe.write_text("ok")
         probe.unlink()
     except OSError as exc:
-        raise PermissionError(f"trainer.default_local_dir: cannot write to {folder}: {exc}") from exc
+        raise RunFolderError(f"trainer.default_local_dir: cannot write to {folder}: {exc}") from exc

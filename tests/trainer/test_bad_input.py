@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 import gspo.trainer.trainer as trainer_module
-from gspo.cli import EXIT_NO_PROGRESS, main
+from gspo.cli import main
+from gspo.errors import EXIT_NO_PROGRESS
 from tests.conftest import write_jsonl
 from tests.trainer.test_reliability import _base_args
 

@@ -14,7 +14,7 @@ import torch
 
 from gspo.trainer import Trainer
 from gspo.trainer.checkpoint import select_checkpoint
-from gspo.trainer.run_folder import StorageError
+from gspo.trainer.run_folder import RunFolderError, StorageError
 
 
 def _state(model) -> dict[str, torch.Tensor]:
@@ -158,7 +158,7 @@ def test_non_finite_loss_skips_update_then_stops(make_config, monkeypatch):
 def test_unwritable_output_dir_fails_before_training(make_config, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    with pytest.raises(PermissionError, match="trainer.default_local_dir: cannot write"):
+    with pytest.raises(RunFolderError, match="trainer.default_local_dir: cannot write"):
         Trainer(make_config(f"trainer.default_local_dir={blocker / 'run'}"))
 
 

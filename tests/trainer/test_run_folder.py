@@ -159,8 +159,13 @@ def test_resume_with_different_training_keys_exits_2_listing_them_and_the_ways_o
                      "trainer.max_actor_ckpt_to_keep=3"]) == 0
     assert "trainer.save_freq: 1 -> 2" in caplog.text
     assert [r["step"] for r in _rows(out)] == [0, 1, 2]
-    # total_training_steps at or below the checkpoint's step: nothing to train.
-    assert main(["train", *args, "trainer.total_training_steps=2"]) == 2
+    # The same command again on the finished run: already complete, exit 0 (a scheduler's retry succeeds).
+    assert main(["train", *args, "trainer.total_training_steps=2"]) == 0
+    assert "gspo train: already complete:" in capsys.readouterr().out
+    assert main(["validate", *args, "trainer.total_training_steps=2"]) == 0
+    assert "gspo validate: already complete:" in capsys.readouterr().out
+    # total_training_steps below the checkpoint's step: nothing to train, and the line says what to do.
+    assert main(["train", *args, "trainer.total_training_steps=1"]) == 2
     assert "at or below the step of the checkpoint" in capsys.readouterr().err
     # The second way out: start over in the same folder, the previous run set aside whole.
     assert main(["train", *changed, "trainer.resume_mode=disable"]) == 0

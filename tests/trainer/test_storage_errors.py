@@ -14,8 +14,8 @@ import pytest
 
 import gspo.trainer.checkpoint as checkpoint
 from gspo.cli import main
+from gspo.errors import EXIT_STORAGE
 from gspo.trainer.checkpoint import select_checkpoint
-from gspo.trainer.run_folder import EXIT_STORAGE
 from tests.trainer.test_reliability import _base_args
 
 
@@ -76,8 +76,8 @@ def test_enospc_during_final_export_exits_74_and_the_rerun_only_exports(
     monkeypatch.undo()
     assert main(["train", *args]) == 0
     assert _steps(out) == [1, 2] and (out / "final_model" / "model.safetensors").is_file()
-    assert main(["train", *args]) == 2  # now finished: re-running it says so
-    assert "at or below the step of the checkpoint" in capsys.readouterr().err
+    assert main(["train", *args]) == 0  # now finished: re-running it says so and succeeds
+    assert "already complete" in capsys.readouterr().out
 
 
 def _can_mount_tmpfs(target: Path) -> bool:
