@@ -15,7 +15,7 @@ import typing
 from dataclasses import dataclass, field
 
 from gspo.errors import require, require_one_of
-from gspo.rollout.definition import ROLLOUT_KEY_PREFIX, EngineContext
+from gspo.rollout.definition import ROLLOUT_KEY_PREFIX, EngineContext, EngineDefinition
 from gspo.rollout.registry import rollout_engine_definition, rollout_engine_definitions, rollout_engine_names
 
 ROLLOUT_DTYPES = ("auto", "bfloat16", "float16", "float32")
@@ -64,7 +64,7 @@ class RolloutConfig:
 
 def rollout_config_class() -> type[RolloutConfig]:
     """:class:`RolloutConfig` with every registered engine's own keys appended (one class per set of engines)."""
-    return _compose(tuple(rollout_engine_names()))
+    return _registered_composition(tuple(rollout_engine_names()))
 
 
 def new_rollout_config(**values) -> RolloutConfig:
@@ -103,12 +103,22 @@ def validate_rollout(rollout: RolloutConfig, context: EngineContext) -> None:
 
 
 @functools.cache
-def _compose(names: tuple[str, ...]) -> type[RolloutConfig]:
+def _registered_composition(names: tuple[str, ...]) -> type[RolloutConfig]:
+    return compose_rollout_config(rollout_engine_definitions())  # registration only adds: names identify the set
+
+
+def compose_rollout_config(engines: list[EngineDefinition]) -> type[RolloutConfig]:
+    """A subclass of :class:`RolloutConfig` with the ``options`` fields of ``engines`` appended, in order.
+
+    Its ``ENGINE_KEYS`` maps each engine key to the engines that read it, ``DOC_SOURCES`` lists the classes whose
+    comments document its fields. An option may not shadow a shared key, and two engines declaring one key must
+    agree on its type and default (TypeError naming the engine otherwise).
+    """
     shared = {f.name for f in dataclasses.fields(RolloutConfig)}
     declared: dict[str, tuple[typing.Any, dataclasses.Field]] = {}
     owners: dict[str, list[str]] = {}
     sources: list[type] = [RolloutConfig]
-    for engine in rollout_engine_definitions():
+    for engine in engines:
         if engine.options is None:
             continue
         sources.append(engine.options)
