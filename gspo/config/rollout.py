@@ -96,8 +96,8 @@ def validate_rollout(rollout: RolloutConfig, context: EngineContext) -> None:
     defaults = new_rollout_config()
     for key, owners in engine_keys().items():
         require(rollout.name in owners or getattr(rollout, key) == getattr(defaults, key), context.key(key),
-                f"is read by the {' and '.join(owners)} engine only ({context.name_key}={rollout.name!r}); drop it "
-                f"or set {context.name_key}={owners[0]}")
+                f"is read by the {' and '.join(owners)} engine{'s' if len(owners) > 1 else ''} only "
+                f"({context.name_key}={rollout.name!r}); drop it or set {context.name_key}={owners[0]}")
     if engine.check is not None:
         engine.check(rollout, context)
 

@@ -110,11 +110,11 @@ class EngineDefinition:
     def __post_init__(self) -> None:
         if self.options is not None and not dataclasses.is_dataclass(self.options):
             raise TypeError(f"rollout engine {self.name!r}: options must be a dataclass, got {self.options!r}")
-        own = {f.name for f in dataclasses.fields(self.options)} if self.options is not None else set()
-        for field in dataclasses.fields(self.options) if self.options is not None else ():
-            if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
-                raise TypeError(f"rollout engine {self.name!r}: option {field.name!r} needs a default")
-        unknown = sorted(set(self.may_change_on_resume) - own)
+        options = dataclasses.fields(self.options) if self.options is not None else ()
+        for option in options:
+            if option.default is dataclasses.MISSING and option.default_factory is dataclasses.MISSING:
+                raise TypeError(f"rollout engine {self.name!r}: option {option.name!r} needs a default")
+        unknown = sorted(set(self.may_change_on_resume) - {option.name for option in options})
         if unknown:
             raise TypeError(f"rollout engine {self.name!r}: may_change_on_resume names {unknown}, which are not "
-                            f"fields of its options {sorted(own)}")
+                            f"among its options {[option.name for option in options]}")

@@ -9,10 +9,18 @@ from dataclasses import dataclass
 import pytest
 
 from gspo.config import ConfigError, load_config
+from gspo.config.rollout import compose_rollout_config
 from gspo.config_docs import format_keys
 from gspo.errors import require
 from gspo.evaluate import evaluate, parse_eval_args
-from gspo.rollout import EngineContext, EngineSpec, HFRolloutEngine, register_rollout_engine
+from gspo.rollout import (
+    EngineContext,
+    EngineDefinition,
+    EngineSpec,
+    HFRolloutEngine,
+    register_rollout_engine,
+    rollout_engine_definition,
+)
 from gspo.trainer import Trainer
 from gspo.trainer.compat import may_change
 
@@ -99,3 +107,26 @@ def test_it_trains_and_evaluates(make_config, tmp_path, addition_files):
     with pytest.raises(ConfigError, match=r"^prompts_per_slice: is read by the sliced engine only \(engine='hf'\); "
                                           r"drop it or set engine=sliced"):
         parse_eval_args(["prompts_per_slice=2"])
+
+
+def test_declarations_that_cannot_compose_are_refused_naming_the_engine():
+    sliced = rollout_engine_definition("sliced")
+
+    @dataclass
+    class Shadowing:
+        n: int = 2  # a key every engine shares
+
+    @dataclass
+    class OtherDefault:
+        prompts_per_slice: int = 8
+
+    with pytest.raises(TypeError, match="'shadow': its option 'n' is a key every engine shares"):
+        compose_rollout_config([EngineDefinition("shadow", SlicedEngine, options=Shadowing)])
+    with pytest.raises(TypeError, match="'other': its option 'prompts_per_slice' is declared by 'sliced' with another"):
+        compose_rollout_config([sliced, EngineDefinition("other", SlicedEngine, options=OtherDefault)])
+    shared = compose_rollout_config([sliced, EngineDefinition("twin", SlicedEngine, options=SlicedOptions)])
+    assert shared.ENGINE_KEYS == {"prompts_per_slice": ("sliced", "twin")} and shared().prompts_per_slice == 4
+    with pytest.raises(TypeError, match=r"'bad': may_change_on_resume names \['speed'\]"):
+        EngineDefinition("bad", SlicedEngine, options=SlicedOptions, may_change_on_resume=("speed",))
+    with pytest.raises(ValueError, match="'sliced' is already registered"):
+        register_rollout_engine("sliced", SlicedEngine)  # the same name with another declaration
