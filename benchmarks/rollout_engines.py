@@ -45,7 +45,7 @@ def build_20m_model(folder: Path) -> Path:
 def build_engine(name: str, model_path: Path, *, eos: bool, max_prompt: int, max_new: int, batch_rows: int):
     import torch
 
-    from gspo.config import RolloutConfig
+    from gspo.config import new_rollout_config
     from gspo.models import eos_token_ids, load_causal_lm, load_tokenizer
     from gspo.rollout import EngineSpec, build_rollout_engine
 
@@ -58,7 +58,7 @@ def build_engine(name: str, model_path: Path, *, eos: bool, max_prompt: int, max
         return policy
 
     eos_ids = eos_token_ids(tokenizer, load_policy()) if eos else []
-    rollout = RolloutConfig(name=name, micro_batch_size=batch_rows)
+    rollout = new_rollout_config(name=name, micro_batch_size=batch_rows)
     spec = EngineSpec(model_path=model_path, policy=load_policy, pad_token_id=tokenizer.pad_token_id,
                       eos_token_ids=eos_ids, device=torch.device("cpu"), rollout=rollout,
                       max_prompt_length=max_prompt, max_response_length=max_new)

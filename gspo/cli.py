@@ -39,8 +39,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = commands.add_parser("eval", help=text, description=text + ". Keys: n, k, temperature, top_p, top_k, "
                               "max_response_length, max_prompt_length, batch_size, limit, output_dir (default: beside "
                               "the model, MODEL/../eval/), chat_template, prompt_key, reward_path, reward_name, "
-                              "device, seed, cpu_threads, engine (hf | vllm), dtype, gpu_memory_utilization "
-                              "(see gspo/evaluate.py).")
+                              "device, seed, cpu_threads, engine (hf | vllm | a registered one; see "
+                              "gspo/evaluate.py), and the engine keys of actor_rollout_ref.rollout given bare: dtype, "
+                              "micro_batch_size and each engine's own, e.g. gpu_memory_utilization (gspo config "
+                              "actor_rollout_ref.rollout lists them).")
     sub.add_argument("--model", required=True, help="local HF model folder (e.g. RUN_DIR/final_model)")
     sub.add_argument("--data", required=True, action="append", metavar="FILE",
                      help="prompt file (.parquet / .jsonl), as data.val_files; repeat for several")

@@ -52,10 +52,22 @@ def _type_name(kind: Any) -> str:
     return text.replace("Optional[", "").replace("]", " | None") if text.startswith("Optional[") else text
 
 
+def schema_comments(cls: type) -> dict[str, str]:
+    """:func:`field_comments` of a schema class. The rollout section's class is composed from the engines
+    (:mod:`gspo.config.rollout`): its fields' comments are read from the classes that declare them, and each engine
+    key's comment starts with the engines that read it, e.g. ``(vllm)``."""
+    found: dict[str, str] = {}
+    for source in getattr(cls, "DOC_SOURCES", (cls,)):
+        found.update(field_comments(source))
+    for key, engines in getattr(cls, "ENGINE_KEYS", {}).items():
+        found[key] = f"({', '.join(engines)}) {found.get(key, '')}".rstrip()
+    return found
+
+
 def describe_schema(root: type = schema.GSPOConfig, prefix: str = "") -> list[KeyDoc]:
     """Every leaf key of the schema, in declaration order."""
     docs: list[KeyDoc] = []
-    comments = field_comments(root)
+    comments = schema_comments(root)
     instance = root()
     for f in dataclasses.fields(root):
         key = f"{prefix}{f.name}"

@@ -1,9 +1,14 @@
-"""What a failure means to the caller: the error families and the exit codes of ``gspo`` commands.
+"""What a failure means to the caller: the error families, the exit codes of ``gspo`` commands, and the two checks
+that raise configuration errors.
 
-Imports nothing of gspo, so every layer can raise these without importing the config package.
+It lives below every layer (no gspo imports), so the config package, the rollout engines, data and rewards can all
+raise these without importing each other.
 """
 
 from __future__ import annotations
+
+import difflib
+from typing import Any
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
@@ -28,5 +33,24 @@ class InputError(ValueError):
     """Input the user can fix, named by the message (key, file and line, path) with the way out: exit 2."""
 
 
+class ConfigError(InputError):
+    """A configuration problem; the message names the key and, for YAML input, the file and line."""
+
+
 class RunComplete(Exception):
     """The run folder already holds this run's last step and its export: nothing to do (exit 0)."""
+
+
+def require(condition: bool, key: str, message: str) -> None:
+    """Raise ``ConfigError("key: message")`` unless ``condition`` holds."""
+    if not condition:
+        raise ConfigError(f"{key}: {message}")
+
+
+def require_one_of(value: Any, choices: tuple | list, key: str) -> None:
+    """Raise a :class:`ConfigError` naming ``key`` and the choices (with a "did you mean") unless ``value`` is one."""
+    if value in choices:
+        return
+    near = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.6)
+    hint = f"; did you mean {key}={near[0]}?" if near else ""
+    raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(str, choices))}{hint}")

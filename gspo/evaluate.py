@@ -1,7 +1,9 @@
 """``gspo eval --model PATH --data FILE [key=value ...]``: sample n responses per prompt, score, report pass@k.
 
 Generation is the rollout engine ``engine`` names (the registry of ``actor_rollout_ref.rollout.name``: ``hf``, the
-default, or ``vllm``), prompts are :class:`gspo.data.PromptDataset` (the chat-template
+default, ``vllm`` or a registered one), set up by the same engine keys as in training (``dtype``,
+``micro_batch_size`` and every engine's own keys, e.g. ``gpu_memory_utilization``, given bare), built and checked
+as training builds it; prompts are :class:`gspo.data.PromptDataset` (the chat-template
 logic of training) and scoring is :class:`gspo.rewards.RewardManager` (the reward registry by ``data_source``, or a
 custom reward file), so an eval number means what the training metrics mean. Metrics, over P prompts:
 
@@ -29,10 +31,10 @@ from typing import Optional, get_type_hints
 import torch
 import yaml
 
-from gspo.config import DEVICES, ConfigError
-from gspo.data.dataset import CHAT_TEMPLATE_MODES
+from gspo.config import CHAT_TEMPLATE_MODES, DEVICES, ConfigError, RolloutConfig, engine_settings, load_rollout_config
 from gspo.rewards import extract_solution
 from gspo.rewards.math import extract_final_answer, is_math_source, merge_equivalent
+from gspo.rollout import EngineContext
 
 CORRECT_ACC = 0.5  # a response counts as correct for pass@k / maj@k when its acc reaches this
 GSM8K_SOURCES = ("openai/gsm8k", "gsm8k")
@@ -49,7 +51,7 @@ class EvalConfig:
     top_k: int = -1  # -1: disabled
     max_response_length: int = 1024
     max_prompt_length: int = 1024  # a longer prompt is an error: dropping it would change the denominator
-    batch_size: int = 32  # prompts per generate() call, one progress-bar step
+    batch_size: int = 32  # prompts per generate() call, one progress-bar step (vllm: every prompt in one call)
     limit: int = 0  # evaluate only the first `limit` prompts; 0 = all
     output_dir: str | None = None  # None = <model folder's parent>/eval/<model folder>-<data file stem>
     chat_template: str = "auto"  # auto | always | never, as data.apply_chat_template
@@ -59,9 +61,11 @@ class EvalConfig:
     device: str = "auto"  # auto | cpu | cuda
     seed: int = 0
     engine: str = "hf"  # rollout engine, as actor_rollout_ref.rollout.name: hf | vllm | a registered one
-    dtype: str = "auto"  # generation precision, as actor_rollout_ref.rollout.dtype
-    gpu_memory_utilization: float = 0.5  # vllm only, as actor_rollout_ref.rollout.gpu_memory_utilization
     cpu_threads: int = 0  # intra-op CPU threads; 0 = one per usable core (as trainer.cpu_threads)
+    # Engine keys given (key -> value), as in actor_rollout_ref.rollout: dtype, micro_batch_size, and the engines'
+    # own keys (gpu_memory_utilization, max_model_len, ...); the others keep the defaults of training, but
+    # micro_batch_size, which defaults to 0 here (hf: one call per batch_size prompts; vllm: vLLM's own default).
+    engine_overrides: dict = dataclasses.field(default_factory=dict)
 
     @property
     def pass_k(self) -> int:
@@ -70,20 +74,37 @@ class EvalConfig:
 
 def parse_eval_args(overrides: list[str]) -> EvalConfig:
     """``key=value`` strings -> a checked :class:`EvalConfig`; a :class:`ConfigError` names the bad key."""
-    types = get_type_hints(EvalConfig)
-    values = {}
+    types = {name: kind for name, kind in get_type_hints(EvalConfig).items() if name != "engine_overrides"}
+    engine_keys = engine_settings()
+    values, engine_values = {}, {}
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"argument {item!r} is not of the form key=value")
-        if key not in types:
-            near = difflib.get_close_matches(key, list(types), n=1)
+        if key in types:
+            values[key] = _convert(key, raw, types[key])
+        elif key in engine_keys:
+            engine_values[key] = yaml.safe_load(raw) if raw.strip() else None
+        else:
+            near = difflib.get_close_matches(key, [*types, *engine_keys], n=1)
             hint = f"; did you mean {near[0]!r}?" if near else ""
-            raise ConfigError(f"unknown eval key {key!r}{hint} Valid keys: {', '.join(types)}.")
-        values[key] = _convert(key, raw, types[key])
-    cfg = EvalConfig(**values)
+            raise ConfigError(f"unknown eval key {key!r}{hint} Valid keys: {', '.join(types)}; engine keys: "
+                              f"{', '.join(engine_keys)}.")
+    cfg = EvalConfig(**values, engine_overrides=engine_values)
     _check(cfg)
     return cfg
+
+
+def eval_rollout_config(cfg: EvalConfig) -> RolloutConfig:
+    """The rollout section ``gspo eval`` runs its engine with, checked as training checks it (errors name the bare
+    eval keys)."""
+    values = {"micro_batch_size": 0, **cfg.engine_overrides, "name": cfg.engine}
+    return load_rollout_config(values, _engine_context(cfg))
+
+
+def _engine_context(cfg: EvalConfig) -> EngineContext:
+    return EngineContext(device=cfg.device, max_prompt_length=cfg.max_prompt_length,
+                         max_response_length=cfg.max_response_length, key_prefix="", name_key="engine")
 
 
 def _convert(key: str, raw: str, kind) -> object:
@@ -119,6 +140,7 @@ def _check(cfg: EvalConfig) -> None:
     require(cfg.limit >= 0, "limit", f"{cfg.limit} must be >= 0 (0 = all prompts)")
     for key, choices in (("chat_template", CHAT_TEMPLATE_MODES), ("device", DEVICES)):
         require(getattr(cfg, key) in choices, key, f"{getattr(cfg, key)!r} is not one of {', '.join(choices)}")
+    eval_rollout_config(cfg)  # the engine and its keys: a bad value fails before anything loads
 
 
 # ------------------------------------------------------------------------------------------------------ metrics
@@ -200,7 +222,7 @@ def evaluate(model_path: str, data_files: list[str], cfg: EvalConfig) -> dict:
     from gspo.models import ModelLoadError, load_tokenizer, resolve_device
     from gspo.resources import resolve_path
     from gspo.rewards import RewardManager, load_custom_reward
-    from gspo.rollout import SamplingParams, group_keys
+    from gspo.rollout import SamplingParams, group_keys, rollout_engine_definition
     from gspo.rollout.truncation import truncated_responses
 
     start = time.perf_counter()
@@ -220,12 +242,14 @@ def evaluate(model_path: str, data_files: list[str], cfg: EvalConfig) -> dict:
     eos_ids = engine.eos_token_ids
     params = SamplingParams(n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
                             do_sample=cfg.temperature > 0, max_new_tokens=cfg.max_response_length)
+    # An engine with its own scheduler (vllm) batches best when it sees every prompt at once.
+    per_call = max(len(items), 1) if rollout_engine_definition(cfg.engine).schedules_own_batches else cfg.batch_size
     out_dir = Path(cfg.output_dir).expanduser() if cfg.output_dir else default_output_dir(model_path, data_files)
     out_dir.mkdir(parents=True, exist_ok=True)
     records, num_truncated = [], 0
     with open(out_dir / "generations.jsonl", "w", encoding="utf-8") as sink:
-        for first in tqdm(range(0, len(items), cfg.batch_size), desc="eval", unit="batch", dynamic_ncols=True):
-            batch = items[first:first + cfg.batch_size]
+        for first in tqdm(range(0, len(items), per_call), desc="eval", unit="batch", dynamic_ncols=True):
+            batch = items[first:first + per_call]
             # Seeded by (seed, position in the file): with the hf engine, the same samples at any batch_size.
             keys = group_keys(cfg.seed, torch.arange(first, first + len(batch))) if params.do_sample else None
             generation = engine.generate([p.prompt_ids for p in batch], params, keys)
@@ -244,29 +268,21 @@ def evaluate(model_path: str, data_files: list[str], cfg: EvalConfig) -> dict:
 
 
 def build_eval_engine(model_path: str, tokenizer, device: torch.device, cfg: EvalConfig):
-    """The engine ``cfg.engine`` names, from the registry training uses; the hf engine loads the model here."""
+    """The engine ``cfg.engine`` names, built as training builds it; the hf engine loads the model here."""
     from functools import cache
 
-    from gspo.config import RolloutConfig, validate_engine
     from gspo.models import eos_token_ids, generation_config_of, load_causal_lm
     from gspo.resources import resolve_path
-    from gspo.rollout import EngineSpec, rollout_engine_factory
+    from gspo.rollout import EngineSpec, build_rollout_engine
 
-    rollout = RolloutConfig(name=cfg.engine, dtype=cfg.dtype, gpu_memory_utilization=cfg.gpu_memory_utilization,
-                            micro_batch_size=cfg.batch_size * cfg.n)
-    try:
-        validate_engine(rollout)
-    except ConfigError as exc:  # name the eval keys, not the training ones
-        message = str(exc).replace("actor_rollout_ref.rollout.name", "engine")
-        raise ConfigError(message.replace("actor_rollout_ref.rollout.", "")) from None
-    factory = rollout_engine_factory(cfg.engine, key="engine")
     policy = cache(lambda: load_causal_lm(model_path, device))
     folder = resolve_path(model_path)
     eos_ids = eos_token_ids(tokenizer, generation_config_of(folder))  # as training's, without loading weights
-    return factory(EngineSpec(model_path=folder, policy=policy, pad_token_id=tokenizer.pad_token_id,
-                              eos_token_ids=eos_ids, device=device, rollout=rollout,
-                              max_prompt_length=cfg.max_prompt_length, max_response_length=cfg.max_response_length,
-                              key_prefix=""))
+    context = _engine_context(cfg)
+    return build_rollout_engine(EngineSpec(
+        model_path=folder, policy=policy, pad_token_id=tokenizer.pad_token_id, eos_token_ids=eos_ids, device=device,
+        rollout=eval_rollout_config(cfg), max_prompt_length=cfg.max_prompt_length,
+        max_response_length=cfg.max_response_length, key_prefix=context.key_prefix, name_key=context.name_key))
 
 
 def _prompt_records(batch: list, texts: list[str], scored, lengths: list[int], cfg: EvalConfig) -> list[dict]:

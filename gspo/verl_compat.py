@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from gspo.errors import ConfigError
+
 Check = Callable[[Any, Any], "str | None"]  # (value, resolved GSPOConfig) -> None if fine, else what to do instead
 
 LONG_SEQUENCES = ("fit long sequences with actor_rollout_ref.actor.use_dynamic_bsz=true, "
@@ -138,19 +140,16 @@ class VerlKeys:
         self._seen: list[tuple[VerlKey, str, Any, str]] = []
 
     def translate(self, key: str, value: Any, where: str) -> tuple[str, Any] | None:
-        """(schema key, value) to merge, or None for a key to check later. Schema keys and unknown keys pass
-        through unchanged (the schema merge reports unknown ones)."""
-        from gspo.config import field_type
-
-        entry = None if field_type(key) is not None else find(key)
+        """(schema key, value) to merge, or None for a key to check later; ``key`` is not a schema key (the schema
+        wins: the caller asks here only for keys outside it). Keys outside the table pass through unchanged (the
+        schema merge reports them as unknown)."""
+        entry = find(key)
         if entry is None:
             return key, value
         self._seen.append((entry, key, value, where))
         return (entry.maps_to, value) if entry.maps_to else None
 
     def check(self, config: Any) -> None:
-        from gspo.config import ConfigError
-
         targets: dict[str, tuple[str, Any]] = {}
         for entry, key, value, where in self._seen:
             if entry.maps_to:

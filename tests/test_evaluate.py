@@ -9,7 +9,16 @@ import pytest
 
 from gspo.cli import main
 from gspo.config import ConfigError
-from gspo.evaluate import EvalConfig, extract_answer, majority_vote, parse_eval_args, pass_at_k, score_prompt, summarize
+from gspo.evaluate import (
+    EvalConfig,
+    eval_rollout_config,
+    extract_answer,
+    majority_vote,
+    parse_eval_args,
+    pass_at_k,
+    score_prompt,
+    summarize,
+)
 
 
 @pytest.mark.parametrize("n, c, k, expected", [
@@ -86,6 +95,13 @@ def test_parse_eval_args_types_and_defaults():
     assert parse_eval_args([]) == EvalConfig()
 
 
+def test_engine_keys_reach_the_engine_settings():
+    rollout = eval_rollout_config(parse_eval_args(["dtype=float32", "micro_batch_size=64"]))
+    assert (rollout.name, rollout.dtype, rollout.micro_batch_size) == ("hf", "float32", 64)
+    # Not capped at batch_size x n: hf generates one batch_size of prompts per call, vllm schedules its own.
+    assert eval_rollout_config(parse_eval_args([])).micro_batch_size == 0
+
+
 @pytest.mark.parametrize("args, expected", [
     (["nn=4"], "unknown eval key 'nn'; did you mean 'n'?"),
     (["temprature=1"], "did you mean 'temperature'?"),
@@ -100,6 +116,16 @@ def test_parse_eval_args_types_and_defaults():
     (["max_response_length=0"], "max_response_length: 0 must be >= 1"),
     (["chat_template=maybe"], "chat_template: 'maybe' is not one of"),
     (["device=tpu"], "device: 'tpu'"),
+    # Every engine key of training, bare and checked as in training.
+    (["dtype=fp8"], "dtype: 'fp8' is not one of auto, bfloat16, float16, float32"),
+    (["micro_batch_size=many"], "micro_batch_size: cannot take 'many'; expected an integer"),
+    (["gpu_memory_utilization=0.7"], "gpu_memory_utilization: is read by the vllm engine only (engine='hf'); drop "
+                                     "it or set engine=vllm"),
+    (["engine=vllm", "max_model_len=1"], "max_model_len: must be >= 2"),
+    (["engine=vllm", "tensor_model_parallel_size=2"], "tensor_model_parallel_size: 2: only 1 is supported"),
+    (["engine=vllm", "device=cpu", "enable_chunked_prefill=true"], "enable_chunked_prefill: vLLM's CPU sampler"),
+    (["engine=vlm"], "engine: unknown rollout engine 'vlm'; did you mean 'vllm'?"),
+    (["gpu_memory_utilisation=0.7"], "did you mean 'gpu_memory_utilization'?"),
 ])
 def test_parse_eval_args_errors_name_the_key(args, expected):
     with pytest.raises(ConfigError) as info:

@@ -62,3 +62,18 @@ def test_bf16_checkpoint_reports_its_dtype(tiny_model_dir, tmp_path):
     folder = tmp_path / "bf16"
     AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16).save_pretrained(folder)
     assert stored_dtype(folder) == torch.bfloat16 and stored_dtype(tiny_model_dir) == torch.float32
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("actor_rollout_ref.rollout.enable_chunked_prefill=true",
+     "actor_rollout_ref.rollout.enable_chunked_prefill: vLLM's CPU sampler cannot resume a seeded request"),
+    ("actor_rollout_ref.rollout.max_num_batched_tokens=8",  # max_model_len: the default 16 + 6 tokens
+     "actor_rollout_ref.rollout.max_num_batched_tokens: 8 must hold one whole prompt + response (max_model_len=22)"),
+])
+def test_engine_settings_train_would_refuse_fail(tiny_model_dir, addition_files, tmp_path, capsys, override, expected):
+    # The engine's own check runs in validation: on CPU, what the vllm engine refuses at start-up is refused here,
+    # before (and whether or not) vLLM is installed.
+    args = _args(tiny_model_dir, addition_files, tmp_path, "actor_rollout_ref.rollout.name=vllm", "trainer.device=cpu",
+                 override)
+    assert main(args) == 2
+    assert expected in capsys.readouterr().err

@@ -15,7 +15,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from gspo.config import RolloutConfig  # noqa: E402
+from gspo.config import new_rollout_config  # noqa: E402
 from gspo.models import eos_token_ids, load_causal_lm, load_tokenizer  # noqa: E402
 from gspo.resources import resolve_path  # noqa: E402
 from gspo.rollout import EngineSpec, HFRolloutEngine, build_rollout_engine  # noqa: E402
@@ -28,7 +28,7 @@ def build_vllm(model_path, policy, tokenizer, *, max_prompt_length: int, max_res
     return build_rollout_engine(EngineSpec(
         model_path=resolve_path(str(model_path)), policy=lambda: policy, pad_token_id=tokenizer.pad_token_id,
         eos_token_ids=eos_token_ids(tokenizer, policy), device=torch.device("cpu"),
-        rollout=RolloutConfig(name="vllm", **rollout), max_prompt_length=max_prompt_length,
+        rollout=new_rollout_config(name="vllm", **rollout), max_prompt_length=max_prompt_length,
         max_response_length=max_response_length))
 
 

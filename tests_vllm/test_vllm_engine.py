@@ -7,9 +7,15 @@ import json
 import pytest
 import torch
 
-from gspo.config import ConfigError, RolloutConfig
-from gspo.rollout import RolloutEngine, SamplingParams, group_keys, response_mask_from_ids
-from gspo.rollout.registry import EngineSpec
+from gspo.config import ConfigError, load_config, new_rollout_config
+from gspo.rollout import (
+    EngineSpec,
+    RolloutEngine,
+    SamplingParams,
+    build_rollout_engine,
+    group_keys,
+    response_mask_from_ids,
+)
 from gspo.rollout.vllm_engine import engine_kwargs
 from gspo.tasks.addition import ADDITION_ASSET_DIR
 from gspo.trainer.actor import compute_log_probs
@@ -134,7 +140,7 @@ def test_engine_follows_pushed_weights_only_with_push_cache_reset_and_tied_outpu
 
 def _spec(**rollout) -> EngineSpec:
     return EngineSpec(model_path=ADDITION_ASSET_DIR, policy=lambda: None, pad_token_id=0, eos_token_ids=[1],
-                      device=torch.device("cpu"), rollout=RolloutConfig(name="vllm", **rollout),
+                      device=torch.device("cpu"), rollout=new_rollout_config(name="vllm", **rollout),
                       max_prompt_length=16, max_response_length=6)
 
 
@@ -145,7 +151,36 @@ def test_rollout_keys_reach_vllm_and_impossible_ones_name_the_key():
     assert kwargs["dtype"] == "float32" and kwargs["enable_chunked_prefill"] is False
     assert kwargs["logprobs_mode"] == "processed_logprobs" and kwargs["distributed_executor_backend"] == "uni"
     assert engine_kwargs(_spec(max_model_len=20, dtype="bfloat16"))["max_model_len"] == 20
+    # The one construction path checks first: what vLLM's CPU build cannot run fails naming the key.
     with pytest.raises(ConfigError, match="actor_rollout_ref.rollout.enable_chunked_prefill"):
-        engine_kwargs(_spec(enable_chunked_prefill=True))
+        build_rollout_engine(_spec(enable_chunked_prefill=True))
     with pytest.raises(ConfigError, match="actor_rollout_ref.rollout.max_num_batched_tokens"):
-        engine_kwargs(_spec(max_num_batched_tokens=8))
+        build_rollout_engine(_spec(max_num_batched_tokens=8))
+
+
+@pytest.mark.parametrize("override, key", [("actor_rollout_ref.rollout.enable_chunked_prefill=true",
+                                            "enable_chunked_prefill"),
+                                           ("actor_rollout_ref.rollout.max_num_batched_tokens=8",
+                                            "max_num_batched_tokens")])
+def test_validation_refuses_what_the_engine_would_refuse(override, key):
+    # With vLLM installed, `gspo validate` (load_config) refuses at once what training would refuse at start-up.
+    with pytest.raises(ConfigError, match=f"actor_rollout_ref.rollout.{key}: "):
+        load_config(None, ["actor_rollout_ref.rollout.name=vllm", "trainer.device=cpu", override])
+
+
+def test_eval_hands_vllm_every_prompt_at_once(tmp_path, monkeypatch):
+    # vLLM schedules its own batches: one generate() call with every prompt, max_num_seqs at vLLM's default
+    # rather than batch_size x n.
+    from gspo.evaluate import evaluate, parse_eval_args
+    from gspo.rollout import vllm_engine
+
+    handed, built = [], []
+    generate, kwargs_of = vllm_engine.VLLMRolloutEngine.generate, vllm_engine.engine_kwargs
+    monkeypatch.setattr(vllm_engine.VLLMRolloutEngine, "generate",
+                        lambda self, prompts, *args, **kw: handed.append(len(prompts)) or generate(self, prompts, *args,
+                                                                                                   **kw))
+    monkeypatch.setattr(vllm_engine, "engine_kwargs", lambda spec: built.append(kwargs_of(spec)) or built[-1])
+    cfg = parse_eval_args(["engine=vllm", "limit=12", "batch_size=4", "max_response_length=6", "max_prompt_length=16",
+                           "device=cpu", f"output_dir={tmp_path}"])
+    summary = evaluate("embedded://addition", [str(ADDITION_ASSET_DIR / "val.jsonl")], cfg)
+    assert handed == [12] and built[0]["max_num_seqs"] == 256 and summary["num_prompts"] == 12

@@ -5,23 +5,34 @@ Layers, last wins: the defaults below -> an optional YAML file -> dotted ``key=v
 Key paths follow verl's layout for the keys verl users already type, so
 ``actor_rollout_ref.actor.policy_loss.loss_mode=gspo algorithm.filter_groups.enable=true`` works verbatim.
 
-Every error is a :class:`ConfigError` that names the key (with a "did you mean" for unknown keys), and the
-file and line when the value came from a YAML file.
+The rollout section holds the keys every engine reads and, beside them, each registered engine's own keys
+(:mod:`gspo.config.rollout`). Every error is a :class:`ConfigError` (:mod:`gspo.errors`) that names the key (with
+a "did you mean" for unknown keys), and the file and line when the value came from a YAML file.
 
 Units: batch sizes named ``*_batch_size`` count prompts unless they end in ``_per_gpu`` (sequences);
 lengths count tokens.
 """
 
-from gspo.config.errors import ConfigError
-from gspo.config.loading import load_config, to_yaml
+from gspo.config.loading import load_config, load_rollout_config, to_yaml
+from gspo.config.rollout import (
+    ENGINE_SETTINGS,
+    ROLLOUT_DTYPES,
+    RolloutConfig,
+    ValKwargsConfig,
+    engine_keys,
+    engine_settings,
+    new_rollout_config,
+    rollout_config_class,
+    rollout_keys_that_may_change,
+    validate_rollout,
+)
 from gspo.config.schema import (
+    CHAT_TEMPLATE_MODES,
     DEVICES,
     FILTER_METRICS,
-    LOAD_FORMATS,
     LOGGERS,
     RESUME_MODES,
-    ROLLOUT_DTYPES,
-    VLLM_ONLY_KEYS,
+    REWARD_ON_ERROR_MODES,
     ActorConfig,
     ActorRolloutRefConfig,
     AlgorithmConfig,
@@ -36,44 +47,51 @@ from gspo.config.schema import (
     PolicyLossConfig,
     PrefilterConfig,
     RewardModelConfig,
-    RolloutConfig,
     RolloutCorrectionConfig,
     TrainerConfig,
-    ValKwargsConfig,
     field_type,
 )
-from gspo.config.validation import validate_config, validate_engine
+from gspo.config.validation import engine_context, validate_config
+from gspo.errors import ConfigError
 
 __all__ = [
     "ActorConfig",
     "ActorRolloutRefConfig",
     "AlgorithmConfig",
+    "CHAT_TEMPLATE_MODES",
     "ConfigError",
     "CustomRewardFunctionConfig",
     "DataConfig",
     "DEVICES",
+    "ENGINE_SETTINGS",
+    "engine_context",
+    "engine_keys",
+    "engine_settings",
     "field_type",
     "FILTER_METRICS",
     "FilterGroupsConfig",
     "FSDPConfig",
     "GSPOConfig",
     "load_config",
-    "LOAD_FORMATS",
+    "load_rollout_config",
     "LOGGERS",
     "ModelConfig",
+    "new_rollout_config",
     "OptimConfig",
     "OverlongBufferConfig",
     "PolicyLossConfig",
     "PrefilterConfig",
     "RESUME_MODES",
+    "REWARD_ON_ERROR_MODES",
     "RewardModelConfig",
     "ROLLOUT_DTYPES",
+    "rollout_config_class",
+    "rollout_keys_that_may_change",
     "RolloutConfig",
     "RolloutCorrectionConfig",
     "to_yaml",
     "TrainerConfig",
     "validate_config",
-    "validate_engine",
+    "validate_rollout",
     "ValKwargsConfig",
-    "VLLM_ONLY_KEYS",
 ]

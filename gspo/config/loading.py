@@ -14,9 +14,12 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-from gspo.config.errors import ConfigError
+from gspo.config.rollout import RolloutConfig, rollout_config_class, validate_rollout
 from gspo.config.schema import GSPOConfig, field_type
 from gspo.config.validation import validate_config
+from gspo.errors import ConfigError
+from gspo.rollout.definition import EngineContext
+from gspo.verl_compat import VerlKeys
 
 
 def load_config(config_file: str | Path | None = None, overrides: list[str] = ()) -> GSPOConfig:
@@ -25,18 +28,17 @@ def load_config(config_file: str | Path | None = None, overrides: list[str] = ()
     verl keys outside the schema (see :mod:`gspo.verl_compat`) are mapped to ours, accepted as documented no-ops,
     or refused naming the key and what to do instead.
     """
-    from gspo.verl_compat import VerlKeys
-
     cfg = OmegaConf.structured(GSPOConfig)
     entries = _yaml_entries(Path(config_file)) if config_file is not None else []
     entries += [_parse_override(item) for item in overrides]
     verl = VerlKeys()
     explicit: set[str] = set()
     for key, value, where in entries:
-        mapped = verl.translate(key, value, where)
-        if mapped is None:  # a verl key checked once the whole config is known
-            continue
-        key, value = mapped
+        if field_type(key) is None:  # a schema key always wins over verl's table
+            mapped = verl.translate(key, value, where)
+            if mapped is None:  # a verl key checked once the whole config is known
+                continue
+            key, value = mapped
         cfg = _merge_one(cfg, key, value, where)
         explicit.add(key)
     config: GSPOConfig = OmegaConf.to_object(cfg)
@@ -44,6 +46,21 @@ def load_config(config_file: str | Path | None = None, overrides: list[str] = ()
     validate_config(config)
     verl.check(config)
     return config
+
+
+def load_rollout_config(values: dict[str, Any], context: EngineContext) -> RolloutConfig:
+    """The rollout section at its defaults but for ``values`` (key -> value, keys of the section), type-checked
+    and validated as in training; errors name ``context.key(key)`` (``gspo eval`` passes its bare keys)."""
+    node = OmegaConf.structured(rollout_config_class())
+    for key, value in values.items():
+        try:
+            OmegaConf.update(node, key, value, merge=False)
+        except OmegaConfBaseException:
+            kind = field_type(f"actor_rollout_ref.rollout.{key}")
+            raise ConfigError(f"{context.key(key)}: cannot take {value!r}; expected {_describe_type(kind)}") from None
+    rollout: RolloutConfig = OmegaConf.to_object(node)
+    validate_rollout(rollout, context)
+    return rollout
 
 
 def _derive_run_folder(config: GSPOConfig, explicit: set[str]) -> None:

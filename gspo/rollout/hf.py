@@ -11,7 +11,7 @@ from transformers import DynamicCache, PreTrainedModel
 
 from gspo.models import cache_keyword
 from gspo.rollout.base import Generation, SamplingParams, Weights, left_pad, pad_cat, response_mask_from_ids
-from gspo.rollout.registry import EngineSpec
+from gspo.rollout.definition import EngineSpec
 from gspo.rollout.seeded import draw_tokens, response_keys
 
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": None}

@@ -2,67 +2,52 @@
 
     from gspo.rollout import register_rollout_engine
 
-    @register_rollout_engine("my_engine")
+    @dataclass
+    class MyOptions:
+        # What this key does (gspo config prints this comment).
+        my_cache_gb: float = 4.0
+
+    @register_rollout_engine("my_engine", options=MyOptions, check=check_my_options,
+                             may_change_on_resume=("my_cache_gb",))
     def build_my_engine(spec: EngineSpec) -> RolloutEngine: ...
 
-A factory receives an :class:`EngineSpec` and returns an object with the :class:`~gspo.rollout.base.RolloutEngine`
-interface. Built-in engines are imported only when built, so ``vllm`` costs nothing unless it is used.
+Everything about an engine is its :class:`~gspo.rollout.definition.EngineDefinition`: ``gspo train``, ``gspo
+validate`` and ``gspo eval`` resolve, check and build engines from it alone (:func:`build_rollout_engine`). Built-in
+factories are imported only when built, so ``vllm`` costs nothing unless it is used. No torch import here.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+from gspo.errors import ConfigError
+from gspo.rollout.definition import EngineCheck, EngineDefinition, EngineFactory, EngineSpec
+from gspo.rollout.vllm_options import VLLM_ENGINE
 
-from gspo.config import ConfigError
-from gspo.rollout.base import RolloutEngine
+if TYPE_CHECKING:
+    from gspo.rollout.base import RolloutEngine
 
-
-@dataclass
-class EngineSpec:
-    """What an engine factory is given, by the trainer and by ``gspo eval``.
-
-    ``policy()`` returns the unsharded fp32 policy (before FSDP sharding, on ``device``); an engine that keeps its
-    own weights (vLLM) never calls it, so ``gspo eval`` does not load the model twice. ``rollout`` is the
-    :class:`gspo.config.RolloutConfig`; ``key_prefix`` is where its keys live, for error messages.
-    """
-
-    model_path: Path
-    policy: Callable[[], torch.nn.Module]
-    pad_token_id: int
-    eos_token_ids: list[int]
-    device: torch.device
-    rollout: Any
-    max_prompt_length: int
-    max_response_length: int
-    world_size: int = 1
-    key_prefix: str = "actor_rollout_ref.rollout"
-
-    def key(self, name: str) -> str:
-        return f"{self.key_prefix}.{name}" if self.key_prefix else name
+HF_ENGINE = EngineDefinition(name="hf", factory="gspo.rollout.hf:build_hf_engine")
+_ENGINES: dict[str, EngineDefinition] = {engine.name: engine for engine in (HF_ENGINE, VLLM_ENGINE)}
 
 
-EngineFactory = Callable[[EngineSpec], RolloutEngine]
-# Built-ins by "module:function", imported on first use.
-_ENGINES: dict[str, EngineFactory | str] = {
-    "hf": "gspo.rollout.hf:build_hf_engine",
-    "vllm": "gspo.rollout.vllm_engine:build_vllm_engine",
-}
-
-
-def register_rollout_engine(name: str, factory: EngineFactory | None = None):
-    """Register ``factory`` under ``name`` (usable as a decorator); a name cannot be registered twice."""
+def register_rollout_engine(name: str, factory: EngineFactory | None = None, *, options: type | None = None,
+                            check: EngineCheck | None = None, may_change_on_resume: tuple[str, ...] = (),
+                            schedules_own_batches: bool = False):
+    """Register the engine ``name`` (usable as a decorator on its factory); the arguments are those of
+    :class:`~gspo.rollout.definition.EngineDefinition`. A name cannot be registered twice (registering the same
+    definition again is a no-op, so a module may be imported twice)."""
 
     def add(fn: EngineFactory) -> EngineFactory:
-        if name in _ENGINES and _ENGINES[name] is not fn:
+        definition = EngineDefinition(name=name, factory=fn, options=options, check=check,
+                                      may_change_on_resume=tuple(may_change_on_resume),
+                                      schedules_own_batches=schedules_own_batches)
+        if name in _ENGINES and _ENGINES[name] != definition:
             raise ValueError(f"rollout engine {name!r} is already registered")
-        _ENGINES[name] = fn
+        _ENGINES[name] = definition
         return fn
 
     return add(factory) if factory is not None else add
@@ -72,21 +57,37 @@ def rollout_engine_names() -> list[str]:
     return sorted(_ENGINES)
 
 
-def rollout_engine_factory(name: str, key: str = "actor_rollout_ref.rollout.name") -> EngineFactory:
-    """The factory registered as ``name``; an unknown name is an :class:`ConfigError` naming ``key``."""
+def rollout_engine_definitions() -> list[EngineDefinition]:
+    """Every registered engine, by name."""
+    return [_ENGINES[name] for name in rollout_engine_names()]
+
+
+def rollout_engine_definition(name: str, key: str = "actor_rollout_ref.rollout.name") -> EngineDefinition:
+    """The engine registered as ``name``; an unknown name is a :class:`ConfigError` naming ``key``."""
     if name not in _ENGINES:
         near = difflib.get_close_matches(name, list(_ENGINES), n=1)
         hint = f"; did you mean {near[0]!r}?" if near else ""
         raise ConfigError(f"{key}: unknown rollout engine {name!r}{hint} Registered: "
-                                f"{', '.join(rollout_engine_names())} (add one with "
-                                f"gspo.rollout.register_rollout_engine)")
-    factory = _ENGINES[name]
-    if isinstance(factory, str):
-        module, _, attr = factory.partition(":")
-        factory = _ENGINES[name] = getattr(importlib.import_module(module), attr)
-    return factory
+                          f"{', '.join(rollout_engine_names())} (add one with "
+                          f"gspo.rollout.register_rollout_engine)")
+    return _ENGINES[name]
+
+
+def rollout_engine_factory(name: str, key: str = "actor_rollout_ref.rollout.name") -> EngineFactory:
+    """The factory of the engine ``name``, imported on first use."""
+    definition = rollout_engine_definition(name, key)
+    if isinstance(definition.factory, str):
+        module, _, attr = definition.factory.partition(":")
+        factory: Any = getattr(importlib.import_module(module), attr)
+        definition = _ENGINES[name] = dataclasses.replace(definition, factory=factory)
+    return definition.factory
 
 
 def build_rollout_engine(spec: EngineSpec) -> RolloutEngine:
-    """The engine ``spec.rollout.name`` names, built from ``spec``."""
-    return rollout_engine_factory(spec.rollout.name, spec.key("name"))(spec)
+    """The engine ``spec.rollout.name`` names, checked as ``gspo validate`` checks it, then built from ``spec``.
+
+    The one construction path of ``gspo train`` and ``gspo eval``."""
+    definition = rollout_engine_definition(spec.rollout.name, spec.name_key)
+    if definition.check is not None:
+        definition.check(spec.rollout, spec.context)
+    return rollout_engine_factory(spec.rollout.name, spec.name_key)(spec)

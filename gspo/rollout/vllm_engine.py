@@ -22,9 +22,10 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from gspo.config import ConfigError
+from gspo.errors import ConfigError
 from gspo.rollout.base import Generation, SamplingParams, Weights, left_pad, response_mask_from_ids
-from gspo.rollout.registry import EngineSpec
+from gspo.rollout.definition import EngineSpec
+from gspo.rollout.vllm_options import max_model_length
 
 _DTYPES = {"auto": None, "bfloat16": "bfloat16", "float16": "float16", "float32": "float32"}
 _CPU_BLOCK = 128  # vLLM's CPU attention block (tokens)
@@ -139,16 +140,10 @@ def build_vllm_engine(spec: EngineSpec) -> VLLMRolloutEngine:
 
 
 def engine_kwargs(spec: EngineSpec) -> dict:
-    """``vllm.LLM`` arguments from the rollout keys; a combination vLLM cannot run fails naming the key."""
+    """``vllm.LLM`` arguments from the rollout keys, which :func:`~gspo.rollout.vllm_options.check_vllm` passed."""
     rollout, on_cuda = spec.rollout, spec.device.type == "cuda"
-    max_model_len = rollout.max_model_len or spec.max_prompt_length + spec.max_response_length
+    max_model_len = max_model_length(rollout, spec.max_prompt_length, spec.max_response_length)
     chunked = on_cuda if rollout.enable_chunked_prefill is None else rollout.enable_chunked_prefill
-    if chunked and not on_cuda:
-        raise ConfigError(f"{spec.key('enable_chunked_prefill')}: vLLM's CPU sampler cannot resume a seeded request "
-                          f"whose prefill was split ('CPU Generator does not use offset'); set it to false (or null)")
-    if not chunked and rollout.max_num_batched_tokens < max_model_len:
-        raise ConfigError(f"{spec.key('max_num_batched_tokens')}: {rollout.max_num_batched_tokens} must hold one "
-                          f"whole prompt + response (max_model_len={max_model_len}) when prefill is not chunked")
     max_num_seqs = min(rollout.micro_batch_size if rollout.micro_batch_size > 0 else 256,
                        rollout.max_num_batched_tokens)
     dtype = _DTYPES[rollout.dtype] or ("bfloat16" if on_cuda else "float32")

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from omegaconf import OmegaConf
 
-from gspo.config import GSPOConfig
+from gspo.config import GSPOConfig, rollout_keys_that_may_change
 from gspo.distributed import DistContext
 from gspo.errors import RunComplete
 from gspo.trainer.run_folder import RunFolderError
@@ -27,12 +27,19 @@ MAY_CHANGE = (
     "trainer.",  # scheduling, logging, retention, processes, device; trainer.seed is the exception below
     "data.val_files", "actor_rollout_ref.rollout.val_kwargs.",  # validation only
     "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu", "actor_rollout_ref.actor.use_dynamic_bsz",
-    "actor_rollout_ref.actor.ppo_max_token_len_per_gpu", "actor_rollout_ref.actor.logits_chunk_size",
+    "actor_rollout_ref.actor.ppo_max_token_len_per_gpu", "actor_rollout_ref.actor.log_prob_max_token_len_per_gpu",
+    "actor_rollout_ref.actor.logits_chunk_size",
     "actor_rollout_ref.actor.entropy_checkpointing", "actor_rollout_ref.actor.share_prompt_forward",
     "actor_rollout_ref.actor.fsdp_config.", "actor_rollout_ref.model.enable_gradient_checkpointing",
     "actor_rollout_ref.rollout.micro_batch_size", "reward_model.timeout_s",
 )
 MUST_MATCH = ("trainer.seed",)
+
+
+def keys_that_may_change() -> tuple[str, ...]:
+    """:data:`MAY_CHANGE` and the keys each rollout engine declares may change (its memory and speed knobs, e.g.
+    vllm's gpu_memory_utilization: what a user retunes after an out-of-memory error)."""
+    return MAY_CHANGE + rollout_keys_that_may_change()
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -46,7 +53,8 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def may_change(key: str) -> bool:
-    return key not in MUST_MATCH and any(key == p or (p.endswith(".") and key.startswith(p)) for p in MAY_CHANGE)
+    return key not in MUST_MATCH and any(key == p or (p.endswith(".") and key.startswith(p))
+                                         for p in keys_that_may_change())
 
 
 def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[tuple[str, Any, Any]]:
@@ -77,7 +85,7 @@ def check_resumable(config: GSPOConfig, checkpoint_config_yaml: str, checkpoint:
             f"trainer.default_local_dir: {checkpoint} (step {step}) was written by a different run: {listed}. "
             f"Use a new trainer.default_local_dir, or trainer.resume_mode=disable to start over in this folder "
             f"(the previous run is moved to previous_runs/). Keys that may change on resume: "
-            f"{', '.join(p.rstrip('.') + ('.*' if p.endswith('.') else '') for p in MAY_CHANGE)} "
+            f"{', '.join(p.rstrip('.') + ('.*' if p.endswith('.') else '') for p in keys_that_may_change())} "
             f"(not {', '.join(MUST_MATCH)})")
     if diffs:
         log.info("resuming %s with changed keys (allowed): %s", checkpoint,

@@ -32,7 +32,7 @@ from gspo.models import (
     resolve_device,
 )
 from gspo.resources import resolve_path
-from gspo.rollout import EngineSpec, SamplingParams, group_keys, rollout_engine_factory
+from gspo.rollout import EngineSpec, SamplingParams, build_rollout_engine, group_keys
 from gspo.trainer.actor import compute_log_probs, update_policy
 from gspo.trainer.batch import RolloutBatch
 from gspo.trainer.checkpoint import (
@@ -113,7 +113,6 @@ class Trainer:
         self.train_data = build_dataset(cfg, "data.train_files", self.tokenizer)
         self.val_data = build_dataset(cfg, "data.val_files", self.tokenizer) if cfg.data.val_files else None
         check_runnable(cfg, self.train_data, self.val_data)
-        engine_factory = rollout_engine_factory(cfg.actor_rollout_ref.rollout.name)
         self.rewards = build_reward_manager(cfg)
         self.policy_loss = build_policy_loss(cfg)
         self.sampler = PromptSampler(len(self.train_data), seed=cfg.trainer.seed, shuffle=cfg.data.shuffle)
@@ -128,12 +127,13 @@ class Trainer:
             enable_activation_checkpointing(self.model)
         self.export_template = export_template(self.model)  # checkpoints and final_model never touch the engine
         # Built before sharding: under FSDP the hf engine copies the unsharded policy.
-        self.engine = engine_factory(EngineSpec(
+        self.engine = build_rollout_engine(EngineSpec(
             model_path=resolve_path(model_path), policy=lambda: self.model, pad_token_id=self.tokenizer.pad_token_id,
             eos_token_ids=[] if cfg.actor_rollout_ref.rollout.ignore_eos
             else eos_token_ids(self.tokenizer, self.model), device=self.device,
             rollout=cfg.actor_rollout_ref.rollout, max_prompt_length=cfg.data.max_prompt_length,
-            max_response_length=cfg.data.max_response_length, world_size=self.dist.world_size))
+            max_response_length=cfg.data.max_response_length, world_size=self.dist.world_size,
+            lora_rank=cfg.actor_rollout_ref.model.lora_rank))
         if self.dist.is_distributed:
             self._shard(self.model)
         self._rollout_stale = False  # the engine starts from the policy's weights; an update or a resume changes them
