@@ -79,6 +79,11 @@ class GumbelNoise:
         self._scratch = torch.empty_like(self._bits)
         self._noise = torch.empty(max_rows, vocab_size, dtype=torch.float32, device=device)
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the buffers: (8 + 8 + 4) x max_rows x vocab_size."""
+        return sum(t.numel() * t.element_size() for t in (self._bits, self._scratch, self._noise))
+
     def __call__(self, keys: torch.Tensor, position: int) -> torch.Tensor:
         rows = keys.shape[0]
         row_hash = mix32(keys ^ mix32(torch.tensor(position, device=keys.device) + 0x632BE5AB))  # (b,)
