@@ -8,12 +8,12 @@ hash of (key, position, token id), so the same key gives the same response on 1 
 before or after a resume. Keys come from ``(seed, group id, sample index)``; group ids never repeat in a run.
 
 The hash is the murmur3 32-bit finaliser (``fmix32``) chained over the counter words, computed in int64 with the
-32-bit products split in halves so nothing overflows. The noise over the vocabulary is computed in place, in
-float32, in buffers a decode loop allocates once (:class:`GumbelNoise`): per token it costs two int64 and one
-float32 pass-through of (rows, vocabulary) memory, no fresh allocation. The uniform's complement ``1 - U`` keeps
-all 32 bits (float32 holds small values at full relative precision), so the Gumbel tail is still cut only at about
-22.9 (a token with probability below ~1e-10 is never drawn); below, ``-log(-log U)`` is floored at
-``-log(-log 2^-24) = -2.81`` (a token whose noise falls there, a 3e-8 chance, is drawn as if it were -2.81).
+32-bit products split in halves so nothing overflows. Over the vocabulary it runs in place, in two int64
+buffers, and the noise in place in a float32 one; a decode loop allocates the three once (:class:`GumbelNoise`),
+so a token allocates nothing of vocabulary size for its noise. The uniform's complement ``1 - U`` keeps all 32
+bits in float32 (which holds small values at full relative precision), so the Gumbel tail is still cut only at
+about 22.9 (a token with probability below ~1e-10 is never drawn); at the other end ``-log(-log U)`` is floored
+at ``-log(-log 2^-24) = -2.81`` (U below ~6e-8), noise that never decides a draw in practice.
 """
 
 from __future__ import annotations
