@@ -42,6 +42,20 @@ def has_cuda() -> bool:
     return torch.cuda.is_available()
 
 
+def has_vllm() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("vllm") is not None
+
+
+def vllm_on_path(tmp_path: Path) -> str:
+    """A PYTHONPATH with a stand-in ``vllm`` package in front: the script's check and `gspo validate` only ask
+    whether vLLM is installed; neither builds an engine."""
+    (tmp_path / "stand_ins" / "vllm").mkdir(parents=True)
+    (tmp_path / "stand_ins" / "vllm" / "__init__.py").write_text('"""Stands in for vLLM: never imported for use."""\n')
+    return os.pathsep.join(filter(None, [str(tmp_path / "stand_ins"), os.environ.get("PYTHONPATH")]))
+
+
 @pytest.mark.parametrize("script", [SCRIPT_3B, SCRIPT_TINY], ids=lambda p: p.name)
 def test_scripts_parse(script):
     assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
@@ -53,6 +67,7 @@ def test_3b_script_stops_at_once_without_gpu_or_model(tmp_path):
     assert proc.returncode == 1
     assert "no CUDA GPU" in proc.stderr and "GSPO_ALLOW_CPU=1" in proc.stderr
     assert f"no model folder at MODEL_PATH={tmp_path / 'no-model'}" in proc.stderr
+    assert has_vllm() or "vLLM is not installed" in proc.stderr and "ROLLOUT_ENGINE=hf" in proc.stderr
     assert list(tmp_path.iterdir()) == []  # nothing prepared, nothing trained
 
 
@@ -94,6 +109,7 @@ def test_3b_overrides_resolve_under_the_schema_and_user_args_win(tmp_path, tiny_
         OUTPUT_DIR=str(tmp_path / "run"),
         NGPUS="4",
         NNODES="2",
+        PYTHONPATH=vllm_on_path(tmp_path),
     )
     assert proc.returncode == 0, proc.stderr
     resolved_yaml, _, report = proc.stdout.rstrip().rpartition("\n")
@@ -107,6 +123,9 @@ def test_3b_overrides_resolve_under_the_schema_and_user_args_win(tmp_path, tiny_
     groups = cfg["algorithm"]["filter_groups"]
     assert (groups["enable"], groups["metric"], groups["max_num_gen_batches"]) == (True, "acc", 5)
     assert rollout["n"] == 16 and cfg["data"]["apply_chat_template"] == "auto"
+    assert rollout["name"] == "vllm" and rollout["gpu_memory_utilization"] == 0.3
+    correction = cfg["algorithm"]["rollout_correction"]
+    assert (correction["rollout_is"], correction["rollout_is_threshold"]) == ("geometric", 2.0)
     assert (cfg["data"]["max_prompt_length"], cfg["data"]["max_response_length"]) == (512, 1024)
     assert (cfg["data"]["train_batch_size"], cfg["data"]["gen_batch_size"], actor["ppo_mini_batch_size"]) == (32, 48, 8)
     assert cfg["trainer"]["test_freq"] == 7  # the script sets 5; the appended key=value wins

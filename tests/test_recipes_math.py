@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -18,6 +19,14 @@ SCRIPT = REPO / "recipe" / "gspo" / "gspo_dynamic_sampling_math.sh"
 SCRIPT_TINY = REPO / "recipe" / "gspo" / "gspo_dynamic_sampling_tiny_math.sh"
 SMOKE_DATA = REPO / "recipe" / "gspo" / "data"
 ENV_KEYS = ("GSPO_ALLOW_CPU", "MODEL_PATH", "TRAIN_FILE", "TRAIN_FORMAT", "VAL_FILE", "DATA_DIR", "NGPUS", "NNODES")
+
+
+def vllm_on_path(tmp_path: Path) -> str:
+    """A PYTHONPATH with a stand-in ``vllm`` package in front: the script's check and `gspo validate` only ask
+    whether vLLM is installed; neither builds an engine."""
+    (tmp_path / "stand_ins" / "vllm").mkdir(parents=True)
+    (tmp_path / "stand_ins" / "vllm" / "__init__.py").write_text('"""Stands in for vLLM: never imported for use."""\n')
+    return os.pathsep.join(filter(None, [str(tmp_path / "stand_ins"), os.environ.get("PYTHONPATH")]))
 
 
 def run(script: Path, cwd: Path, *args: str, timeout: int = 120, **env: str) -> subprocess.CompletedProcess:
@@ -41,6 +50,7 @@ def test_refuses_at_once_naming_everything_missing(tmp_path):
         assert "no CUDA GPU" in proc.stderr and "GSPO_ALLOW_CPU=1" in proc.stderr
     assert f"no model folder at MODEL_PATH={tmp_path / 'no-model'}" in proc.stderr
     assert "BytedTsinghua-SIA/DAPO-Math-17k" in proc.stderr and "HuggingFaceH4/MATH-500" in proc.stderr
+    assert importlib.util.find_spec("vllm") or "vLLM is not installed" in proc.stderr
     assert list(tmp_path.iterdir()) == []  # nothing prepared, nothing trained
 
 
@@ -57,7 +67,8 @@ def test_overrides_resolve_under_the_schema_and_user_args_win(tmp_path):
     stand_in.chmod(0o755)
     proc = run(SCRIPT, tmp_path, "trainer.test_freq=7", "data.train_batch_size=16", "data.gen_batch_size=16",
                GSPO_ALLOW_CPU="1", PYTHON=str(stand_in), MODEL_PATH=str(tiny_model_dir),
-               DATA_DIR=str(tmp_path / "data"), OUTPUT_DIR=str(tmp_path / "run"), NGPUS="4", NNODES="1")
+               DATA_DIR=str(tmp_path / "data"), OUTPUT_DIR=str(tmp_path / "run"), NGPUS="4", NNODES="1",
+               PYTHONPATH=vllm_on_path(tmp_path))
     assert proc.returncode == 0, proc.stderr
     resolved_yaml, _, report = proc.stdout.rstrip().rpartition("\n")
     cfg = yaml.safe_load(resolved_yaml)
@@ -68,6 +79,8 @@ def test_overrides_resolve_under_the_schema_and_user_args_win(tmp_path):
     assert (cfg["data"]["max_prompt_length"], cfg["data"]["max_response_length"]) == (1024, 3072)
     assert cfg["reward_model"]["on_error"] == "zero" and cfg["reward_model"]["overlong_buffer"]["len"] == 512
     assert cfg["algorithm"]["filter_groups"]["enable"] is True
+    assert cfg["actor_rollout_ref"]["rollout"]["name"] == "vllm"
+    assert cfg["algorithm"]["rollout_correction"]["rollout_is"] == "geometric"
     assert cfg["trainer"]["test_freq"] == 7 and cfg["data"]["train_batch_size"] == 16  # appended key=value wins
     assert cfg["trainer"]["n_gpus_per_node"] == 4
 

@@ -11,7 +11,7 @@ import torch
 
 from .masked import masked_mean, masked_sum
 
-ROLLOUT_IS_LEVELS = ("token", "sequence")
+ROLLOUT_IS_LEVELS = ("token", "sequence", "geometric")
 # verl's safety bound on the log of an importance weight, so exp() can neither overflow nor vanish to 0.
 _LOG_WEIGHT_BOUND = 20.0
 
@@ -48,18 +48,30 @@ def rollout_importance_weights(old_log_probs: torch.Tensor, rollout_log_probs: t
 
     ``token``: w_t = min(exp(log pi_old_t - log pi_rollout_t), threshold), one per token (for token-level losses).
     ``sequence``: w = min(exp(sum_t (log pi_old_t - log pi_rollout_t)), threshold), the sequence's product of
-    token ratios, broadcast over its tokens (for GSPO's sequence-level ratio).
+    token ratios, broadcast over its tokens. Over thousands of tokens of a bf16 engine against an fp32 trainer the
+    product drifts to the threshold or towards 0.
+    ``geometric``: w = min(exp((1/|y|) sum_t (log pi_old_t - log pi_rollout_t)), threshold), the geometric mean of
+    the token ratios over the response mask, broadcast over its tokens: the length-normalised ratio GSPO's own
+    importance ratio uses (Zheng et al. 2025, arXiv 2507.18071), so it is the level for GSPO. verl defines the
+    same weight (``exp(masked_mean(log_ratio))``); its current releases apply it by rejection only
+    (``rollout_rs``), its earlier ones also truncated it as here (``rollout_is_level=geometric``,
+    ``rollout_is_mode=truncate``).
     Log-weights are clamped to [-20, 20] before exp(), as verl does.
 
     >>> rollout_importance_weights(torch.log(torch.tensor([[0.5, 0.2]])), torch.log(torch.tensor([[0.25, 0.4]])),
     ...                            torch.ones(1, 2), level="token", threshold=1.5)
     tensor([[1.5000, 0.5000]])
+    >>> rollout_importance_weights(torch.log(torch.tensor([[0.5, 0.2]])), torch.log(torch.tensor([[0.25, 0.4]])),
+    ...                            torch.ones(1, 2), level="geometric", threshold=1.5)
+    tensor([[1., 1.]])
     """
     if level not in ROLLOUT_IS_LEVELS:
         raise ValueError(f"rollout_is level {level!r} is not one of {', '.join(ROLLOUT_IS_LEVELS)}")
     log_ratio = torch.where(mask > 0, old_log_probs.detach().float() - rollout_log_probs.detach().float(), 0.0)
     if level == "sequence":
         log_ratio = masked_sum(log_ratio, mask, dim=-1)[:, None].expand_as(log_ratio)
+    elif level == "geometric":
+        log_ratio = masked_mean(log_ratio, mask, dim=-1)[:, None].expand_as(log_ratio)
     weights = log_ratio.clamp(-_LOG_WEIGHT_BOUND, _LOG_WEIGHT_BOUND).exp().clamp(max=threshold)
     return weights * (mask > 0)
 

@@ -213,7 +213,10 @@ class RolloutCorrectionConfig:
     """verl's rollout correction: truncated importance weights min(pi_old / pi_rollout, threshold) on the loss,
     for the mismatch between the engine's sampling distribution and the trainer's (needs recomputed old log-probs)."""
 
-    rollout_is: str | None = None  # null (off) | token (per token; vanilla PPO) | sequence (product; GSPO)
+    # Level of the weight: null (off) | token (one per token; vanilla PPO) | geometric (the geometric mean of the
+    # sequence's token ratios, length-normalised as GSPO's ratio is: the choice for GSPO) | sequence (the product
+    # of the token ratios; over long responses it sits at the threshold or near 0).
+    rollout_is: str | None = None
     # Upper truncation of the rollout importance weight (verl's default 2.0).
     rollout_is_threshold: float = 2.0
 

@@ -12,7 +12,7 @@ from transformers import DynamicCache, PreTrainedModel
 from gspo.models import cache_keyword
 from gspo.rollout.base import Generation, SamplingParams, Weights, left_pad, pad_cat, response_mask_from_ids
 from gspo.rollout.definition import EngineSpec
-from gspo.rollout.seeded import draw_tokens, response_keys
+from gspo.rollout.seeded import GumbelNoise, draw_tokens, response_keys
 
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": None}
 
@@ -117,9 +117,11 @@ class HFRolloutEngine:
         log_probs = torch.zeros((num_rows, max_new), device=device)
         width = 0
         all_keys = None if sample_keys is None else sample_keys.to(device)
+        # One set of noise buffers for the whole decode: active rows use its first rows, no per-token allocation.
+        noise = GumbelNoise(logits.shape[-1], num_rows, device) if all_keys is not None and params.do_sample else None
         for step in range(max_new):
             keys = None if all_keys is None else all_keys[rows]
-            tokens, token_log_probs = draw_tokens(logits, keys=keys, position=step, **draw)
+            tokens, token_log_probs = draw_tokens(logits, keys=keys, position=step, noise=noise, **draw)
             response_ids[rows, step], log_probs[rows, step] = tokens, token_log_probs
             width = step + 1
             active = ~torch.isin(tokens, eos)

@@ -17,12 +17,19 @@
 #   PYTHON       interpreter with gspo installed (default python)
 #   NGPUS        processes per node (default: all visible GPUs; 1 without a GPU)
 #   NNODES       nodes (default 1); more than one needs MASTER_ADDR, NODE_RANK (and MASTER_PORT) on every node
-#   GSPO_ALLOW_CPU=1  skip the GPU check (the tiny CPU recipe reuses this script)
+#   ROLLOUT_ENGINE  vllm (default; pip install -e '.[vllm]') or hf (transformers' decode loop, no extra install)
+#   GSPO_ALLOW_CPU=1  skip the GPU check (the tiny CPU recipe reuses this script, with ROLLOUT_ENGINE=hf)
 #
+# Generation: one in-process vLLM engine per GPU (bf16, 128 sequences decoded at once), asleep during the update.
+# Its log-probs differ from the trainer's (bf16 kernels), so the old log-probs are recomputed and the loss is
+# weighted by GSPO's rollout correction: the geometric mean of pi_old / pi_rollout over each response, truncated at
+# 2 (algorithm.rollout_correction.rollout_is=geometric; the product of a long response's token ratios, level
+# sequence, sits at the threshold or near 0).
 # Memory: fp32 weights + gradients + AdamW states are ~48 GB for 3B parameters; on one 80 GB GPU they fit whole,
-# on N GPUs FSDP2 shards them (48/N GB each) and every GPU adds an unsharded bf16 copy of the weights for
-# generation (6 GB). bf16 compute for every forward; rollout micro-batches of 128 sequences keep the bf16 KV cache
-# of 1536-token sequences near 7 GB, and micro-batches of 4 sequences keep the (4, 1536, 151936) logits small.
+# on N GPUs FSDP2 shards them (48/N GB each). vLLM may take 30 % of each GPU (gpu_memory_utilization=0.3, 24 GB
+# of 80: 6 GB of bf16 weights and the KV cache, 7 GB for 128 sequences of 1536 tokens); asleep, it frees the KV
+# cache and moves its weights to the host. bf16 compute for every forward; micro-batches of 4 sequences keep the
+# (4, 1536, 151936) logits small.
 # Tight on memory: actor_rollout_ref.actor.fsdp_config.param_offload=true (slower steps, state on the CPU).
 set -euo pipefail
 
@@ -32,6 +39,7 @@ MODEL_PATH=${MODEL_PATH:-$HOME/models/Qwen2.5-3B-Instruct}
 DATA_DIR=${DATA_DIR:-./data/gsm8k}
 OUTPUT_DIR=${OUTPUT_DIR:-./outputs/gspo-dynamic-sampling-3b-gsm8k}
 NNODES=${NNODES:-1}
+ROLLOUT_ENGINE=${ROLLOUT_ENGINE:-vllm}
 if [[ -z "${NGPUS:-}" ]]; then
   NGPUS=$("$PYTHON" -c 'import torch; print(max(torch.cuda.device_count(), 1))' 2>/dev/null || echo 1)
 fi
@@ -50,6 +58,16 @@ if [[ ! -f "$MODEL_PATH/config.json" ]]; then
   problems+=("no model folder at MODEL_PATH=$MODEL_PATH (expected a local HF checkpoint with config.json, e.g.
   Qwen2.5-3B-Instruct saved with save_pretrained; set MODEL_PATH)")
 fi
+case "$ROLLOUT_ENGINE" in
+  vllm)
+    engine_args=(actor_rollout_ref.rollout.name=vllm actor_rollout_ref.rollout.gpu_memory_utilization=0.3)
+    if ! "$PYTHON" -c 'import vllm' 2>/dev/null; then
+      problems+=("vLLM is not installed for $PYTHON (ROLLOUT_ENGINE=vllm): pip install -e '.[vllm]', or set
+  ROLLOUT_ENGINE=hf to generate with transformers")
+    fi ;;
+  hf) engine_args=(actor_rollout_ref.rollout.name=hf) ;;
+  *) problems+=("ROLLOUT_ENGINE=$ROLLOUT_ENGINE: use vllm or hf") ;;
+esac
 if [[ ! -f "$DATA_DIR/train.parquet" || ! -f "$DATA_DIR/test.parquet" ]]; then
   if [[ -z "${GSM8K_DIR:-}" || ! -f "$GSM8K_DIR/train.jsonl" || ! -f "$GSM8K_DIR/test.jsonl" ]]; then
     problems+=("no GSM8K data: DATA_DIR=$DATA_DIR has no train.parquet/test.parquet and GSM8K_DIR=${GSM8K_DIR:-(unset)}
@@ -93,6 +111,7 @@ fi
   actor_rollout_ref.rollout.temperature=1.0 \
   actor_rollout_ref.rollout.top_p=1.0 \
   actor_rollout_ref.rollout.micro_batch_size=128 \
+  "${engine_args[@]}" \
   actor_rollout_ref.rollout.val_kwargs.n=1 \
   actor_rollout_ref.rollout.val_kwargs.do_sample=false \
   actor_rollout_ref.rollout.val_kwargs.temperature=0 \
@@ -100,6 +119,8 @@ fi
   algorithm.filter_groups.enable=true \
   algorithm.filter_groups.metric=acc \
   algorithm.filter_groups.max_num_gen_batches=5 \
+  algorithm.rollout_correction.rollout_is=geometric \
+  algorithm.rollout_correction.rollout_is_threshold=2.0 \
   reward_model.overlong_buffer.enable=false \
   trainer.total_epochs=1 \
   trainer.total_training_steps=null \

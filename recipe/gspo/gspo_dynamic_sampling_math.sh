@@ -21,8 +21,16 @@
 #   NGPUS, NNODES processes per node (default: all visible GPUs) and nodes (default 1), as the 3B GSM8K recipe
 #   GSPO_MATH_WORKERS, GSPO_MATH_TIMEOUT_S  verifier processes per rank (default: cores / local ranks, at most 8)
 #                 and CPU seconds per answer (default 2); a timed-out answer scores 0 and counts in reward/errors
-#   GSPO_ALLOW_CPU=1  skip the GPU check (the tiny CPU recipe, gspo_dynamic_sampling_tiny_math.sh, reuses this)
+#   ROLLOUT_ENGINE  vllm (default; pip install -e '.[vllm]') or hf (transformers' decode loop, no extra install)
+#   GSPO_ALLOW_CPU=1  skip the GPU check (the tiny CPU recipe, gspo_dynamic_sampling_tiny_math.sh, reuses this
+#                 with ROLLOUT_ENGINE=hf)
 #
+# Generation: one in-process vLLM engine per GPU (bf16, 128 sequences decoded at once, up to half of the GPU's
+# memory: vLLM's default gpu_memory_utilization=0.5), asleep during the update (KV cache freed, weights on the
+# host). Its log-probs differ from the trainer's, so the old log-probs are recomputed and the loss is weighted by
+# GSPO's rollout correction: the geometric mean of pi_old / pi_rollout over each response, truncated at 2
+# (algorithm.rollout_correction.rollout_is=geometric); over 3,072-token responses the product of the token ratios
+# (level sequence) sits at the threshold or near 0.
 # Lengths: Qwen2.5-Math has a 4,096-token context, so prompts get 1,024 tokens and responses 3,072, the last 512
 # of them under DAPO's soft overlong penalty. Memory: fp32 weights + gradients + AdamW states are 16 bytes per
 # parameter: ~25 GB for 1.5B (one 80 GB GPU holds it with the bf16 generation copy and a 128-sequence KV cache
@@ -39,6 +47,7 @@ VAL_FILE=${VAL_FILE:-./data/raw/math500_test.jsonl}
 DATA_DIR=${DATA_DIR:-./data/math}
 OUTPUT_DIR=${OUTPUT_DIR:-./outputs/gspo-dynamic-sampling-math}
 NNODES=${NNODES:-1}
+ROLLOUT_ENGINE=${ROLLOUT_ENGINE:-vllm}
 if [[ -z "${NGPUS:-}" ]]; then
   NGPUS=$("$PYTHON" -c 'import torch; print(max(torch.cuda.device_count(), 1))' 2>/dev/null || echo 1)
 fi
@@ -57,6 +66,16 @@ fi
 if ! "$PYTHON" -c 'import math_verify' 2>/dev/null; then
   problems+=("math-verify is not installed for $PYTHON: pip install 'gspo[math]'")
 fi
+case "$ROLLOUT_ENGINE" in
+  vllm)
+    engine_args=(actor_rollout_ref.rollout.name=vllm)
+    if ! "$PYTHON" -c 'import vllm' 2>/dev/null; then
+      problems+=("vLLM is not installed for $PYTHON (ROLLOUT_ENGINE=vllm): pip install -e '.[vllm]', or set
+  ROLLOUT_ENGINE=hf to generate with transformers")
+    fi ;;
+  hf) engine_args=(actor_rollout_ref.rollout.name=hf) ;;
+  *) problems+=("ROLLOUT_ENGINE=$ROLLOUT_ENGINE: use vllm or hf") ;;
+esac
 if [[ ! -f "$DATA_DIR/train.parquet" && ! -f "$TRAIN_FILE" ]]; then
   problems+=("no training data: DATA_DIR=$DATA_DIR has no train.parquet and TRAIN_FILE=$TRAIN_FILE does not exist;
   get data/dapo-math-17k.parquet from https://huggingface.co/datasets/BytedTsinghua-SIA/DAPO-Math-17k (or MATH
@@ -106,6 +125,7 @@ fi
   actor_rollout_ref.rollout.temperature=1.0 \
   actor_rollout_ref.rollout.top_p=1.0 \
   actor_rollout_ref.rollout.micro_batch_size=128 \
+  "${engine_args[@]}" \
   actor_rollout_ref.rollout.val_kwargs.n=1 \
   actor_rollout_ref.rollout.val_kwargs.do_sample=false \
   actor_rollout_ref.rollout.val_kwargs.temperature=0 \
@@ -113,6 +133,8 @@ fi
   algorithm.filter_groups.enable=true \
   algorithm.filter_groups.metric=acc \
   algorithm.filter_groups.max_num_gen_batches=10 \
+  algorithm.rollout_correction.rollout_is=geometric \
+  algorithm.rollout_correction.rollout_is_threshold=2.0 \
   reward_model.overlong_buffer.enable=true \
   reward_model.overlong_buffer.len=512 \
   reward_model.overlong_buffer.penalty_factor=1.0 \

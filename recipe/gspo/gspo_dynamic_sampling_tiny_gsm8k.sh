@@ -44,7 +44,9 @@ fi
 
 # Random model -> accuracy 0 on every response -> every group is all-equal: dynamic sampling would drop them all and
 # stop at max_num_gen_batches, so it is off here (the 3B run keeps it on).
-MODEL_PATH=$MODEL_DIR DATA_DIR=$DATA_DIR OUTPUT_DIR=$RUN_DIR PYTHON=$PYTHON GSPO_ALLOW_CPU=1 \
+# transformers' decode loop generates on the CPU (the GPU run's vLLM engine is not needed); the geometric
+# rollout correction stays on, as in the GPU run.
+MODEL_PATH=$MODEL_DIR DATA_DIR=$DATA_DIR OUTPUT_DIR=$RUN_DIR PYTHON=$PYTHON GSPO_ALLOW_CPU=1 ROLLOUT_ENGINE=hf \
   bash "$REPO_DIR/recipe/gspo/gspo_dynamic_sampling_3b_math.sh" \
   trainer.device=cpu \
   trainer.total_training_steps="${TINY_STEPS:-4}" \

@@ -36,7 +36,9 @@ fi
 
 # Most groups of such a model are all right or all wrong: dynamic sampling would keep too few and stop at
 # max_num_gen_batches, so it is off here (the GPU run keeps it on). The overlong buffer must fit the 32 tokens.
-MODEL_PATH=$MODEL_DIR DATA_DIR=$DATA_DIR OUTPUT_DIR=$RUN_DIR PYTHON=$PYTHON GSPO_ALLOW_CPU=1 \
+# transformers' decode loop generates on the CPU (the GPU run's vLLM engine is not needed); the geometric
+# rollout correction stays on, as in the GPU run.
+MODEL_PATH=$MODEL_DIR DATA_DIR=$DATA_DIR OUTPUT_DIR=$RUN_DIR PYTHON=$PYTHON GSPO_ALLOW_CPU=1 ROLLOUT_ENGINE=hf \
   bash "$REPO_DIR/recipe/gspo/gspo_dynamic_sampling_math.sh" \
   trainer.device=cpu \
   trainer.total_training_steps="${TINY_STEPS:-2}" \

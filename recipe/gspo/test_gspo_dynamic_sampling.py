@@ -93,3 +93,8 @@ def test_validate_implementation_passes():
     assert module.main([]) == 0
     keys = dict(module.script_overrides(module.SCRIPTS[0]))
     assert keys["actor_rollout_ref.actor.policy_loss.loss_mode"] == "gspo"
+    assert keys["algorithm.rollout_correction.rollout_is"] == "geometric"
+    engines = {name: dict(pairs) for name, pairs in module.engine_overrides(module.SCRIPTS[0]).items()}
+    assert engines == {"vllm": {"actor_rollout_ref.rollout.name": "vllm",
+                                "actor_rollout_ref.rollout.gpu_memory_utilization": "0.3"},
+                       "hf": {"actor_rollout_ref.rollout.name": "hf"}}

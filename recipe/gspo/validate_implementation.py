@@ -8,8 +8,9 @@ Checks, each printed as one ``ok`` / ``error`` line (exit 2 on any error):
 1. ``config/gspo_dynamic_sampling.yaml`` resolves under the schema and sets GSPO's algorithm: loss_mode=gspo,
    sequence-level clip ranges 3e-4 / 4e-4, seq-mean-token-mean aggregation, DAPO group filtering on.
 2. Both shell scripts parse (``bash -n``).
-3. Every ``key=value`` the scripts pass to ``gspo train`` is a schema key or a verl key we handle
-   (:mod:`gspo.verl_compat`), and the 3B command line resolves with the recipe config.
+3. Every ``key=value`` the scripts pass to ``gspo train`` (the engine's too, ``engine_args=(...)`` for each
+   ``ROLLOUT_ENGINE``) is a schema key or a verl key we handle (:mod:`gspo.verl_compat`), and the 3B command line
+   resolves with the recipe config: with the vllm engine where vLLM is installed, else with the hf one.
 4. With ``--model`` and ``--data`` (prepared ``train.parquet`` / ``test.parquet``): ``gspo validate`` on that
    command line (model loads as a causal LM, data, reward, output folder, device).
 """
@@ -27,6 +28,7 @@ CONFIG = HERE / "config" / "gspo_dynamic_sampling.yaml"
 SCRIPTS = (HERE / "gspo_dynamic_sampling_3b_math.sh", HERE / "gspo_dynamic_sampling_tiny_gsm8k.sh")
 OVERRIDE = re.compile(r"^\s+([A-Za-z_+][\w.+]*)=(\S*?)\s*\\?$")  # a `  key=value \` line of a script
 TRAIN_COMMAND = re.compile(r"^[^#]*(-m gspo train|gspo_dynamic_sampling_3b_math\.sh\")")  # starts a training command
+ENGINE_ARGS = re.compile(r"^\s*(?:(\w+)\)\s*)?engine_args=\(([^)]*)\)")  # `[hf) ]engine_args=(key=value ...)`
 
 
 def script_overrides(script: Path) -> list[tuple[str, str]]:
@@ -40,6 +42,18 @@ def script_overrides(script: Path) -> list[tuple[str, str]]:
         if not line.rstrip().endswith("\\"):
             in_command = False
     return found
+
+
+def engine_overrides(script: Path) -> dict[str, list[tuple[str, str]]]:
+    """ROLLOUT_ENGINE -> the ``key=value`` pairs of its ``engine_args=(...)`` in a recipe script."""
+    engines, engine = {}, None
+    for line in script.read_text().splitlines():
+        if re.match(r"^\s*(\w+)\)\s*$", line):  # a `vllm)` case label on its own line
+            engine = line.strip()[:-1]
+        if match := ENGINE_ARGS.match(line):
+            name = match.group(1) or engine
+            engines[name] = [tuple(arg.split("=", 1)) for arg in match.group(2).split()]
+    return engines
 
 
 def check_config() -> str:
@@ -68,7 +82,8 @@ def check_script_keys(script: Path) -> str:
     from gspo.config import field_type
     from gspo.verl_compat import find
 
-    keys = [key.lstrip("+") for key, _ in script_overrides(script)]
+    engine_keys = [key for pairs in engine_overrides(script).values() for key, _ in pairs]
+    keys = [key.lstrip("+") for key, _ in script_overrides(script)] + engine_keys
     unknown = [key for key in keys if field_type(key) is None and find(key) is None]
     if unknown:
         raise ValueError(f"{script.name}: unknown keys {unknown} (gspo config lists the keys)")
@@ -76,7 +91,10 @@ def check_script_keys(script: Path) -> str:
 
 
 def check_3b_command_line(model: str = "embedded://addition", data: str | None = None) -> list[str]:
-    """The 3B script's overrides with its shell variables filled in, resolved with the recipe config."""
+    """The 3B script's overrides with its shell variables filled in (and its engine's: vllm where vLLM is
+    installed, else hf), resolved with the recipe config."""
+    import importlib.util
+
     from gspo.config import load_config
 
     values = {"$MODEL_PATH": model, "$DATA_DIR": data or "/data/gsm8k", "$OUTPUT_DIR": "outputs/recipe-check",
@@ -86,6 +104,8 @@ def check_3b_command_line(model: str = "embedded://addition", data: str | None =
         for name, filled in values.items():
             value = value.replace(f'"{name}"', filled).replace(name, filled)
         overrides.append(f"{key}={value}")
+    engine = "vllm" if importlib.util.find_spec("vllm") is not None else "hf"
+    overrides += [f"{key}={value}" for key, value in engine_overrides(SCRIPTS[0])[engine]]
     load_config(CONFIG, overrides)
     return overrides
 

@@ -65,9 +65,72 @@ def test_weights_are_safety_bounded_detached_and_finite_at_padding():
     assert weights[0, 1].item() == 0.0 and not weights.requires_grad
 
 
-def test_unknown_level_is_an_error():
-    with pytest.raises(ValueError, match="geometric"):
-        rollout_importance_weights(OLD, ROLLOUT, MASK, level="geometric", threshold=2.0)
+# Ragged rows for the geometric level: pi_old / pi_rollout per response token, padding after.
+#   row 0, 3 tokens: 0.8/0.4 = 2, 0.1/0.2 = 0.5, 0.4/0.1 = 4   product 4     geometric 4^(1/3) = 1.5874011
+#   row 1, 1 token:  0.6/0.4 = 1.5 (padding ratio 100 ignored)   product 1.5   geometric 1.5
+#   row 2, 2 tokens: 0.45/0.5 = 0.9, 0.2/0.5 = 0.4               product 0.36  geometric sqrt(0.36) = 0.6
+RAGGED_OLD = torch.log(torch.tensor([[0.8, 0.1, 0.4], [0.6, 0.9, 0.9], [0.45, 0.2, 0.5]]))
+RAGGED_ROLLOUT = torch.log(torch.tensor([[0.4, 0.2, 0.1], [0.4, 0.009, 0.009], [0.5, 0.5, 0.5]]))
+RAGGED_MASK = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0], [1.0, 1.0, 0.0]])
+CUBE_ROOT_4 = 4 ** (1 / 3)
+
+
+def test_geometric_weight_is_the_truncated_geometric_mean_over_each_response():
+    weights = rollout_importance_weights(RAGGED_OLD, RAGGED_ROLLOUT, RAGGED_MASK, level="geometric", threshold=2.0)
+    expected = torch.tensor([[CUBE_ROOT_4] * 3, [1.5, 0.0, 0.0], [0.6, 0.6, 0.0]])
+    torch.testing.assert_close(weights, expected, rtol=0, atol=1e-6)
+    # Threshold 1.5: row 0's 1.587 is truncated, row 1 sits exactly at it, row 2 is below it.
+    truncated = rollout_importance_weights(RAGGED_OLD, RAGGED_ROLLOUT, RAGGED_MASK, level="geometric", threshold=1.5)
+    expected = torch.tensor([[1.5] * 3, [1.5, 0.0, 0.0], [0.6, 0.6, 0.0]])
+    torch.testing.assert_close(truncated, expected, rtol=0, atol=1e-6)
+    # Token-weighted over the 6 response tokens: (3 * 1.5 + 1.5 + 2 * 0.6) / 6 = 1.2; 4 of 6 tokens at 1.5.
+    assert importance_weight_metrics(truncated, RAGGED_MASK, 1.5) == pytest.approx(
+        {"rollout_corr/rollout_is_mean": 1.2, "rollout_corr/rollout_is_truncated_frac": 4 / 6})
+
+
+def test_geometric_equals_the_other_levels_on_a_one_token_response_and_differs_from_the_product():
+    levels = {level: rollout_importance_weights(RAGGED_OLD, RAGGED_ROLLOUT, RAGGED_MASK, level=level, threshold=2.0)
+              for level in ("token", "sequence", "geometric")}
+    assert levels["token"][1, 0] == levels["sequence"][1, 0] == levels["geometric"][1, 0] == pytest.approx(1.5)
+    # The product: row 0 min(4, 2) = 2, row 2 0.36; the geometric mean 1.587 and 0.6.
+    torch.testing.assert_close(levels["sequence"][[0, 2], 0], torch.tensor([2.0, 0.36]), rtol=0, atol=1e-6)
+
+
+def test_geometric_weight_stays_near_one_over_a_long_slightly_mismatched_response():
+    # 2,000 tokens, each 1% more (less) likely under pi_old than under the engine: the product is
+    # exp(+-2000 * 0.01) = exp(+-20), truncated to 2 or ~2e-9; the geometric mean is exp(+-0.01) = 1.01005 / 0.99005.
+    mask = torch.ones(2, 2000)
+    rollout = torch.full((2, 2000), -3.0)
+    old = rollout + torch.tensor([[0.01], [-0.01]])
+    geometric = rollout_importance_weights(old, rollout, mask, level="geometric", threshold=2.0)
+    product = rollout_importance_weights(old, rollout, mask, level="sequence", threshold=2.0)
+    torch.testing.assert_close(geometric[:, 0], torch.tensor([math.exp(0.01), math.exp(-0.01)]), rtol=1e-5, atol=0)
+    torch.testing.assert_close(product[:, 0], torch.tensor([2.0, math.exp(-20.0)]), rtol=1e-3, atol=0)
+
+
+def test_geometric_weights_carry_no_gradient_and_an_empty_response_gets_weight_zero():
+    from gspo.algos import compute_policy_loss
+
+    old = RAGGED_OLD.clone().requires_grad_(True)
+    mask = torch.cat([RAGGED_MASK, torch.zeros(1, 3)])  # a fourth, empty response
+    weights = rollout_importance_weights(torch.cat([old, torch.zeros(1, 3)]), torch.cat([RAGGED_ROLLOUT,
+                                         torch.zeros(1, 3)]), mask, level="geometric", threshold=2.0)
+    assert not weights.requires_grad and weights.grad_fn is None
+    assert weights[3].tolist() == [0.0, 0.0, 0.0]
+    # On-policy vanilla loss, advantage 1, token-mean over the 6 tokens: loss = -(3 * 1.5874 + 1.5 + 2 * 0.6) / 6;
+    # d loss / d log_prob_t = -w_t / 6, and nothing reaches the log-probs the weights came from.
+    log_prob = torch.zeros(4, 3, requires_grad=True)
+    loss, _ = compute_policy_loss(log_prob.detach(), log_prob, torch.ones(4, 3), mask, loss_mode="vanilla",
+                                  loss_agg_mode="token-mean", token_weights=weights)
+    assert loss.item() == pytest.approx(-(3 * CUBE_ROOT_4 + 1.5 + 1.2) / 6, abs=1e-6)
+    loss.backward()
+    torch.testing.assert_close(log_prob.grad, -weights / 6, rtol=0, atol=1e-7)
+    assert old.grad is None
+
+
+def test_unknown_level_is_an_error_that_lists_the_levels():
+    with pytest.raises(ValueError, match="token, sequence, geometric"):
+        rollout_importance_weights(OLD, ROLLOUT, MASK, level="product", threshold=2.0)
 
 
 def test_policy_loss_multiplies_each_tokens_loss_by_its_weight():

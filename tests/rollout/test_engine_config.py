@@ -17,6 +17,12 @@ def test_defaults_are_the_hf_engine():
     assert load_config().algorithm.rollout_correction.rollout_is is None  # off by default
 
 
+@pytest.mark.parametrize("level", ["token", "sequence", "geometric"])
+def test_every_rollout_correction_level_validates(level):
+    correction = load_config(None, [f"algorithm.rollout_correction.rollout_is={level}"]).algorithm.rollout_correction
+    assert correction.rollout_is == level and correction.rollout_is_threshold == 2.0
+
+
 @pytest.mark.parametrize("override", ["actor_rollout_ref.rollout.gpu_memory_utilization=0.7",
                                       "actor_rollout_ref.rollout.enforce_eager=false",
                                       "actor_rollout_ref.rollout.max_model_len=64",
@@ -34,7 +40,7 @@ def test_bad_engine_values_name_the_key():
         load_config(None, ["actor_rollout_ref.rollout.name=vllm",
                            "actor_rollout_ref.rollout.tensor_model_parallel_size=2"])
     with pytest.raises(ConfigError, match="algorithm.rollout_correction.rollout_is"):
-        load_config(None, ["algorithm.rollout_correction.rollout_is=geometric"])
+        load_config(None, ["algorithm.rollout_correction.rollout_is=product"])
     with pytest.raises(ConfigError, match="need recomputed old log-probs"):
         load_config(None, ["algorithm.rollout_correction.rollout_is=token",
                            "actor_rollout_ref.actor.use_rollout_log_probs=true"])

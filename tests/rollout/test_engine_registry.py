@@ -93,7 +93,7 @@ def test_unknown_engine_fails_naming_the_key_and_the_choices(make_config):
         register_rollout_engine("hf", GenerateEngine)
 
 
-@pytest.mark.parametrize("level", ["token", "sequence"])
+@pytest.mark.parametrize("level", ["token", "sequence", "geometric"])
 def test_rollout_correction_weights_the_loss(make_config, level):
     # Same engine, same samples: pi_old / pi_rollout = 1 up to float noise, so the weights are 1 and never truncated.
     cfg = make_config("actor_rollout_ref.rollout.name=hf_generate", "algorithm.filter_groups.enable=false",

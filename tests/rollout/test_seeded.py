@@ -9,7 +9,12 @@ import torch
 
 from gspo.models import load_causal_lm, load_tokenizer
 from gspo.rollout import HFRolloutEngine, SamplingParams, group_keys, response_keys
-from gspo.rollout.seeded import draw_tokens, gumbel_noise, mix32
+from gspo.rollout.seeded import GumbelNoise, draw_tokens, gumbel_noise, mix32
+
+
+def _sample_keys(seed: int, group_ids: torch.Tensor, n: int) -> torch.Tensor:
+    """(G * n,) keys for n responses to each group, group-major like the rollout rows."""
+    return response_keys(group_keys(seed, group_ids), n)
 
 
 def test_mix32_matches_reference_murmur3_finaliser():
@@ -46,6 +51,54 @@ def test_gumbel_noise_is_a_pure_function_with_gumbel_moments():
     # Standard Gumbel: mean = Euler-Mascheroni 0.5772, variance = pi^2 / 6 = 1.6449; 256k draws.
     assert noise.mean().item() == pytest.approx(0.5772, abs=0.01)
     assert noise.var().item() == pytest.approx(math.pi ** 2 / 6, abs=0.02)
+
+
+def _float64_gumbel(keys: torch.Tensor, position: int, vocab_size: int) -> torch.Tensor:
+    """The reference: the same 32-bit hashes turned into Gumbel noise in float64."""
+    row = mix32(keys ^ mix32(torch.tensor(position) + 0x632BE5AB))
+    bits = mix32(row[:, None] ^ mix32(torch.arange(vocab_size) + 0x5BD1E995)[None, :])
+    return -torch.log(-torch.log1p(-(bits.double() + 0.5) * 2.0 ** -32))
+
+
+def test_gumbel_noise_pinned_values_and_float64_agreement():
+    # Hashes of keys _sample_keys(0, [0, 1], 1) at position 0, tokens 0..3: 3005480533 90061219 1351756730
+    # 1801739139 / 707053232 1756451390 1774812612 3148218729; noise = -ln(-ln(1 - (h + 0.5) / 2^32)).
+    noise = gumbel_noise(_sample_keys(0, torch.arange(2), 1), position=0, vocab_size=4)
+    assert noise.dtype == torch.float32
+    expected = torch.tensor([[-0.1849844, 3.8541323, 0.9730121, 0.6090531],
+                             [1.7155045, 0.6427120, 0.6290019, -0.2780206]])
+    torch.testing.assert_close(noise, expected, rtol=0, atol=2e-7)
+    # 1M draws against float64: within 1e-5 wherever U > 1e-3 (the float32 complement 1 - U keeps ~24 bits, so
+    # as U -> 0 the noise loses precision and is floored at -2.81; noise that low practically never wins a draw).
+    keys = _sample_keys(3, torch.arange(256), 1)
+    noise, reference = gumbel_noise(keys, 5, 4096), _float64_gumbel(keys, 5, 4096)
+    body = reference > -math.log(-math.log(1e-3))
+    torch.testing.assert_close(noise[body].double(), reference[body], rtol=0, atol=1e-5)
+    assert noise.min().item() >= -math.log(-math.log(2.0 ** -24)) - 1e-6 and noise.isfinite().all()
+
+
+def test_noise_buffers_are_reused_and_never_leak_between_calls():
+    keys = _sample_keys(0, torch.arange(8), 1)
+    noise = GumbelNoise(vocab_size=500, max_rows=8)
+    first = noise(keys, 3)
+    address, first = first.data_ptr(), first.clone()
+    fewer_rows = noise(keys[2:5], 7)
+    assert fewer_rows.data_ptr() == address  # the same buffer: no allocation per token
+    assert torch.equal(fewer_rows, gumbel_noise(keys[2:5], 7, 500))
+    assert torch.equal(noise(keys, 3), first)
+
+
+def test_sampled_tokens_are_those_of_the_float64_sampler():
+    # 4,096 rows over a 2,048-token vocabulary: the same tokens as argmax(logits + float64 noise) drew.
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(4096, 2048, generator=generator) * 3
+    keys = _sample_keys(9, torch.arange(4096), 1)
+    tokens, _ = draw_tokens(logits, temperature=1.0, top_k=-1, top_p=1.0, do_sample=True, keys=keys, position=2)
+    assert torch.equal(tokens, (logits + _float64_gumbel(keys, 2, 2048).float()).argmax(-1))
+    reused = GumbelNoise(2048, 4096)
+    again, _ = draw_tokens(logits, temperature=1.0, top_k=-1, top_p=1.0, do_sample=True, keys=keys, position=2,
+                           noise=reused)
+    assert torch.equal(again, tokens)
 
 
 def _draw(logits: torch.Tensor, seed: int, **knobs) -> torch.Tensor:
