@@ -21,6 +21,10 @@ from _runner import run_gspo_train
 SLEEP_FREES_AT_LEAST = 0.5  # of what the engine holds awake (KV cache + weights); level 1 frees nearly all of it
 GROWTH_ALLOWED_GIB = 0.5  # device memory after the third generate may exceed the first's by this much
 SAME_TOKENS_AT_LEAST = 0.9  # of the prompts whose greedy tokens repeat when the same weights come back
+# ~180M parameters (365 MB in bf16): weights woken twice, or a copy kept per push, would show past the growth
+# allowed; head_dim 128 for vLLM's attention kernels.
+VLLM_MODEL_DIMS = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=12, num_attention_heads=8,
+                       num_key_value_heads=2, max_position_embeddings=128)
 
 
 # ---------------------------------------------------------------------------------------------------- FSDP2
@@ -122,7 +126,7 @@ def check_vllm_cycles(ctx: CheckContext) -> Verdict:
     from gspo.models import load_causal_lm
     from gspo.rollout import EngineSpec, SamplingParams, build_rollout_engine
 
-    folder = build_addition_model(ctx.folder / "model", "cuda", dtype="bfloat16", max_position_embeddings=128)
+    folder = build_addition_model(ctx.folder / "model", "cuda", dtype="bfloat16", **VLLM_MODEL_DIMS)
     device = torch.device("cuda")
     weights_a = load_causal_lm(str(folder), device, dtype=torch.bfloat16)
     torch.manual_seed(1)
@@ -183,7 +187,10 @@ def judge_cycles(engine_gib: float, after_build: float, readings: list[dict], to
     (no leak per cycle); B's tokens differ from A's on most prompts (the push took effect) and A's come back on at
     least ``SAME_TOKENS_AT_LEAST`` of them.
     """
-    verdict = Verdict({"engine_gib": round(engine_gib, 3), "cycles": readings})
+    woken = [(r["after_push"] - r["after_sleep"], r["after_wake"] - r["after_push"]) for r in readings]
+    verdict = Verdict({"engine_gib": round(engine_gib, 3), "cycles": readings,
+                       "push_woke_gib": [round(w, 3) for w, _ in woken],  # the weights (the KV cache sleeps on)
+                       "wake_took_gib": [round(k, 3) for _, k in woken]})  # the KV cache
     awake = after_build
     for number, reading in enumerate(readings, start=1):
         freed = awake - reading["after_sleep"]

@@ -17,8 +17,10 @@ and runs the others on the CPU with tiny shapes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -34,7 +36,7 @@ CHECKS = {
     "bf16_step": ("_acceptance_training:check_bf16_step", True, 180),
     "fsdp2_nccl": ("_acceptance_devices:check_fsdp2_nccl", True, 90),
     "vllm_cycles": ("_acceptance_devices:check_vllm_cycles", True, 150),
-    "lora_bf16": ("_acceptance_training:check_lora_bf16", False, 60),
+    "lora_bf16": ("_acceptance_training:check_lora_bf16", False, 90),
     "recipe_3b_shapes": ("_acceptance_training:check_recipe_3b_shapes", False, 180),
     "verl_gspo_line": ("_acceptance_training:check_verl_gspo_line", False, 150),
 }
@@ -86,16 +88,29 @@ def run_check(name: str, scratch: Path, device: str, limit_s: float, args: argpa
                "--result", str(result), *(["--peak-tflops", str(args.peak_tflops)] if args.peak_tflops else [])]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     start = time.perf_counter()
+    # Its own process group, so that a check past its time is stopped with everything it started (gpu_step.py's
+    # engine processes, torchrun's ranks) before the next check takes the GPU.
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
     try:
-        proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=limit_s)
-        error = None if proc.returncode == 0 else f"exit code {proc.returncode}: {_last_lines(proc.stderr)}"
+        stderr = proc.communicate(timeout=limit_s)[1]
+        error = None if proc.returncode == 0 else f"exit code {proc.returncode}: {_last_lines(stderr)}"
     except subprocess.TimeoutExpired:
         error = f"timed out after {limit_s:.0f} s"
+    finally:
+        _stop_group(proc)
     row = {"check": name, "device": device, "seconds": round(time.perf_counter() - start, 1)}
     if error is not None or not result.is_file():
         return {**row, "status": "fail", "error": error or "the check wrote no result"}
     verdict = json.loads(result.read_text())
     return {**row, "status": "fail" if verdict["problems"] else "pass", **verdict}
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    """Kill whatever of the check's process group is still running and reap the check."""
+    with contextlib.suppress(ProcessLookupError):  # else the check and everything it started are gone
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate()
 
 
 def _last_lines(text: str, count: int = 3) -> str:

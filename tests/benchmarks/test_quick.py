@@ -169,3 +169,17 @@ def test_default_run_contended_quick():
     (result,) = _run("default_run.py", "--contended")
     assert result["busy_loops"] == 2 and result["idle"]["quick"] and result["contended"]["quick"]
     assert result["ratio"] > 0 and result["meets_target"] is None  # a smoke run says nothing about the target
+
+
+def test_gpu_step_prompts_encode_one_token_per_letter(tmp_path):
+    # transformers loads a tokenizer saved beside a Qwen2 model as Qwen2's byte-level BPE: the benchmark's own
+    # tokenizer must survive that (a word-level one encoded every prompt to zero tokens).
+    sys.path.insert(0, str(BENCHMARKS))
+    import gpu_step
+
+    from gspo.models import load_tokenizer
+
+    gpu_step.write_assets(tmp_path, num_prompts=1, shape="tiny")
+    prompt = json.loads((tmp_path / "train.jsonl").read_text().splitlines()[0])["prompt"]
+    ids = load_tokenizer(str(tmp_path / "model"))(prompt)["input_ids"]
+    assert 4 <= len(prompt) == len(ids) <= 8 and min(ids) >= 2
