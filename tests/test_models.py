@@ -40,9 +40,13 @@ def test_loads_local_checkpoint_in_fp32(tiny_model_dir):
     assert load_tokenizer(str(tiny_model_dir)).pad_token_id is not None
 
 
-def test_cuda_requested_without_cuda():
-    if torch.cuda.is_available():
-        pytest.skip("machine has CUDA")
+def test_cuda_requested_without_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a machine without CUDA, on every machine
     with pytest.raises(ValueError, match="trainer.device"):
         resolve_device("cuda")
     assert resolve_device("auto").type == "cpu"
+
+
+def test_cuda_is_used_where_present(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a machine with CUDA, on every machine
+    assert resolve_device("auto") == torch.device("cuda") == resolve_device("cuda")

@@ -12,17 +12,19 @@ from gspo.cli import main
 from gspo.config import field_type
 
 PROJECT, EXPERIMENT = "RL-GSPO", "gspo-epslow-0.0003-epshigh-0.0004-tiny-RL"
-# The rollout engine's keys. verl's script asks for name=vllm with gpu_memory_utilization, enable_chunked_prefill
-# and max_num_batched_tokens; here (no vLLM in this environment; tests_vllm/ trains with it) the hf engine runs,
-# which refuses vLLM-only keys at non-default values rather than ignore them, so those are left out.
+# The rollout engine's keys: name, mode, then those the script sets after ulysses_sequence_parallel_size. verl's
+# script asks for name=vllm with gpu_memory_utilization, enable_chunked_prefill and max_num_batched_tokens; here the
+# hf engine runs on CPU in any environment (tests_vllm/ trains with vLLM; benchmarks/gpu_acceptance.py runs the line
+# with vLLM on a GPU), and it refuses vLLM-only keys at non-default values rather than ignore them, so those are
+# left out.
 ENGINE_OVERRIDES = ["actor_rollout_ref.rollout.name=hf", "actor_rollout_ref.rollout.mode=async",
                     "actor_rollout_ref.rollout.tensor_model_parallel_size=1"]
 
 
-def verl_gspo_overrides(model, train, val, loggers: str) -> list[str]:
-    """The script's overrides with max_prompt_length 16, max_response_length 4, 4 prompts x 4 responses."""
+def verl_gspo_overrides(model, train, val, loggers: str, engine: list[str] = ENGINE_OVERRIDES) -> list[str]:
+    """The script's overrides with max_prompt_length 16, max_response_length 4, 4 prompts x 4 responses;
+    ``engine`` laid out as ``ENGINE_OVERRIDES``."""
     max_prompt, max_response = 16, 4
-    engine = ENGINE_OVERRIDES
     return [
         "algorithm.adv_estimator=grpo", "actor_rollout_ref.actor.policy_loss.loss_mode=gspo",
         f"data.train_files=['{train}']", f"data.val_files=['{val}']", "data.shuffle=true", "data.prompt_key=prompt",

@@ -23,7 +23,8 @@ def test_every_benchmark_has_a_quick_test():
     scripts = {p.name for p in BENCHMARKS.glob("*.py") if not p.name.startswith("_")}
     tested = {"default_run.py", "dynamic_sampling.py", "data_parallel.py", "memory.py", "vs_trl.py", "lora.py",
               "math_reward.py", "ablation.py", "checkpoint_hash.py",  # ablation.py: tests/benchmarks/test_ablation.py
-              "rollout_engines.py", "gpu_step.py"}
+              "rollout_engines.py", "gpu_step.py",
+              "gpu_acceptance.py"}  # tests/benchmarks/test_gpu_acceptance.py runs its CPU dry run
     assert scripts == tested
 
 
@@ -95,24 +96,50 @@ def test_rollout_engines_quick_hf():
     assert row["engine"] == "hf" and row["model"] == "embedded" and row["tokens_per_s"] > 0
 
 
-def test_rollout_engines_without_vllm_names_the_environment():
-    proc = subprocess.run([sys.executable, str(BENCHMARKS / "rollout_engines.py"), "--quick"], capture_output=True,
+def _without_vllm(script: str, *args: str) -> subprocess.CompletedProcess:
+    """Run a benchmark as in an environment without vLLM, whether or not this one has it: with
+    ``sys.modules["vllm"] = None``, ``importlib.util.find_spec("vllm")`` is None and ``import vllm`` fails."""
+    launcher = ("import runpy, sys; sys.modules['vllm'] = None; sys.argv = sys.argv[1:]; "
+                "runpy.run_path(sys.argv[0], run_name='__main__')")
+    return subprocess.run([sys.executable, "-c", launcher, str(BENCHMARKS / script), *args], capture_output=True,
                           text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_rollout_engines_without_vllm_names_the_environment():
+    proc = _without_vllm("rollout_engines.py", "--quick")
     assert proc.returncode == 2 and "setup_vllm_env.sh" in proc.stderr
 
 
 def test_gpu_step_refuses_without_cuda_and_checks_its_arguments():
-    # It needs one CUDA device (measured on a GPU machine, see benchmarks/README.md); CI has none.
+    # It needs one CUDA device (measured on a GPU machine, see benchmarks/README.md); hidden here on every machine.
     proc = subprocess.run([sys.executable, str(BENCHMARKS / "gpu_step.py"), "--engines", "hf"], capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=300, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
     assert proc.returncode == 2 and "needs one CUDA device" in proc.stderr and proc.stdout == ""
     bad = subprocess.run([sys.executable, str(BENCHMARKS / "gpu_step.py"), "--steps", "0"], capture_output=True,
                          text=True, timeout=300)
     assert bad.returncode == 2 and "--steps" in bad.stderr
 
 
-def test_gpu_step_config_is_valid(tmp_path):
-    # Its training overrides load (the vllm run's too, but vLLM is missing here: the error names the extra).
+def test_gpu_step_quick_reports_each_engine_and_exits_1_when_one_fails():
+    # --quick runs on the CPU without CUDA. An engine that cannot be built fails its own line and the exit code;
+    # the other engine still reports (no MFU on CPU: there is no bf16 peak to divide by).
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / "gpu_step.py"), "--quick", "--engines",
+                           "hf,no_such_engine"], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""})
+    hf, failed = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert hf["engine"] == "hf" and hf["device"] == "cpu" and hf["sequences_per_step"] == 4
+    assert hf["train_tokens_per_s"] > 0 and hf["mfu"] is None and hf["autocast"] == "None"
+    assert failed["engine"] == "no_such_engine" and "unknown rollout engine 'no_such_engine'" in failed["error"][0]
+    assert proc.returncode == 1
+
+
+def test_gpu_step_config_is_valid(tmp_path, monkeypatch):
+    # Its training overrides load; the vllm run's too where vLLM is installed, and where it is not the error
+    # names the extra (both asserted on every machine by answering find_spec for vllm either way).
+    import importlib.util
+
+    import pytest
+
     sys.path.insert(0, str(BENCHMARKS))
     import gpu_step
 
@@ -122,8 +149,12 @@ def test_gpu_step_config_is_valid(tmp_path):
     cfg = load_config(None, gpu_step.overrides(tmp_path, "hf", args))
     assert cfg.data.max_response_length == 512 and cfg.actor_rollout_ref.rollout.ignore_eos
     assert cfg.data.train_batch_size * cfg.actor_rollout_ref.rollout.n == 256
-    import pytest
-
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: real("json") if name == "vllm" else real(name, *a))
+    vllm_cfg = load_config(None, gpu_step.overrides(tmp_path, "vllm", args))
+    assert vllm_cfg.actor_rollout_ref.rollout.gpu_memory_utilization == 0.35
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real(name, *a))
     with pytest.raises(ConfigError, match=r"pip install -e '\.\[vllm\]'"):
         load_config(None, gpu_step.overrides(tmp_path, "vllm", args))
 
@@ -138,3 +169,17 @@ def test_default_run_contended_quick():
     (result,) = _run("default_run.py", "--contended")
     assert result["busy_loops"] == 2 and result["idle"]["quick"] and result["contended"]["quick"]
     assert result["ratio"] > 0 and result["meets_target"] is None  # a smoke run says nothing about the target
+
+
+def test_gpu_step_prompts_encode_one_token_per_letter(tmp_path):
+    # transformers loads a tokenizer saved beside a Qwen2 model as Qwen2's byte-level BPE: the benchmark's own
+    # tokenizer must survive that (a word-level one encoded every prompt to zero tokens).
+    sys.path.insert(0, str(BENCHMARKS))
+    import gpu_step
+
+    from gspo.models import load_tokenizer
+
+    gpu_step.write_assets(tmp_path, num_prompts=1, shape="tiny")
+    prompt = json.loads((tmp_path / "train.jsonl").read_text().splitlines()[0])["prompt"]
+    ids = load_tokenizer(str(tmp_path / "model"))(prompt)["input_ids"]
+    assert 4 <= len(prompt) == len(ids) <= 8 and min(ids) >= 2

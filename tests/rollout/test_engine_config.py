@@ -8,8 +8,6 @@ import pytest
 
 from gspo.config import ConfigError, load_config
 
-VLLM_INSTALLED = importlib.util.find_spec("vllm") is not None
-
 
 def test_defaults_are_the_hf_engine():
     rollout = load_config().actor_rollout_ref.rollout
@@ -46,11 +44,19 @@ def test_bad_engine_values_name_the_key():
                            "actor_rollout_ref.actor.use_rollout_log_probs=true"])
 
 
-@pytest.mark.skipif(VLLM_INSTALLED, reason="checks the error of an environment without vLLM (the main one)")
-def test_vllm_without_vllm_fails_at_validation_naming_the_extra():
+def test_vllm_without_vllm_fails_at_validation_naming_the_extra(monkeypatch):
+    real = importlib.util.find_spec  # an environment without vLLM, whether or not this one has it
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real(name, *a))
     with pytest.raises(ConfigError, match=r"actor_rollout_ref.rollout.name: 'vllm' needs vLLM installed: "
                                           r"pip install -e '\.\[vllm\]'"):
         load_config(None, ["actor_rollout_ref.rollout.name=vllm"])
+
+
+def test_vllm_installed_validates(monkeypatch):
+    real = importlib.util.find_spec  # an environment with vLLM, whether or not this one has it
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: real("json") if name == "vllm" else real(name, *a))
+    assert load_config(None, ["actor_rollout_ref.rollout.name=vllm"]).actor_rollout_ref.rollout.name == "vllm"
 
 
 def test_vllm_with_lora_is_refused_naming_the_keys():
