@@ -247,9 +247,17 @@ class RewardModelConfig:
     # What a reward function that raises, returns a non-number or times out does: stop the run, or score 0 and
     # count it (reward/errors).
     on_error: str = "raise"
-    # Seconds one call of a custom reward function may take (it runs in a forked worker process that is killed
-    # past this); null or <= 0: no limit, called in the trainer's process. Built-in rewards run in-process.
+    # Seconds one call of a custom reward function may take. Calls run in parallel in reward worker processes
+    # (one per core, at most 8, started from a fork server: the trainer is never forked); a call past this is
+    # killed, and under on_error=raise the run stops at the first one. null or <= 0: no limit, called one by one in
+    # the trainer's process. Built-in rewards other than the math ones run in-process.
     timeout_s: float | None = 60.0
+    # Processes that verify answers for the math rewards (math-verify); 0 = one per core this process may use,
+    # split over a node's ranks, at most 8.
+    math_workers: int = 0
+    # CPU seconds math-verify may spend on one answer (its worker is killed 3 wall seconds later); an answer past
+    # it is a reward error under on_error.
+    math_timeout_s: float = 2.0
 
 
 @dataclass

@@ -156,6 +156,10 @@ def validate_config(cfg: GSPOConfig) -> None:
                  f"{buffer.len} must lie in [1, data.max_response_length={data.max_response_length}]")
         _require(buffer.penalty_factor >= 0, "reward_model.overlong_buffer.penalty_factor", "must be >= 0")
     _one_of(cfg.reward_model.on_error, REWARD_ON_ERROR_MODES, "reward_model.on_error")
+    _require(cfg.reward_model.math_workers >= 0, "reward_model.math_workers",
+             f"{cfg.reward_model.math_workers} must be >= 0 (0 = one per core, at most 8)")
+    _require(cfg.reward_model.math_timeout_s > 0, "reward_model.math_timeout_s",
+             f"{cfg.reward_model.math_timeout_s} must be > 0 (CPU seconds per answer)")
 
     trainer = cfg.trainer
     _require(trainer.total_training_steps is None or trainer.total_training_steps >= 1,

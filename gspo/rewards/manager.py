@@ -60,7 +60,8 @@ class RewardManager:
         overlong_buffer_len, overlong_penalty_factor, max_response_length: see
             :func:`gspo.rewards.shaping.overlong_penalty` (tokens).
         timeout_s: seconds one call of ``custom_fn`` may take (see :mod:`gspo.rewards.timeout`); a call past it
-            is an error like any other (``on_error``). None or <= 0: no limit, called in this process.
+            is an error like any other (``on_error``; "raise" stops at the first one). None or <= 0: no limit,
+            called in this process.
     """
 
     def __init__(
@@ -83,7 +84,7 @@ class RewardManager:
                 raise ValueError("max_response_length is required when overlong_enable=True")
             check_overlong_args(max_response_length, overlong_buffer_len, overlong_penalty_factor)
         if custom_fn is not None and timeout_s is not None and timeout_s > 0:
-            custom_fn = TimedReward(custom_fn, timeout_s)
+            custom_fn = TimedReward(custom_fn, timeout_s, stop_at_first_error=on_error == "raise")
         self.custom_fn = custom_fn
         self.on_error = on_error
         self.overlong_enable = overlong_enable

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from gspo.plugins import load_function_from_file
 from gspo.rewards.base import RewardError, RewardFn
@@ -85,8 +87,30 @@ def get_reward_fn(data_source: str) -> RewardFn:
     )
 
 
-def load_custom_reward(path: str | os.PathLike, name: str = DEFAULT_CUSTOM_REWARD_NAME) -> RewardFn:
-    """Import the Python file at ``path`` and return its attribute ``name`` (a reward function).
+@dataclass(frozen=True)
+class CustomReward:
+    """A reward function loaded from a file: calls and attributes go to ``fn``; it pickles as ``(path, name)``, so a
+    reward worker process loads the same function from the same file (nothing of the trainer is forked)."""
+
+    path: str  # absolute
+    name: str
+    fn: RewardFn
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+    def __getattr__(self, attr: str) -> Any:  # __qualname__, preflight, score_batch ...
+        if attr == "fn":
+            raise AttributeError(attr)
+        return getattr(self.fn, attr)
+
+    def __reduce__(self):
+        return load_custom_reward, (self.path, self.name)
+
+
+def load_custom_reward(path: str | os.PathLike, name: str = DEFAULT_CUSTOM_REWARD_NAME) -> CustomReward:
+    """Import the Python file at ``path`` and return its attribute ``name`` (a reward function) as a
+    :class:`CustomReward`.
 
     The file is imported as a fresh module (registered in ``sys.modules`` under a
     name derived from its absolute path, so dataclasses and pickling work).
@@ -96,7 +120,8 @@ def load_custom_reward(path: str | os.PathLike, name: str = DEFAULT_CUSTOM_REWAR
             shown and chained), it has no ``name`` (its callables are listed), or
             ``name`` is not callable.
     """
-    return load_function_from_file(path, name, what="custom reward", error=RewardError)
+    fn = load_function_from_file(path, name, what="custom reward", error=RewardError)
+    return CustomReward(os.path.abspath(os.fspath(path)), name, fn)
 
 
 def _describe(fn: RewardFn) -> str:

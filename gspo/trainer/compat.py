@@ -31,7 +31,8 @@ MAY_CHANGE = (
     "actor_rollout_ref.actor.logits_chunk_size",
     "actor_rollout_ref.actor.entropy_checkpointing", "actor_rollout_ref.actor.share_prompt_forward",
     "actor_rollout_ref.actor.fsdp_config.", "actor_rollout_ref.model.enable_gradient_checkpointing",
-    "actor_rollout_ref.rollout.micro_batch_size", "reward_model.timeout_s",
+    "actor_rollout_ref.rollout.micro_batch_size", "reward_model.timeout_s", "reward_model.math_workers",
+    "reward_model.math_timeout_s",
 )
 MUST_MATCH = ("trainer.seed",)
 

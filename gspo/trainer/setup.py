@@ -17,6 +17,7 @@ from gspo.data import DataError, PromptDataset
 from gspo.plugins import load_function_from_file
 from gspo.resources import resolve_path
 from gspo.rewards import RewardError, RewardManager, get_reward_fn, load_custom_reward, registered_rewards
+from gspo.rewards.math import configure_shared_pool
 from gspo.trainer.run_folder import RunFolderError
 
 
@@ -36,6 +37,7 @@ def build_dataset(cfg: GSPOConfig, key: str, tokenizer) -> PromptDataset:
 def build_reward_manager(cfg: GSPOConfig) -> RewardManager:
     custom = cfg.custom_reward_function
     buffer = cfg.reward_model.overlong_buffer
+    configure_shared_pool(cfg.reward_model.math_workers, cfg.reward_model.math_timeout_s)
     return RewardManager(load_custom_reward(custom.path, custom.name) if custom.path else None,
                          on_error=cfg.reward_model.on_error, overlong_enable=buffer.enable,
                          overlong_buffer_len=buffer.len, overlong_penalty_factor=buffer.penalty_factor,

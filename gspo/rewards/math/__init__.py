@@ -5,7 +5,7 @@ Registered data_source names: "math", "lighteval/MATH", "DigitalLearningGmbH/MAT
 """
 
 from gspo.rewards.math.extract import extract_final_answer
-from gspo.rewards.math.pool import Verdict, VerifierPool, set_shared_pool, shared_pool
+from gspo.rewards.math.pool import Verdict, VerifierPool, configure_shared_pool, set_shared_pool, shared_pool
 from gspo.rewards.math.reward import (
     DAPO_SOURCES,
     MATH_SOURCES,
@@ -25,6 +25,7 @@ __all__ = [
     "MathVerifyTimeout",
     "Verdict",
     "VerifierPool",
+    "configure_shared_pool",
     "dapo_math_reward",
     "extract_final_answer",
     "is_math_source",

@@ -6,10 +6,10 @@ Each response's final answer is extracted (:func:`.extract.extract_final_answer`
 its MATH reward gives 1 / 0, its DAPO reward (``math_dapo`` and ``aime*``) 1 / -1; ``acc`` is 1 / 0 for both.
 Every result also carries ``has_answer`` (1 when an answer was extracted), logged as ``reward/extra/has_answer``.
 
-A verification that passes its deadline (``GSPO_MATH_TIMEOUT_S``, default 2 CPU seconds per answer; the parent
-kills a worker after ``timeout + 3`` wall seconds on one answer) is a reward error
-(:class:`MathVerifyTimeout`), handled like any other by ``reward_model.on_error``: "raise" stops with the answer
-shown, "zero" scores it 0 and counts it in ``reward/errors``.
+A verification that passes its deadline (``reward_model.math_timeout_s``, default 2 CPU seconds per answer; the
+parent kills a worker after ``timeout + 3`` wall seconds on one answer; ``reward_model.math_workers`` processes
+verify in parallel) is a reward error (:class:`MathVerifyTimeout`), handled like any other by
+``reward_model.on_error``: "raise" stops with the answer shown, "zero" scores it 0 and counts it in ``reward/errors``.
 
 The registered functions have a ``score_batch`` attribute, which :class:`gspo.rewards.RewardManager` uses to send
 a whole batch to the pool at once; calling the function itself scores one response.
@@ -140,7 +140,7 @@ def _score_batch(responses: Sequence[str], ground_truths: Sequence[str | None], 
             results[i] = MathVerifyTimeout(
                 f"math-verify passed its per-answer deadline ({verdict.message or 'soft timeout'}) comparing answer "
                 f"{preview(pred, 120)} with ground truth {preview(gold, 120)}; set reward_model.on_error=zero to "
-                f"score such answers 0 and count them, or raise GSPO_MATH_TIMEOUT_S")
+                f"score such answers 0 and count them, or raise reward_model.math_timeout_s")
         else:
             results[i] = MathVerifyFailure(f"math-verify failed on answer {preview(pred, 120)}: {verdict.message}")
     return results

@@ -15,8 +15,7 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
-# Set by the parent: a result arrives as (task id, status, value); status is one of these.
-OK, ERROR, TIMEOUT, READY = "ok", "error", "timeout", "ready"
+from gspo.rewards.workers import ERROR, OK, TIMEOUT
 
 
 class DeadlineExceeded(BaseException):
@@ -74,26 +73,21 @@ def quiet_math_verify() -> None:
         logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
-def worker_main(conn, soft_timeout_s: float) -> None:
-    """Serve ``(task_id, gold, pred)`` requests from ``conn`` until it closes; answer ``(task_id, status, value)``.
+def make_verifier(soft_timeout_s: float) -> Callable[[tuple[str, str]], tuple[str, Any]]:
+    """Built in each verifier worker (:func:`gspo.rewards.workers.serve`): a handler mapping a ``(gold, pred)`` task
+    to ``(OK, verdict)``, ``(TIMEOUT, None)`` past ``soft_timeout_s`` CPU seconds, or ``(ERROR, message)``.
 
-    ``value`` is the verdict (bool) for OK, a message for ERROR, None for TIMEOUT. A READY message with task id
-    -1 goes out first, so the parent starts the deadline clock only once imports are done.
+    math-verify is imported here, before the worker reports ready: a cold import is not the first answer's time.
     """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group; the parent handles it
     quiet_math_verify()
-    import math_verify  # noqa: F401  (imported before READY: a cold import is not the first answer's time)
+    import math_verify  # noqa: F401
 
-    conn.send((-1, READY, None))
-    while True:
+    def verify(task: tuple[str, str]) -> tuple[str, Any]:
         try:
-            task_id, gold, pred = conn.recv()
-        except (EOFError, OSError):
-            return  # the parent closed the pipe or died
-        try:
-            result = (task_id, OK, call_with_deadline(answers_match, (gold, pred), soft_timeout_s))
+            return OK, call_with_deadline(answers_match, task, soft_timeout_s)
         except DeadlineExceeded:
-            result = (task_id, TIMEOUT, None)
+            return TIMEOUT, None
         except Exception as exc:  # a math-verify bug on this answer; reported and counted, the worker lives on
-            result = (task_id, ERROR, f"{type(exc).__name__}: {exc}"[:500])
-        conn.send(result)
+            return ERROR, f"{type(exc).__name__}: {exc}"[:500]
+
+    return verify
