@@ -89,9 +89,9 @@ def make_batch(mix: str, prompts: int, n: int, seed: int) -> tuple[list[str], li
 def workers_cpu_s(pool) -> float:
     """CPU seconds (user + system) used so far by the pool's live workers (Linux /proc; 0 elsewhere)."""
     total = 0.0
-    for worker in pool._workers:
+    for process in pool.processes:
         try:
-            with open(f"/proc/{worker.process.pid}/stat") as stat:
+            with open(f"/proc/{process.pid}/stat") as stat:
                 fields = stat.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
@@ -104,8 +104,8 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=48)
     parser.add_argument("--n", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--workers", type=int, default=None, help="verifier processes (default: GSPO_MATH_WORKERS "
-                        "or this process's share of the cores)")
+    parser.add_argument("--workers", type=int, default=None, help="verifier processes (default: this process's "
+                        "share of the cores, as reward_model.math_workers=0)")
     parser.add_argument("--timeout-s", type=float, default=None, help="per-answer deadline, CPU s (default 2)")
     parser.add_argument("--mixes", nargs="+", default=["math", "dapo", "distinct", "pathological"])
     parser.add_argument("--quick", action="store_true", help="4 x 8 responses, 1 repeat, 1 s deadline")
@@ -116,9 +116,10 @@ def main() -> None:
 
     from gspo.rewards import RewardManager
     from gspo.rewards.math import VerifierPool, set_shared_pool
-    from gspo.rewards.math.pool import default_num_workers, default_timeout_s
+    from gspo.rewards.math.pool import DEFAULT_TIMEOUT_S
+    from gspo.rewards.workers import default_num_workers
 
-    workers, timeout_s = args.workers or default_num_workers(), args.timeout_s or default_timeout_s()
+    workers, timeout_s = args.workers or default_num_workers(), args.timeout_s or DEFAULT_TIMEOUT_S
     start = time.perf_counter()
     pool = VerifierPool(workers, timeout_s)
     pool.verify([("1", "1")])  # waits until every worker is up

@@ -57,8 +57,10 @@ class TimedReward:
     def pool(self) -> WorkerPool:
         """The worker pool (created on first use; its processes start on the first call)."""
         if self._pool is None:
+            # One call at a time per worker: a call costs far more than the round trip, so none waits in a queue
+            # behind a slow one while another worker is idle.
             self._pool = WorkerPool(self._num_workers, self.timeout_s, _load_reward, (self._pickled,),
-                                    name="gspo-reward-worker", preload=["gspo.rewards.timeout"])
+                                    name="gspo-reward-worker", preload=["gspo.rewards.timeout"], queue_depth=1)
         return self._pool
 
     def __call__(self, response: str, ground_truth: Any, extra_info: dict) -> Any:

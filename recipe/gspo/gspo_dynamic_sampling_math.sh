@@ -19,8 +19,9 @@
 #   OUTPUT_DIR    run folder (default ./outputs/gspo-dynamic-sampling-math)
 #   PYTHON        interpreter with gspo[math] installed (default python)
 #   NGPUS, NNODES processes per node (default: all visible GPUs) and nodes (default 1), as the 3B GSM8K recipe
-#   GSPO_MATH_WORKERS, GSPO_MATH_TIMEOUT_S  verifier processes per rank (default: cores / local ranks, at most 8)
-#                 and CPU seconds per answer (default 2); a timed-out answer scores 0 and counts in reward/errors
+#   (math-verify's settings are config keys: reward_model.math_workers=N verifier processes per rank, default
+#   cores / local ranks, at most 8; reward_model.math_timeout_s=S CPU seconds per answer, default 2; a timed-out
+#   answer scores 0 and counts in reward/errors, as this recipe sets reward_model.on_error=zero)
 #   ROLLOUT_ENGINE  vllm (default; pip install -e '.[vllm]') or hf (transformers' decode loop, no extra install)
 #   GSPO_ALLOW_CPU=1  skip the GPU check (the tiny CPU recipe, gspo_dynamic_sampling_tiny_math.sh, reuses this
 #                 with ROLLOUT_ENGINE=hf)

@@ -151,7 +151,7 @@ def test_a_stop_check_ends_a_reward_wait_and_kills_the_workers_on_it(rewards_fil
     try:
         start = time.perf_counter()
         with interruptible_waits(stop_after_half_a_second), pytest.raises(Stop):
-            reward.score_batch(["a"] * 4, ["a"] * 4, [{}] * 4)
+            reward.score_batch(["a"] * 8, ["a"] * 8, [{}] * 8)
         assert time.perf_counter() - start < 2.5  # polled every 0.25 s, never the 600 s limit
         assert reward.pool.processes == []  # killed: their late results must not reach the next call
         assert reward.score_batch([], [], []) == []
