@@ -121,7 +121,7 @@ def _detach_from_parent() -> None:
 
 
 # ------------------------------------------------------------------------------------------------ the parent side
-_preload: list[str] = []
+_preload: list[str] = ["gspo.rewards.fork_server"]  # first: the server ignores stop signals before anything else
 
 
 def _context(preload: Sequence[str]):

@@ -115,15 +115,18 @@ def test_a_function_that_cannot_reach_a_worker_is_refused_with_what_to_do():
         TimedReward(lambda response, ground_truth, extra_info: 1.0, timeout_s=5)
 
 
-def test_workers_survive_stop_signals_so_the_trainer_can_finish_its_step(rewards_file):
+def test_workers_and_their_fork_server_survive_stop_signals_so_the_trainer_can_finish_its_step(rewards_file):
     # torchrun's SIGTERM (and Ctrl-C) reach the whole process group; the trainer decides how to stop and may still
-    # need its rewards meanwhile.
+    # need its rewards meanwhile. A worker dies with its parent, the fork server: that must survive them too.
+    from multiprocessing import forkserver
+
     reward = TimedReward(load_custom_reward(rewards_file, "hangs_on_loop"), timeout_s=30, num_workers=1)
     try:
         assert reward("a", "a", {}) == 1.0
         (worker,) = reward.pool.processes
-        for stop in (signal.SIGTERM, signal.SIGINT):
-            os.kill(worker.pid, stop)
+        for pid in (worker.pid, forkserver._forkserver._forkserver_pid):
+            for stop in (signal.SIGTERM, signal.SIGINT):
+                os.kill(pid, stop)
         time.sleep(0.2)
         assert reward("a", "b", {}) == 0.0 and reward.pool.processes == [worker]  # same worker, still answering
     finally:
