@@ -4,6 +4,7 @@ GSPO example line (`gspo train`). Each returns a :class:`Verdict`; on CPU (a dry
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -112,14 +113,17 @@ def check_recipe_3b_shapes(ctx: CheckContext) -> Verdict:
     data, model, out = ctx.folder / "data", ctx.folder / "model", ctx.folder / "run"
     prepare_gsm8k(write_gsm8k_fixture(ctx.folder / "raw", num_train=128, num_test=8), data)
     build_tiny_model.main(str(data / "train.parquet"), str(model), 0)
+    # The recipe generates with vLLM; where vLLM cannot run (no CUDA, or not installed) its shapes run on hf.
+    engine = "vllm" if ctx.on_cuda and importlib.util.find_spec("vllm") is not None else "hf"
     env = {**child_env(), "MODEL_PATH": str(model), "DATA_DIR": str(data), "OUTPUT_DIR": str(out), "NGPUS": "1",
-           "NNODES": "1", "PYTHON": sys.executable, **({} if ctx.on_cuda else {"GSPO_ALLOW_CPU": "1"})}
+           "NNODES": "1", "PYTHON": sys.executable, "ROLLOUT_ENGINE": engine,
+           **({} if ctx.on_cuda else {"GSPO_ALLOW_CPU": "1"})}
     overrides = ["trainer.total_training_steps=2", f"custom_reward_function.path={write_parity_reward(ctx.folder)}",
                  *([] if ctx.on_cuda else RECIPE_CPU_SHAPES)]
     proc = subprocess.run(["bash", str(RECIPE / "gspo_dynamic_sampling_3b_math.sh"), *overrides], cwd=ctx.folder,
                           capture_output=True, text=True, env=env)
     rows = read_metrics(out)
-    verdict = Verdict({"shapes": _resolved_shapes(out / "config.yaml")})
+    verdict = Verdict({"engine": engine, "shapes": _resolved_shapes(out / "config.yaml")})
     if not verdict.expect(proc.returncode == 0, f"the recipe exited {proc.returncode}: {proc.stderr[-800:]}"):
         return verdict
     expect_finite_updates(verdict, rows, steps=2)

@@ -31,7 +31,7 @@ from collections.abc import Callable
 
 import torch
 
-from gspo.rollout.seeded import GumbelNoise, draw_tokens, mix32, sample_keys
+from gspo.rollout.seeded import GumbelNoise, draw_tokens, group_keys, mix32, response_keys
 
 
 def float64_gumbel_noise(keys: torch.Tensor, position: int, vocab_size: int) -> torch.Tensor:
@@ -88,12 +88,15 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=152064, help="vocabulary size (Qwen2.5: 152,064)")
     parser.add_argument("--repeats", type=int, default=5, help="timed steps per measurement (median)")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    parser.add_argument("--quick", action="store_true", help="a seconds-long smoke run (4 rows, vocabulary 1,000)")
     args = parser.parse_args()
+    if args.quick:
+        args.rows, args.vocab, args.repeats = 4, 1000, 1
     if args.threads > 0:
         torch.set_num_threads(args.threads)
 
     logits = torch.randn(args.rows, args.vocab, generator=torch.Generator().manual_seed(0)) * 3
-    keys = sample_keys(0, torch.arange(args.rows), 1)
+    keys = response_keys(group_keys(0, torch.arange(args.rows)), 1)
     noise = GumbelNoise(args.vocab, args.rows)
     workspace = noise.nbytes
     draw = dict(temperature=1.0, top_k=-1, top_p=1.0, do_sample=True, keys=keys)

@@ -23,7 +23,7 @@ def test_every_benchmark_has_a_quick_test():
     scripts = {p.name for p in BENCHMARKS.glob("*.py") if not p.name.startswith("_")}
     tested = {"default_run.py", "dynamic_sampling.py", "data_parallel.py", "memory.py", "vs_trl.py", "lora.py",
               "math_reward.py", "ablation.py", "checkpoint_hash.py",  # ablation.py: tests/benchmarks/test_ablation.py
-              "rollout_engines.py", "gpu_step.py",
+              "rollout_engines.py", "gpu_step.py", "sampler_cost.py",
               "gpu_acceptance.py"}  # tests/benchmarks/test_gpu_acceptance.py runs its CPU dry run
     assert scripts == tested
 
@@ -183,3 +183,8 @@ def test_gpu_step_prompts_encode_one_token_per_letter(tmp_path):
     prompt = json.loads((tmp_path / "train.jsonl").read_text().splitlines()[0])["prompt"]
     ids = load_tokenizer(str(tmp_path / "model"))(prompt)["input_ids"]
     assert 4 <= len(prompt) == len(ids) <= 8 and min(ids) >= 2
+
+
+def test_sampler_cost_small():
+    rows = _run("sampler_cost.py")
+    assert rows and all(isinstance(row, dict) for row in rows)
