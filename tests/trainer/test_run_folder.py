@@ -12,6 +12,8 @@ import logging
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -37,9 +39,11 @@ def _forked(target, *args) -> multiprocessing.Process:
     return process
 
 
-def _train_and_crash(args: list[str], crash_at: str) -> None:
-    os.environ["GSPO_CRASH_AT"] = crash_at
-    os._exit(main(["train", *args]))
+def _train_and_crash(args: list[str], crash_at: str) -> subprocess.CompletedProcess:
+    """``gspo train`` in a process of its own that dies at ``crash_at``. Not forked from this one: a fork of a
+    process whose OpenMP pool has run (the reference run above) can deadlock in the child's first parallel op."""
+    return subprocess.run([sys.executable, "-m", "gspo.cli", "train", *args], capture_output=True, text=True,
+                          env={**os.environ, "GSPO_CRASH_AT": crash_at}, timeout=600)
 
 
 def _rows(out: Path) -> list[dict]:
@@ -63,9 +67,8 @@ def test_kill_at_each_commit_point_then_resume_logs_each_step_once(
         crash_at, reference, tiny_model_dir, addition_files, parity_reward, tmp_path):
     out = tmp_path / "run"
     args = _args(tiny_model_dir, addition_files, parity_reward, out)
-    crashed = _forked(_train_and_crash, args, crash_at)
-    crashed.join(300)
-    assert crashed.exitcode == CRASH_EXIT_CODE
+    crashed = _train_and_crash(args, crash_at)
+    assert crashed.returncode == CRASH_EXIT_CODE, crashed.stderr[-2000:]
     assert main(["train", *args]) == 0  # the same command resumes
     rows, weights = reference
     assert [r["step"] for r in _rows(out)] == [0, 1, 2, 3]
