@@ -41,6 +41,7 @@ def child(args: argparse.Namespace) -> dict:
     from gspo.config import ActorConfig
     from gspo.trainer.actor import compute_log_probs, update_policy
     from gspo.trainer.batch import RolloutBatch
+    from gspo.trainer.update_context import UpdateContext
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -78,8 +79,9 @@ def child(args: argparse.Namespace) -> dict:
     batch.old_log_probs = compute_log_probs(model, batch, micro_batch_size=args.micro_batch_size, temperature=1.0,
                                             autocast_dtype=None, max_token_len=max_tokens if dynamic else None,
                                             logits_chunk_size=args.logits_chunk_size)
-    metrics = update_policy(model, optimizer, batch, cfg, n=args.n, temperature=1.0, autocast_dtype=None,
+    context = UpdateContext(model=model, optimizer=optimizer, actor=cfg, responses_per_prompt=args.n, temperature=1.0,
                             max_response_length=response_len)
+    metrics = update_policy(batch, context)
     wall = time.perf_counter() - start
     if dynamic:
         from gspo.trainer.packing import pack_by_tokens, sequence_lengths

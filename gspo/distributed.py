@@ -37,8 +37,17 @@ class DistContext:
         return self.world_size > 1
 
     def share_bounds(self, num_items: int) -> tuple[int, int]:
-        """[start, stop) of this rank's contiguous share of ``num_items`` items; shares differ by at most one."""
-        return shard_bounds(num_items, self.rank, self.world_size)
+        """[start, stop) of this rank's contiguous share of ``num_items`` items: shares differ by at most one, the
+        first ``num_items % world_size`` ranks take the larger ones.
+
+        >>> [DistContext(rank, 2).share_bounds(5) for rank in range(2)]
+        [(0, 3), (3, 5)]
+        >>> [DistContext(rank, 3).share_bounds(1) for rank in range(3)]
+        [(0, 1), (1, 1), (1, 1)]
+        """
+        base, extra = divmod(num_items, self.world_size)
+        start = self.rank * base + min(self.rank, extra)
+        return start, start + base + (self.rank < extra)
 
     def all_gather_objects(self, obj: Any) -> list[Any]:
         """Every rank's ``obj`` (picklable, on CPU), in rank order."""
@@ -74,19 +83,6 @@ class DistContext:
     def barrier(self) -> None:
         if self.is_distributed:
             dist.barrier()
-
-
-def shard_bounds(num_items: int, rank: int, world_size: int) -> tuple[int, int]:
-    """[start, stop) of rank's contiguous share; the first ``num_items % world_size`` ranks get one more.
-
-    >>> [shard_bounds(5, r, 2) for r in range(2)]
-    [(0, 3), (3, 5)]
-    >>> [shard_bounds(1, r, 3) for r in range(3)]
-    [(0, 1), (1, 1), (1, 1)]
-    """
-    base, extra = divmod(num_items, world_size)
-    start = rank * base + min(rank, extra)
-    return start, start + base + (rank < extra)
 
 
 def _collective_device() -> torch.device:

@@ -10,15 +10,12 @@ import torch
 from transformers import PreTrainedModel
 
 from gspo.algos import (
-    RegisteredLoss,
     agg_loss,
     compute_policy_loss,
     entropy_from_logits,
-    get_policy_loss_fn,
     kl_penalty,
     log_probs_from_logits,
 )
-from gspo.config import ActorConfig
 from gspo.distributed import SINGLE_PROCESS, DistContext
 from gspo.trainer.batch import RolloutBatch
 from gspo.trainer.metrics import MetricAccumulator
@@ -26,6 +23,7 @@ from gspo.trainer.old_policy import takes_on_policy_shortcut
 from gspo.trainer.packing import pack_micro_batches
 from gspo.trainer.parallel import full_grad_norm
 from gspo.trainer.shared_prefix import can_share_prompts, full_sequence_logits, shared_prompt_logits
+from gspo.trainer.update_context import UpdateContext
 
 # Policy-loss metrics that are means over the micro-batch's non-empty sequences (all others are token means); they
 # are re-weighted by sequence counts so the mini-batch value does not depend on how it was cut into micro-batches.
@@ -131,52 +129,45 @@ def compute_log_probs(model: PreTrainedModel, batch: RolloutBatch, *, micro_batc
     return torch.where(batch.response_mask.bool(), log_probs, torch.zeros_like(log_probs))
 
 
-def update_policy(model: PreTrainedModel, optimizer: torch.optim.Optimizer, batch: RolloutBatch,
-                  cfg: ActorConfig, *, n: int, temperature: float, autocast_dtype: torch.dtype | None,
-                  max_response_length: int, dist: DistContext = SINGLE_PROCESS,
-                  policy_loss: RegisteredLoss | None = None) -> dict[str, float]:
-    """PPO-style epochs over mini-batches of ``cfg.ppo_mini_batch_size`` prompts (x n sequences).
+def update_policy(batch: RolloutBatch, ctx: UpdateContext) -> dict[str, float]:
+    """PPO-style epochs over mini-batches of ``ctx.actor.ppo_mini_batch_size`` prompts (x n sequences).
 
     Data parallel: ``batch`` holds this rank's rows (``parallel.local_rows``), mini-batches are
-    ``ppo_mini_batch_size * n / world_size`` local rows; counts and metrics are reduced over ranks.
+    ``ctx.local_mini_batch_rows``; counts and metrics are reduced over ranks.
 
     ``batch.old_log_probs`` None means the update is exactly on-policy: the current log-probs (detached) stand
     in for them, which skips a forward pass and gives ratio 1 by construction. The first mini-batch of a single
     epoch is always on-policy, so it takes that shortcut whatever ``old_log_probs`` holds for its rows
     (the old-policy rule, :mod:`gspo.trainer.old_policy`).
     Losses are normalised by the mini-batch's token / sequence counts, so micro-batching (and later data
-    parallelism) leaves the gradient unchanged. Micro-batches are ``cfg.ppo_micro_batch_size_per_gpu``
-    consecutive rows, or with ``cfg.use_dynamic_bsz`` rows packed by length to at most
-    ``cfg.ppo_max_token_len_per_gpu`` tokens (rows x longest real length) and trimmed of all-padding columns.
-    ``policy_loss``: the loss (``setup.build_policy_loss``); by default the registered ``cfg.policy_loss.loss_mode``.
+    parallelism) leaves the gradient unchanged. Micro-batches are ``ppo_micro_batch_size_per_gpu`` consecutive
+    rows, or with ``use_dynamic_bsz`` rows packed by length to at most ``ppo_max_token_len_per_gpu`` tokens
+    (rows x longest real length) and trimmed of all-padding columns.
     """
-    policy_loss = policy_loss or get_policy_loss_fn(cfg.policy_loss.loss_mode)
+    cfg = ctx.actor
     metrics = _actor_metrics()
-    mini_batch_rows = cfg.ppo_mini_batch_size * n // dist.world_size
     num_updates = num_skipped = 0
-    model.train()
+    ctx.model.train()
     for epoch in range(cfg.ppo_epochs):
-        for index, mini_batch in enumerate(batch.split(mini_batch_rows)):
+        for index, mini_batch in enumerate(batch.split(ctx.local_mini_batch_rows)):
             if takes_on_policy_shortcut(epoch, index, cfg.ppo_epochs):  # no optimizer step yet: exactly on-policy
                 mini_batch = replace(mini_batch, old_log_probs=None)
-            mini_metrics = _optimizer_step(model, optimizer, mini_batch, cfg, temperature, autocast_dtype,
-                                           max_response_length, dist, policy_loss)
+            mini_metrics = _optimizer_step(mini_batch, ctx)
             num_updates += 1
             num_skipped += int(mini_metrics.pop("actor/skipped"))
             metrics.add(mini_metrics)
     return {**metrics.reduce(), "actor/num_updates": float(num_updates), "actor/skipped_updates": float(num_skipped)}
 
 
-def _optimizer_step(model: PreTrainedModel, optimizer: torch.optim.Optimizer, mini_batch: RolloutBatch,
-                    cfg: ActorConfig, temperature: float, autocast_dtype: torch.dtype | None,
-                    max_response_length: int, dist: DistContext, policy_loss: RegisteredLoss) -> dict[str, float]:
+def _optimizer_step(mini_batch: RolloutBatch, ctx: UpdateContext) -> dict[str, float]:
+    cfg, dist = ctx.actor, ctx.dist
     # Mini-batch-global denominators (summed over ranks): micro-batch losses then sum to the mini-batch loss.
     local_counts = torch.tensor([mini_batch.response_mask.sum().item(),
                                  (mini_batch.response_mask.sum(-1) > 0).sum().item()], dtype=torch.float64)
     num_tokens_total, num_seqs_total = dist.all_reduce_sum(local_counts).tolist()
     counts = dict(global_num_tokens=num_tokens_total, global_num_seqs=num_seqs_total,
-                  max_response_len=max_response_length)
-    optimizer.zero_grad(set_to_none=True)
+                  max_response_len=ctx.max_response_length)
+    ctx.optimizer.zero_grad(set_to_none=True)
     micro_metrics = _actor_metrics()
     pg_loss_total = 0.0
     if cfg.use_dynamic_bsz:
@@ -184,8 +175,7 @@ def _optimizer_step(model: PreTrainedModel, optimizer: torch.optim.Optimizer, mi
     else:
         micro_batches = mini_batch.split(cfg.ppo_micro_batch_size_per_gpu)
     for micro, is_real in even_out(micro_batches, dist):
-        loss, metrics = _micro_batch_loss(model, micro, cfg, policy_loss, temperature, autocast_dtype, counts,
-                                          share_prompts=cfg.share_prompt_forward, uniform_passes=dist.is_distributed)
+        loss, metrics = _micro_batch_loss(micro, ctx, counts)
         if not is_real:
             (loss * 0.0).backward()  # takes part in FSDP's gradient reduction, adds nothing
             continue
@@ -200,31 +190,32 @@ def _optimizer_step(model: PreTrainedModel, optimizer: torch.optim.Optimizer, mi
         gathered = dist.all_gather_objects((micro_metrics, pg_loss_total))
         micro_metrics = _actor_metrics().merge(metrics for metrics, _ in gathered)
         pg_loss_total = sum(loss for _, loss in gathered)
-    grad_norm = full_grad_norm(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
+    grad_norm = full_grad_norm(torch.nn.utils.clip_grad_norm_(ctx.model.parameters(), cfg.grad_clip))
     skipped = not math.isfinite(grad_norm)
     if skipped:  # a NaN/inf gradient would poison AdamW's moments for good; drop this step instead
-        optimizer.zero_grad(set_to_none=True)
+        ctx.optimizer.zero_grad(set_to_none=True)
     else:
-        optimizer.step()
+        ctx.optimizer.step()
     result = micro_metrics.reduce()
     result.update({"actor/pg_loss": pg_loss_total, "actor/grad_norm": grad_norm, "actor/skipped": float(skipped)})
     return result
 
 
-def _micro_batch_loss(model: PreTrainedModel, micro: RolloutBatch, cfg: ActorConfig, policy_loss: RegisteredLoss,
-                      temperature: float, autocast_dtype: torch.dtype | None, counts: dict, share_prompts: bool,
-                      uniform_passes: bool) -> tuple[torch.Tensor, dict[str, float]]:
+def _micro_batch_loss(micro: RolloutBatch, ctx: UpdateContext, counts: dict) -> tuple[torch.Tensor, dict[str, float]]:
     """This micro-batch's share of the mini-batch loss (global denominators), and its metrics."""
-    log_probs, entropy = forward_response(model, micro, temperature=temperature, autocast_dtype=autocast_dtype,
-                                          with_entropy=True, entropy_grad=cfg.entropy_coeff != 0.0,
+    cfg = ctx.actor
+    log_probs, entropy = forward_response(ctx.model, micro, temperature=ctx.temperature,
+                                          autocast_dtype=ctx.autocast_dtype, with_entropy=True,
+                                          entropy_grad=cfg.entropy_coeff != 0.0,
                                           entropy_checkpointing=cfg.entropy_checkpointing,
-                                          logits_chunk_size=cfg.logits_chunk_size, share_prompts=share_prompts,
-                                          uniform_passes=uniform_passes)
+                                          logits_chunk_size=cfg.logits_chunk_size,
+                                          share_prompts=cfg.share_prompt_forward,
+                                          uniform_passes=ctx.dist.is_distributed)
     mask = micro.response_mask
     old_log_probs = micro.old_log_probs if micro.old_log_probs is not None else log_probs.detach()
     advantages = micro.advantages[:, None].expand_as(log_probs)  # (n, R): one advantage per sequence
     pg_loss, metrics = compute_policy_loss(
-        old_log_probs, log_probs, advantages, mask, loss_mode=policy_loss,
+        old_log_probs, log_probs, advantages, mask, loss_mode=ctx.loss,
         clip_ratio_low=cfg.clip_ratio_low, clip_ratio_high=cfg.clip_ratio_high, clip_ratio_c=cfg.clip_ratio_c,
         loss_agg_mode=cfg.loss_agg_mode, token_weights=micro.rollout_is_weights, **counts)
     loss = pg_loss

@@ -6,17 +6,41 @@ train batch of ``num_mini_batches`` mini-batches and ``ppo_epochs`` epochs:
 - with one epoch, the first mini-batch's gradient is taken before any optimizer step, so its old log-probs ARE
   the current ones: the update uses the detached current log-probs (ratio 1 by construction, no extra forward);
 - every later row needs the start-of-update policy's log-probs: the sampler's (``rollout_log_probs``) when the
-  current weights sampled it at this step in the update's precision, otherwise a recomputing forward pass.
+  current weights sampled it at this step in the update's precision, otherwise a recomputing forward pass;
+- whether the sampler's may stand in at all is ``actor.use_rollout_log_probs``; null (auto) means yes exactly
+  when the engine computes them as the trainer would (hf in fp32) and rollout correction is off;
+- when the sampler's log-probs are there but do not stand in, the forward pass recomputes every row (as verl
+  does), so the rollout/trainer mismatch is measured over the whole batch; the update still takes the on-policy
+  shortcut on its leading rows.
 
-This module is the only place that decides; the actor and the trainer ask it.
+This module is the only place that decides; the actor and the update ask it.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
 from gspo.distributed import DistContext
 from gspo.trainer.batch import RolloutBatch
+
+
+def choose_rollout_log_probs(setting: bool | None, *, engine_matches_trainer: bool, rollout_is: str | None) -> bool:
+    """``actor.use_rollout_log_probs`` resolved: a set value wins; null (auto) is true when the engine's log-probs
+    are the trainer's (``RolloutEngine.log_probs_match_trainer``) and ``algorithm.rollout_correction.rollout_is``
+    is off (its weights compare the sampler's log-probs with recomputed ones).
+
+    >>> choose_rollout_log_probs(None, engine_matches_trainer=True, rollout_is=None)
+    True
+    >>> choose_rollout_log_probs(None, engine_matches_trainer=True, rollout_is="token")
+    False
+    >>> choose_rollout_log_probs(True, engine_matches_trainer=False, rollout_is=None)
+    True
+    """
+    if setting is not None:
+        return setting
+    return engine_matches_trainer and not rollout_is
 
 
 def num_on_policy_mini_batches(ppo_epochs: int) -> int:
@@ -47,11 +71,24 @@ def rollout_log_probs_are_old(batch: RolloutBatch, *, on_policy_rows: int, step:
     return not dist.all_reduce_max(int(not usable))
 
 
-def rows_to_recompute(batch: RolloutBatch, on_policy_rows: int) -> RolloutBatch | None:
-    """The rows whose old log-probs need a forward pass (None when every row is on-policy)."""
-    if on_policy_rows >= batch.num_sequences:
-        return None
-    return batch.select(torch.arange(on_policy_rows, batch.num_sequences))
+@dataclass(frozen=True)
+class OldLogProbSource:
+    """Where this rank's rows of a train batch get their old log-probs."""
+
+    from_rollout: bool  # the sampler's stand in for every row
+    recompute_from: int | None  # a forward pass recomputes rows [recompute_from, N); None: no pass
+
+
+def old_log_prob_source(batch: RolloutBatch, *, mini_batch_rows: int, ppo_epochs: int, step: int,
+                        use_rollout_log_probs: bool, dist: DistContext) -> OldLogProbSource:
+    """The rule of the module docstring for this rank's rows of ``batch`` (a collective: every rank calls it and
+    gets the same ``from_rollout``). ``mini_batch_rows``: this rank's rows per mini-batch."""
+    on_policy_rows = num_on_policy_rows(mini_batch_rows, ppo_epochs)
+    if rollout_log_probs_are_old(batch, on_policy_rows=on_policy_rows, step=step,
+                                 use_rollout_log_probs=use_rollout_log_probs, dist=dist):
+        return OldLogProbSource(from_rollout=True, recompute_from=None)
+    first = 0 if batch.rollout_log_probs is not None else on_policy_rows  # all rows: the mismatch is measured
+    return OldLogProbSource(from_rollout=False, recompute_from=first if first < batch.num_sequences else None)
 
 
 def with_on_policy_rows_marked(on_policy_rows: int, recomputed: torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,7 @@ from torch.distributed.tensor import DTensor
 from transformers import PreTrainedModel
 
 from gspo.config import ConfigError, GSPOConfig
-from gspo.distributed import DistContext, shard_bounds
+from gspo.distributed import DistContext
 from gspo.errors import InputError
 from gspo.trainer.batch import RolloutBatch
 
@@ -90,7 +90,7 @@ def local_rows(batch: RolloutBatch, mini_batch_rows: int, dist: DistContext) -> 
     index = []
     for start in range(0, batch.num_sequences, mini_batch_rows):
         size = min(mini_batch_rows, batch.num_sequences - start)
-        lo, hi = shard_bounds(size, dist.rank, dist.world_size)
+        lo, hi = dist.share_bounds(size)
         index.extend(range(start + lo, start + hi))
     return batch.select(torch.tensor(index, dtype=torch.long))
 

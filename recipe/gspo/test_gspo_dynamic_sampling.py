@@ -68,7 +68,7 @@ def test_recipe_keeps_only_groups_that_vary_and_updates_twice_per_step(recipe_fi
     assert metrics["train/num_gen_batches"] >= 1 and 0 < metrics["train/filtered_prompts_ratio"] < 1
     assert metrics["train/generated_prompts"] == 6 * metrics["train/num_gen_batches"]
     assert metrics["actor/num_updates"] == 2  # train batch / mini-batch: the second one is off-policy
-    batch, _ = trainer.collect_train_batch({})
+    batch, _ = trainer.producer.produce(trainer.global_step)
     for group in torch.unique(batch.group_ids):
         assert batch.acc[batch.group_ids == group].std(unbiased=False) > 0  # no all-equal group is trained on
     kept_rows = {trainer.train_data[i].extra_info["row_index"] for i in batch.prompt_index.tolist()}

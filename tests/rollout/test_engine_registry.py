@@ -69,7 +69,7 @@ def test_an_engine_registered_outside_the_package_trains(make_config, tmp_path):
                       "trainer.val_before_train=true", "algorithm.filter_groups.enable=false")
     trainer = Trainer(cfg)
     assert isinstance(trainer.engine, GenerateEngine) and isinstance(trainer.engine, RolloutEngine)
-    assert not trainer.use_rollout_log_probs  # the engine's log-probs are not the trainer's
+    assert not trainer.policy_update.context.use_rollout_log_probs  # the engine's log-probs are not the trainer's
     trainer.fit()
     # One weight update per optimizer update that changed the policy, each before the next generation; none at
     # the start or for validation alone.
@@ -107,9 +107,9 @@ def test_rollout_correction_weights_the_loss(make_config, level):
 
 def test_the_hf_engine_on_cpu_keeps_using_its_own_log_probs(make_config):
     trainer = Trainer(make_config("algorithm.filter_groups.enable=false", "trainer.total_training_steps=1"))
-    assert trainer.use_rollout_log_probs and trainer.engine.log_probs_match_trainer
+    assert trainer.policy_update.context.use_rollout_log_probs and trainer.engine.log_probs_match_trainer
     metrics = trainer.train_step()
     assert "timing/old_log_prob" not in metrics and "training/rollout_probs_diff_mean" not in metrics
     # Rollout correction needs recomputed old log-probs: it switches the auto setting off.
     corrected = Trainer(make_config("algorithm.rollout_correction.rollout_is=token"))
-    assert not corrected.use_rollout_log_probs
+    assert not corrected.policy_update.context.use_rollout_log_probs

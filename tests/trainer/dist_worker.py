@@ -15,14 +15,14 @@ def main(out: str, overrides: list[str]) -> None:
 
     trainer = Trainer(load_config(None, overrides))
     kept: list[list[int]] = []
-    collect = trainer.collect_train_batch
+    produce = trainer.producer.produce
 
-    def recording(timings):
-        batch, metrics = collect(timings)
+    def recording(step):
+        batch, metrics = produce(step)
         kept.append(batch.prompt_index.tolist())
         return batch, metrics
 
-    trainer.collect_train_batch = recording
+    trainer.producer.produce = recording
     trainer.fit()
     if trainer.is_main:
         with open(out, "w") as handle:

@@ -15,6 +15,7 @@ from gspo.distributed import DistContext
 from gspo.models import enable_activation_checkpointing
 from gspo.trainer.actor import compute_log_probs, even_out, forward_response, update_policy
 from gspo.trainer.batch import RolloutBatch
+from gspo.trainer.update_context import UpdateContext
 
 
 @pytest.fixture
@@ -44,10 +45,9 @@ def _updated(model, batch, **cfg_overrides):
     # is compared with it separately (it reorders float sums, so it agrees to ~1e-8 relative, not bit for bit).
     cfg = replace(ActorConfig(), **{"ppo_mini_batch_size": 2, "grad_clip": 1e9, "share_prompt_forward": False,
                                     **cfg_overrides})
-    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
-    metrics = update_policy(model, optimizer, batch, cfg, n=3, temperature=1.0, autocast_dtype=None,
-                            max_response_length=5)
-    return model, metrics
+    context = UpdateContext(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=1.0), actor=cfg,
+                            responses_per_prompt=3, temperature=1.0, max_response_length=5)
+    return model, update_policy(batch, context)
 
 
 @pytest.mark.parametrize("agg", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"])

@@ -108,10 +108,10 @@ def test_merged_weights_are_base_plus_scaled_product(trained):
 
 def test_kl_reference_is_the_base_with_adapters_off(trained, tiny_model_dir):
     trainer, _, _ = trained
-    batch, _ = trainer.collect_train_batch({})
+    batch, _ = trainer.producer.produce(trainer.global_step)
     common = dict(micro_batch_size=8, temperature=1.0, autocast_dtype=None)
     base_log_probs = compute_log_probs(AutoModelForCausalLM.from_pretrained(tiny_model_dir), batch, **common)
-    with trainer._reference() as reference:
+    with trainer.policy_update.reference() as reference:
         assert reference is trainer.model  # no second copy of the weights
         reference_log_probs = compute_log_probs(reference, batch, **common)
     assert torch.equal(reference_log_probs, base_log_probs)
@@ -121,13 +121,13 @@ def test_kl_reference_is_the_base_with_adapters_off(trained, tiny_model_dir):
     # differently from a full-sequence one: float32 noise).
     trainer.config.actor_rollout_ref.actor.use_kl_loss = True
     batch.advantages = ADV_ESTIMATORS["grpo"](batch.seq_final_reward, batch.group_ids)
-    trainer.compute_reference_log_probs(batch, {})
+    trainer.policy_update.compute_reference_log_probs(batch, {})
     torch.testing.assert_close(batch.ref_log_probs, base_log_probs, rtol=0, atol=1e-6)
 
 
 def test_kl_loss_run_loads_no_reference_copy(make_config):
     trainer = Trainer(make_config(*LORA, "actor_rollout_ref.actor.use_kl_loss=true"))
-    assert trainer.ref_model is None
+    assert trainer.policy_update.context.reference_model is None
     metrics = trainer.train_step()
     assert metrics["actor/kl_loss"] == pytest.approx(0.0, abs=1e-9)  # first step: the policy is still the base
 

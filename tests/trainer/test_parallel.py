@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gspo.distributed import DistContext, shard_bounds
+from gspo.distributed import DistContext
 from gspo.rollout.hf import build_rollout_copy
 from gspo.trainer.batch import RolloutBatch
 from gspo.trainer.metrics import MetricAccumulator
@@ -33,7 +33,7 @@ def test_each_rank_takes_its_contiguous_share_of_every_mini_batch():
 def test_shares_cover_every_item_once():
     for num_items in range(0, 12):
         for world in (1, 2, 3, 5):
-            bounds = [shard_bounds(num_items, r, world) for r in range(world)]
+            bounds = [DistContext(rank=r, world_size=world).share_bounds(num_items) for r in range(world)]
             assert bounds[0][0] == 0 and bounds[-1][1] == num_items
             assert all(bounds[i][1] == bounds[i + 1][0] for i in range(world - 1))
             assert max(b - a for a, b in bounds) - min(b - a for a, b in bounds) <= 1

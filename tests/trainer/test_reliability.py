@@ -180,7 +180,7 @@ def test_saving_the_same_step_twice_replaces_it_whole(make_config, tmp_path):
     trainer.fit()  # writes global_step_1 at the last step
     root = tmp_path / "run" / "checkpoints"
     assert trainer.save_checkpoint() == root / "global_step_1"  # a stop signal now: nothing is rewritten
-    state, tensors = trainer._trainer_state()
+    state, tensors = trainer.producer.state_dict()
     save_checkpoint(
         root,
         1,

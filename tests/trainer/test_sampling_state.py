@@ -33,7 +33,7 @@ def test_keep_surplus_uses_leftover_whole_groups_once(make_config, half_constant
     seen: set[int] = set()
     used_surplus, surplus_only_steps = 0.0, 0
     for step in range(4):
-        batch, metrics = trainer.collect_train_batch({})
+        batch, metrics = trainer.producer.produce(trainer.global_step)
         groups, counts = torch.unique(batch.group_ids, return_counts=True)
         assert groups.numel() == 4 and set(counts.tolist()) == {8}  # exactly train_batch_size whole groups
         assert not seen & set(groups.tolist()), "a group was trained twice"
@@ -102,12 +102,12 @@ def test_prefilter_in_training_skips_always_constant_prompts(make_config, half_c
                                   "algorithm.filter_groups.max_num_gen_batches=0"))
     skipped = 0.0
     for _ in range(12):
-        _, metrics = trainer.collect_train_batch({})
+        _, metrics = trainer.producer.produce(trainer.global_step)
         skipped += metrics["train/prefiltered_prompts"]
     assert skipped > 0
     even = [i for i, item in enumerate(trainer.train_data) if item.extra_info["row_index"] % 2 == 0]
-    assert all(trainer.sampling_state.constant_streak.get(i, 0) >= 1 for i in even
-               if i in trainer.sampling_state.constant_streak)
+    assert all(trainer.producer.sampling_state.constant_streak.get(i, 0) >= 1 for i in even
+               if i in trainer.producer.sampling_state.constant_streak)
 
 
 def test_probes_in_training_drop_constant_prompts_for_one_response_each(make_config, half_constant):
@@ -120,13 +120,13 @@ def test_probes_in_training_drop_constant_prompts_for_one_response_each(make_con
     even = {i for i, item in enumerate(trainer.train_data) if item.extra_info["row_index"] % 2 == 0}
     probed = 0.0
     for _ in range(12):
-        batch, metrics = trainer.collect_train_batch({})
+        batch, metrics = trainer.producer.produce(trainer.global_step)
         probed += metrics["train/probed_prompts"]
         assert not even & set(batch.prompt_index.tolist())
         groups, counts = torch.unique_consecutive(batch.group_ids, return_counts=True)  # whole, contiguous groups
         assert set(counts.tolist()) == {4} and groups.numel() == len(set(groups.tolist()))
     assert probed > 0
-    state = trainer.sampling_state
+    state = trainer.producer.sampling_state
     visited_even = even & set(state.constant_streak)
     assert all(state.constant_streak[i] >= 1 and state.constant_value[i] == 1.0 for i in visited_even)
 

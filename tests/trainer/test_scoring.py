@@ -19,7 +19,7 @@ def test_reward_extras_named_like_means_are_logged_and_means_cover_every_respons
     reward = tmp_path / "extras.py"
     reward.write_text(REWARD_WITH_MEAN_LIKE_EXTRAS)
     trainer = Trainer(make_config(f"custom_reward_function.path={reward}", "algorithm.filter_groups.enable=false"))
-    batch, metrics = trainer.collect_train_batch({})
+    batch, metrics = trainer.producer.produce(trainer.global_step)
     assert metrics["reward/extra/acc_mean"] == 0.25 and metrics["reward/extra/final_mean"] == 0.75
     # Filtering is off, so the batch is everything generated: 4 prompts x 4 responses.
     assert batch.num_sequences == 16

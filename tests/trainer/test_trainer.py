@@ -46,8 +46,7 @@ def test_dynamic_sampling_drops_all_equal_groups_and_trims_whole_groups(make_con
     reward.write_text(HALF_CONSTANT_REWARD)
     trainer = Trainer(make_config(f"custom_reward_function.path={reward}", "algorithm.filter_groups.metric=seq_reward",
                                   "data.train_batch_size=4", "data.gen_batch_size=8", "actor_rollout_ref.rollout.n=8"))
-    timings: dict[str, float] = {}
-    batch, metrics = trainer.collect_train_batch(timings)
+    batch, metrics = trainer.producer.produce(trainer.global_step)
     # Exactly train_batch_size whole groups of n rows each.
     groups, counts = torch.unique(batch.group_ids, return_counts=True)
     assert groups.numel() == 4 and counts.tolist() == [8, 8, 8, 8]
@@ -96,7 +95,7 @@ def test_rollout_log_probs_replace_the_old_log_prob_forward(make_config):
                   "actor_rollout_ref.actor.ppo_mini_batch_size=4", "actor_rollout_ref.rollout.n=8",
                   "actor_rollout_ref.actor.optim.lr=5e-2")
     trainer = Trainer(make_config(*off_policy, "actor_rollout_ref.actor.use_rollout_log_probs=true"))
-    batch, _ = trainer.collect_train_batch({})
+    batch, _ = trainer.producer.produce(trainer.global_step)
     recomputed = compute_log_probs(trainer.model, batch, micro_batch_size=64, temperature=1.0, autocast_dtype=None)
     torch.testing.assert_close(batch.rollout_log_probs, recomputed, rtol=0, atol=1e-5)
     metrics = trainer.train_step()
@@ -108,7 +107,7 @@ def test_rollout_log_probs_stand_in_only_for_rows_sampled_by_the_current_weights
 
     trainer = Trainer(make_config("algorithm.filter_groups.enable=false", "data.train_batch_size=8",
                                   "actor_rollout_ref.actor.ppo_mini_batch_size=4", "actor_rollout_ref.rollout.n=8"))
-    batch, _ = trainer.collect_train_batch({})
+    batch, _ = trainer.producer.produce(trainer.global_step)
     first_mini_batch = 4 * 8
 
     def are_old(candidate):
@@ -127,13 +126,16 @@ def test_rollout_log_probs_stand_in_only_for_rows_sampled_by_the_current_weights
     # Restored without them (a checkpoint of a run that recomputed): recompute.
     assert not are_old(replace(batch, rollout_log_probs=None))
     local = replace(batch, generation_step=stale_later)
-    trainer.compute_old_log_probs(local, timings := {})
+    trainer.policy_update.compute_old_log_probs(local, step=trainer.global_step, timings=(timings := {}))
     assert "timing/old_log_prob" in timings and torch.isfinite(local.old_log_probs[first_mini_batch:]).all()
 
 
 def test_rollout_log_probs_are_used_by_default_in_fp32_only(make_config):
-    assert Trainer(make_config()).use_rollout_log_probs  # CPU: rollout and update both in fp32
-    assert not Trainer(make_config("actor_rollout_ref.actor.use_rollout_log_probs=false")).use_rollout_log_probs
+    def uses_rollout_log_probs(*overrides: str) -> bool:
+        return Trainer(make_config(*overrides)).policy_update.context.use_rollout_log_probs
+
+    assert uses_rollout_log_probs()  # CPU: rollout and update both in fp32
+    assert not uses_rollout_log_probs("actor_rollout_ref.actor.use_rollout_log_probs=false")
 
 
 def test_on_policy_step_skips_old_log_prob_forward(make_config):
@@ -164,10 +166,10 @@ def test_fit_writes_metrics_checkpoint_and_loadable_final_model(make_config, tmp
 def test_kl_loss_loads_reference_and_reports_kl(make_config):
     trainer = Trainer(make_config("algorithm.filter_groups.enable=false", "actor_rollout_ref.actor.use_kl_loss=true",
                                   "actor_rollout_ref.actor.ppo_mini_batch_size=2"))
-    assert trainer.ref_model is not None
+    assert trainer.policy_update.context.reference_model is not None
     metrics = trainer.train_step()
     assert "actor/kl_loss" in metrics and metrics["actor/kl_loss"] >= 0
-    assert Trainer(make_config()).ref_model is None
+    assert Trainer(make_config()).policy_update.context.reference_model is None
 
 
 def test_tensorboard_logger_writes_events(make_config, tmp_path):
@@ -198,7 +200,7 @@ def test_reward_errors_are_counted_over_all_generation_batches(make_config, tmp_
     reward.write_text(FLAKY_REWARD)
     trainer = Trainer(make_config(f"custom_reward_function.path={reward}", "reward_model.on_error=zero",
                                   "algorithm.filter_groups.enable=false", "data.gen_batch_size=2"))
-    batch, metrics = trainer.collect_train_batch({})
+    batch, metrics = trainer.producer.produce(trainer.global_step)
     assert metrics["train/num_gen_batches"] == 2.0
     even_rows = sum(trainer.train_data[i].extra_info["row_index"] % 2 == 0 for i in batch.prompt_index.tolist())
     assert metrics["reward/errors"] == even_rows  # one error per failed sequence, summed over batches

@@ -1,0 +1,171 @@
+"""Construction: every part of a run, built from a :class:`GSPOConfig` in the order that fails cheapest first.
+
+Data, reward and loss are checked before any weights load; the resume is planned (and a mismatched checkpoint
+refused) before the model loads; the rollout engine is built before FSDP shards the policy, because the hf engine
+copies the unsharded policy. :class:`gspo.trainer.Trainer` takes the parts and runs the loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from gspo.config import GSPOConfig
+from gspo.data import PromptDataset
+from gspo.distributed import DistContext, init_distributed
+from gspo.model_folder import stored_dtype
+from gspo.models import (
+    autocast_dtype,
+    enable_activation_checkpointing,
+    eos_token_ids,
+    load_causal_lm,
+    load_tokenizer,
+    resolve_device,
+)
+from gspo.resources import resolve_path
+from gspo.rollout import EngineSpec, RolloutEngine, build_rollout_engine
+from gspo.trainer.compat import plan_resume
+from gspo.trainer.dropout import disable_dropout
+from gspo.trainer.generation import GroupGenerator
+from gspo.trainer.lora import LoRAPolicy, base_dtype
+from gspo.trainer.old_policy import choose_rollout_log_probs
+from gspo.trainer.optim import build_optimizer, build_scheduler
+from gspo.trainer.parallel import check_data_parallel, export_template, shard_model
+from gspo.trainer.producer import SyncBatchProducer
+from gspo.trainer.run_folder import open_run_folder
+from gspo.trainer.setup import (
+    build_dataset,
+    build_policy_loss,
+    build_reward_manager,
+    check_runnable,
+    check_writable,
+    count_training_steps,
+    seed_everything,
+)
+from gspo.trainer.update import PolicyUpdate
+from gspo.trainer.update_context import UpdateContext
+
+
+@dataclass(frozen=True)
+class TrainingParts:
+    """What a run is made of; the trainer's loop composes these and builds nothing itself."""
+
+    config: GSPOConfig
+    dist: DistContext
+    device: torch.device
+    output_dir: Path  # trainer.default_local_dir, locked for this run
+    tokenizer: PreTrainedTokenizerBase
+    train_data: PromptDataset
+    val_data: PromptDataset | None
+    model: PreTrainedModel  # the policy (FSDP2-sharded under torchrun)
+    lora: LoRAPolicy | None  # None: full fine-tuning
+    engine: RolloutEngine
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    export_template: PreTrainedModel  # meta-device model of the policy's class: checkpoints and final_model
+    export_dtype: torch.dtype | None  # the dtype the model folder stores, kept by every export
+    total_steps: int
+    resume_from: Path | None  # a verified checkpoint of this same run, or None
+    generator: GroupGenerator  # validation generates with it too
+    producer: SyncBatchProducer
+    policy_update: PolicyUpdate
+
+
+def build_training_parts(config: GSPOConfig) -> TrainingParts:
+    """Build a run's parts: the process group, run folder lock and seed first, then data and checks, then the
+    policy, its engine, FSDP, the reference, the optimizer, and the producer and update around them."""
+    cfg = config
+    dist = init_distributed(cfg.trainer.device)
+    check_data_parallel(cfg, dist.world_size)
+    output_dir = Path(cfg.trainer.default_local_dir)
+    check_writable(output_dir, dist.rank)
+    open_run_folder(output_dir, cfg.trainer.resume_mode, dist)  # lock: one run per folder
+    seed_everything(cfg.trainer.seed)
+    device = resolve_device(cfg.trainer.device)
+    if device.type == "cuda" and dist.is_distributed:
+        device = torch.device("cuda", dist.local_rank)
+
+    # Cheap checks first (data, reward), so bad input fails before model weights are loaded.
+    model_path = cfg.actor_rollout_ref.model.path
+    tokenizer = load_tokenizer(model_path)
+    train_data = build_dataset(cfg, "data.train_files", tokenizer)
+    val_data = build_dataset(cfg, "data.val_files", tokenizer) if cfg.data.val_files else None
+    check_runnable(cfg, train_data, val_data)
+    rewards = build_reward_manager(cfg)
+    policy_loss = build_policy_loss(cfg)
+    total_steps = count_training_steps(cfg, len(train_data))
+    resume_from = plan_resume(cfg, output_dir, total_steps, dist)  # verified, same run
+
+    model, lora = _build_policy(cfg, device)
+    export_dtype = stored_dtype(resolve_path(model_path))  # final_model / checkpoint model/ keep it
+    template = export_template(model)  # checkpoints and final_model never touch the engine
+    # Built before sharding: under FSDP the hf engine copies the unsharded policy.
+    engine = build_rollout_engine(EngineSpec(
+        model_path=resolve_path(model_path), policy=lambda: model, pad_token_id=tokenizer.pad_token_id,
+        eos_token_ids=[] if cfg.actor_rollout_ref.rollout.ignore_eos else eos_token_ids(tokenizer, model),
+        device=device, rollout=cfg.actor_rollout_ref.rollout, max_prompt_length=cfg.data.max_prompt_length,
+        max_response_length=cfg.data.max_response_length, world_size=dist.world_size,
+        lora_rank=cfg.actor_rollout_ref.model.lora_rank))
+    if dist.is_distributed:
+        _shard(model, cfg, dist, device)
+    reference_model = _build_reference(cfg, model_path, lora, dist, device)
+    optimizer = build_optimizer(model, cfg.actor_rollout_ref.actor.optim)
+    scheduler = build_scheduler(optimizer, cfg.actor_rollout_ref.actor.optim, total_steps)
+
+    generator = GroupGenerator(engine=engine, policy=model, tokenizer=tokenizer, rewards=rewards, device=device,
+                               dist=dist, seed=cfg.trainer.seed, push_trainable_only=lora is not None)
+    context = UpdateContext(
+        model=model, optimizer=optimizer, actor=cfg.actor_rollout_ref.actor,
+        responses_per_prompt=cfg.actor_rollout_ref.rollout.n, temperature=cfg.actor_rollout_ref.rollout.temperature,
+        max_response_length=cfg.data.max_response_length, policy_loss=policy_loss,
+        # Under FSDP its bf16 parameter casting replaces autocast on CUDA.
+        autocast_dtype=None if dist.is_distributed else autocast_dtype(device), dist=dist,
+        reference_model=reference_model, lora=lora,
+        use_rollout_log_probs=choose_rollout_log_probs(
+            cfg.actor_rollout_ref.actor.use_rollout_log_probs, engine_matches_trainer=engine.log_probs_match_trainer,
+            rollout_is=cfg.algorithm.rollout_correction.rollout_is),
+        rollout_correction=cfg.algorithm.rollout_correction)
+    return TrainingParts(
+        config=cfg, dist=dist, device=device, output_dir=output_dir, tokenizer=tokenizer, train_data=train_data,
+        val_data=val_data, model=model, lora=lora, engine=engine, optimizer=optimizer, scheduler=scheduler,
+        export_template=template, export_dtype=export_dtype, total_steps=total_steps,
+        resume_from=resume_from, generator=generator, producer=SyncBatchProducer(generator, train_data, cfg),
+        policy_update=PolicyUpdate(context))
+
+
+def _build_policy(cfg: GSPOConfig, device: torch.device) -> tuple[PreTrainedModel, LoRAPolicy | None]:
+    """The policy model on ``device``, dropout off if asked, LoRA adapters attached (None: full fine-tuning)."""
+    model_cfg = cfg.actor_rollout_ref.model
+    model = load_causal_lm(model_cfg.path, device, base_dtype(model_cfg, device))
+    if model_cfg.disable_dropout:  # before the adapters: their lora_dropout is the user's
+        disable_dropout(model)
+    lora = LoRAPolicy.attach(model, model_cfg)
+    if model_cfg.enable_gradient_checkpointing:
+        enable_activation_checkpointing(model)
+    return model, lora
+
+
+def _shard(model: PreTrainedModel, cfg: GSPOConfig, dist: DistContext, device: torch.device) -> None:
+    """FSDP2 over the ranks; on CUDA in bf16 (FSDP's parameter casting), optionally offloaded to the CPU."""
+    fsdp = cfg.actor_rollout_ref.actor.fsdp_config
+    on_cuda = device.type == "cuda"  # on CPU the state already lives in host memory: offload is moot
+    shard_model(model, world_size=dist.world_size, bf16=on_cuda,
+                cpu_offload=on_cuda and (fsdp.param_offload or fsdp.optimizer_offload))
+
+
+def _build_reference(cfg: GSPOConfig, model_path: str, lora: LoRAPolicy | None, dist: DistContext,
+                     device: torch.device) -> PreTrainedModel | None:
+    """The frozen KL reference copy, or None: without the KL loss, and with LoRA, whose reference is the policy
+    with its adapters switched off (the copy would cost a full set of weights)."""
+    if not cfg.actor_rollout_ref.actor.use_kl_loss or lora is not None:
+        return None
+    reference = load_causal_lm(model_path, device).eval()
+    reference.requires_grad_(False)
+    if cfg.actor_rollout_ref.model.disable_dropout:
+        disable_dropout(reference)
+    if dist.is_distributed:
+        _shard(reference, cfg, dist, device)
+    return reference

@@ -1,0 +1,101 @@
+"""The update on a train batch: old and reference log-probs, the rollout mismatch, then the optimizer steps.
+
+It reads one :class:`~gspo.trainer.update_context.UpdateContext` and this rank's rows of the batch; it never
+knows which producer made the batch (every row says which step's policy sampled it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from transformers import PreTrainedModel
+
+from gspo.algos import importance_weight_metrics, rollout_importance_weights, rollout_mismatch_metrics
+from gspo.trainer.actor import compute_log_probs, update_policy
+from gspo.trainer.batch import RolloutBatch
+from gspo.trainer.old_policy import old_log_prob_source, with_on_policy_rows_marked
+from gspo.trainer.timing import timer
+from gspo.trainer.update_context import UpdateContext
+
+
+class PolicyUpdate:
+    """One train batch's update of the policy, in two phases: :meth:`prepare` (the no-grad passes) and
+    :meth:`optimize` (the PPO-style optimizer steps, :func:`gspo.trainer.actor.update_policy`)."""
+
+    def __init__(self, context: UpdateContext):
+        self.context = context
+
+    def prepare(self, batch: RolloutBatch, *, step: int, timings: dict[str, float]) -> dict[str, float]:
+        """Set ``batch.old_log_probs`` and, with the KL loss, ``batch.ref_log_probs`` (this rank's rows, in place);
+        return the rollout mismatch metrics. ``step``: the training step about to update."""
+        metrics = self.compute_old_log_probs(batch, step=step, timings=timings)
+        self.compute_reference_log_probs(batch, timings)
+        return metrics
+
+    def optimize(self, batch: RolloutBatch) -> dict[str, float]:
+        """The optimizer steps over ``batch``'s mini-batches (``actor/*`` metrics)."""
+        return update_policy(batch, self.context)
+
+    def compute_old_log_probs(self, batch: RolloutBatch, *, step: int, timings: dict[str, float]) -> dict[str, float]:
+        """Set ``batch.old_log_probs`` (this rank's rows) by the old-policy rule (:mod:`gspo.trainer.old_policy`):
+        the sampler's, or a forward pass over the rows it names; left None when every row is on-policy. Returns
+        the rollout/trainer mismatch metrics when the pass recomputed rows the sampler also scored."""
+        ctx = self.context
+        source = old_log_prob_source(batch, mini_batch_rows=ctx.local_mini_batch_rows, ppo_epochs=ctx.actor.ppo_epochs,
+                                     step=step, use_rollout_log_probs=ctx.use_rollout_log_probs, dist=ctx.dist)
+        if source.from_rollout:
+            batch.old_log_probs = batch.rollout_log_probs
+            return {}
+        if source.recompute_from is not None:
+            later = batch.select(torch.arange(source.recompute_from, batch.num_sequences))
+            with timer(timings, "timing/old_log_prob"):
+                batch.old_log_probs = with_on_policy_rows_marked(source.recompute_from,
+                                                                 self._log_probs(ctx.model, later))
+        return self._rollout_mismatch(batch)
+
+    def _rollout_mismatch(self, batch: RolloutBatch) -> dict[str, float]:
+        """verl's mismatch metrics over every rank's rows; with rollout correction on, this rank's importance
+        weights (``batch.rollout_is_weights``). Nothing when the sampler's log-probs are missing (e.g. surplus
+        groups restored from a checkpoint that had none)."""
+        if batch.rollout_log_probs is None or batch.old_log_probs is None:
+            return {}
+        dist = self.context.dist
+        local = (batch.old_log_probs, batch.rollout_log_probs, batch.response_mask)
+        parts = dist.all_gather_objects(tuple(t.cpu() for t in local)) if dist.is_distributed else [local]
+        old, rollout, mask = (torch.cat([part[i].cpu() for part in parts]) for i in range(3))
+        metrics = rollout_mismatch_metrics(old, rollout, mask)
+        correction = self.context.rollout_correction
+        if correction.rollout_is:
+            options = dict(level=correction.rollout_is, threshold=correction.rollout_is_threshold)
+            batch.rollout_is_weights = rollout_importance_weights(*local, **options)
+            metrics.update(importance_weight_metrics(rollout_importance_weights(old, rollout, mask, **options), mask,
+                                                     correction.rollout_is_threshold))
+        return metrics
+
+    def compute_reference_log_probs(self, batch: RolloutBatch, timings: dict[str, float]) -> None:
+        """Set ``batch.ref_log_probs`` (this rank's rows) when the KL loss needs the reference policy."""
+        if self.context.actor.use_kl_loss:
+            with timer(timings, "timing/ref"), self.reference() as reference:
+                batch.ref_log_probs = self._log_probs(reference, batch)
+
+    @contextmanager
+    def reference(self) -> Iterator[PreTrainedModel]:
+        """The KL reference policy: its own frozen copy, or with LoRA the base (the policy, adapters off)."""
+        ctx = self.context
+        if ctx.lora is None:
+            yield ctx.reference_model
+            return
+        with ctx.lora.adapters_disabled():
+            yield ctx.model
+
+    def _log_probs(self, model: PreTrainedModel, batch: RolloutBatch) -> torch.Tensor:
+        """(N, R) response log-probs under ``model`` without gradients, micro-batched as the update is."""
+        ctx, actor = self.context, self.context.actor
+        return compute_log_probs(model, batch, micro_batch_size=actor.ppo_micro_batch_size_per_gpu,
+                                 temperature=ctx.temperature, autocast_dtype=ctx.autocast_dtype,
+                                 logits_chunk_size=actor.logits_chunk_size,
+                                 max_token_len=(actor.log_prob_max_token_len_per_gpu or actor.ppo_max_token_len_per_gpu)
+                                 if actor.use_dynamic_bsz else None,
+                                 dist=ctx.dist, share_prompts=actor.share_prompt_forward)
