@@ -133,11 +133,9 @@ class ActorConfig:
     logits_chunk_size: int = 0
     # Use the sampler's log-probs as the old policy's instead of recomputing them with a forward pass over the
     # batch. Saves that pass; they differ from a recomputation by the KV-cached decode's float noise (~1e-6 in
-    # fp32; ~1e-2 in bf16, where rollout and training kernels round differently). A step whose later mini-batches
-    # hold groups carried over from an earlier step (keep_surplus) recomputes, so the old policy is always the one
-    # at the start of the update. null (auto): on when the engine's log-probs are the trainer's (rollout.name=hf
-    # computing in fp32, i.e. CPU), off under bf16 (CUDA), with the vllm engine or with rollout correction, where
-    # every row is recomputed (as verl does) and the mismatch logged (training/rollout_probs_diff_*).
+    # fp32; ~1e-2 in bf16, where rollout and training kernels round differently). null (auto): decided by the
+    # old-policy rule, gspo/trainer/old_policy.py, which also says which rows use them and when the mismatch is
+    # logged (training/rollout_probs_diff_*).
     use_rollout_log_probs: bool | None = None
     # Encode each group's prompt once for all its responses in the log-prob and update passes (same result, fewer
     # tokens: P + nR instead of n(P + R) per group). Off under activation checkpointing (HF disables the KV cache).

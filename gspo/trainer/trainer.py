@@ -30,6 +30,7 @@ from gspo.trainer.checkpoint import (
 from gspo.trainer.dynamic_sampling import trained_batch_metrics
 from gspo.trainer.metrics import MetricsLogger, summary_line
 from gspo.trainer.parallel import local_rows
+from gspo.trainer.producer import BatchProducer
 from gspo.trainer.run_folder import crash_point, release_lock
 from gspo.trainer.signals import StopRequest, TrainingInterrupted
 from gspo.trainer.sinks import build_sinks
@@ -40,7 +41,7 @@ log = logging.getLogger(__name__)
 
 
 class Trainer:
-    """Builds everything a run needs from a :class:`GSPOConfig`, then ``fit()`` trains.
+    """Builds a run's parts from a :class:`GSPOConfig` (resuming when the config says so), then ``fit()`` trains.
 
     One trainer per process. Under ``torchrun`` every rank builds the same state from the same seed; prompts of
     each generation batch are split across ranks and the scored groups gathered back, so the dynamic-sampling
@@ -58,7 +59,9 @@ class Trainer:
         self.optimizer, self.scheduler = parts.optimizer, parts.scheduler
         self.export_template, self.export_dtype = parts.export_template, parts.export_dtype
         self.total_steps = parts.total_steps
-        self.generator, self.producer, self.policy_update = parts.generator, parts.producer, parts.policy_update
+        self.generator = parts.generator  # validation samples with it
+        self.producer: BatchProducer = parts.producer
+        self.policy_update = parts.policy_update
         self.global_step = 0
         self._consecutive_skips = 0
         self._saved_step: int | None = None
