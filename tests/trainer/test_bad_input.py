@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-import gspo.trainer.trainer as trainer_module
+import gspo.trainer.builder as builder_module
 from gspo.cli import main
 from gspo.errors import EXIT_NO_PROGRESS
 from tests.conftest import write_jsonl
@@ -25,7 +25,7 @@ def no_weights(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("weights were loaded before the bad input was reported")
 
-    monkeypatch.setattr(trainer_module, "load_causal_lm", refuse)
+    monkeypatch.setattr(builder_module, "load_causal_lm", refuse)
 
 
 def _err_line(capsys) -> str:
