@@ -1,0 +1,95 @@
+"""FSDP2 start-up on 2 gloo ranks: every rank builds the model on the meta device, rank 0 alone reads the
+checkpoint and the shards arrive by broadcast (gspo.trainer.sharded_loading)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from gspo.models import empty_causal_lm, load_causal_lm
+from gspo.trainer.sharded_loading import non_persistent_buffers, state_dict_blocks
+
+WORKER = Path(__file__).with_name("sharded_loading_worker.py")
+
+
+def _run_two_ranks(model_dir: Path, out: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               str(WORKER), str(model_dir), str(out)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, env={**env, "OMP_NUM_THREADS": "1"})
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory, tiny_model_dir):
+    out = tmp_path_factory.mktemp("sharded_loading")
+    proc = _run_two_ranks(tiny_model_dir, out)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    reports = [torch.load(out / f"rank_{rank}.pt", weights_only=False) for rank in range(2)]
+    return torch.load(out / "full_state.pt"), reports
+
+
+def test_sharded_model_holds_the_checkpoint_bit_for_bit(loaded, tiny_model_dir):
+    full, reports = loaded
+    expected = load_causal_lm(str(tiny_model_dir), torch.device("cpu")).state_dict()
+    assert full.keys() == expected.keys()
+    for name, tensor in expected.items():
+        assert full[name].dtype == tensor.dtype and torch.equal(full[name], tensor), name
+    for report in reports:
+        assert report["all_sharded"] and not report["any_meta"]
+        assert report["tied"]  # the LM head is still the embedding, one parameter
+
+
+def test_each_rank_holds_half_of_the_parameters(loaded, tiny_model_dir):
+    _, reports = loaded
+    model = load_causal_lm(str(tiny_model_dir), torch.device("cpu"))
+    total = sum(p.nbytes for p in model.parameters())  # tied weights counted once
+    assert sum(r["local_parameter_bytes"] for r in reports) == total
+    assert all(r["local_parameter_bytes"] <= 0.51 * total for r in reports)
+
+
+def test_meta_built_ranks_get_the_rotary_frequencies(loaded, tiny_model_dir):
+    _, reports = loaded
+    expected = non_persistent_buffers(load_causal_lm(str(tiny_model_dir), torch.device("cpu")))
+    assert sorted(expected) == ["model.rotary_emb.inv_freq", "model.rotary_emb.original_inv_freq"]
+    for report in reports:
+        assert report["buffers"].keys() == expected.keys()
+        for name, buffer in expected.items():
+            assert torch.equal(report["buffers"][name], buffer), name
+
+
+def test_generation_config_comes_from_the_folder(loaded, tiny_model_dir, tmp_path):
+    folder = tmp_path / "model"
+    model = load_causal_lm(str(tiny_model_dir), torch.device("cpu"))
+    model.generation_config.eos_token_id = [1, 7]
+    model.save_pretrained(folder)
+    assert empty_causal_lm(str(folder)).generation_config.eos_token_id == [1, 7]
+    _, reports = loaded
+    assert all(r["generation_config"]["eos_token_id"] == model.config.eos_token_id for r in reports)
+
+
+def test_state_dict_blocks_cover_every_name_once_one_block_per_layer(tiny_model_dir):
+    model = load_causal_lm(str(tiny_model_dir), torch.device("cpu"))
+    blocks = state_dict_blocks(model)
+    assert len(blocks) == model.config.num_hidden_layers + 1
+    assert all(name.startswith(f"model.layers.{i}.") for i, block in enumerate(blocks[:-1]) for name in block)
+    names = [name for block in blocks for name in block]
+    assert sorted(names) == sorted(model.state_dict()) and len(names) == len(set(names))
+    assert {"model.embed_tokens.weight", "lm_head.weight", "model.norm.weight"} <= set(blocks[-1])
+
+
+def test_unreadable_weights_on_rank_0_fail_every_rank(tiny_model_dir, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for file in tiny_model_dir.iterdir():
+        (broken / file.name).write_bytes(file.read_bytes())
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:200])  # the header is cut: only rank 0 reads the weights
+    proc = _run_two_ranks(broken, tmp_path)
+    assert proc.returncode != 0
+    assert "actor_rollout_ref.model.path: cannot load" in proc.stderr
+    assert "rank 0 failed" in proc.stderr  # rank 1 did not wait for a broadcast that never came
