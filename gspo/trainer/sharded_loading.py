@@ -15,24 +15,31 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 from transformers import PreTrainedModel
 
 from gspo.distributed import DistContext
-from gspo.models import ModelLoadError, empty_causal_lm, load_causal_lm
+from gspo.model_folder import weight_files
+from gspo.models import ModelLoadError, adapter_base_path, check_model_path, empty_causal_lm, load_causal_lm
 from gspo.trainer.parallel import decoder_layers, gather_from_ranks
 
 _BROADCAST = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True, strict=False)
+_SAFETENSORS_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16, "F64": torch.float64}
+
+
+Block = Callable[[], dict[str, torch.Tensor]]  # reads one block's tensors when called (once)
 
 
 @dataclass
 class RankZeroCheckpoint:
-    """What rank 0 read, ready to send: the state dict in blocks (see :func:`state_dict_blocks`) and the
-    non-persistent buffers. Holds the only references to the tensors, so sent blocks can be freed."""
+    """What rank 0 sends: the state dict as blocks read one at a time (:func:`block_names`) and the
+    non-persistent buffers. Nothing else holds the weights, so a sent block's memory is freed."""
 
-    blocks: list[dict[str, torch.Tensor]]
+    blocks: list[Block]
     buffers: dict[str, torch.Tensor]
 
 
@@ -52,57 +59,116 @@ def load_sharded_causal_lm(path: str, dist: DistContext, *, device: torch.device
         prepare(model)
     shard(model)
     model.to_empty(device=shard_device or device)
-    checkpoint = read_on_rank0(path, dtype, model, dist)
-    broadcast_from_rank0(model, checkpoint, dist)
+    broadcast_from_rank0(model, read_on_rank0(path, dtype, dist), dist)
     if shard_device is not None and shard_device != device:
         _move_buffers(model, device)
     return model
 
 
-def read_on_rank0(path: str, dtype: torch.dtype, target: torch.nn.Module, dist: DistContext
-                  ) -> RankZeroCheckpoint | None:
-    """Rank 0 reads ``path`` into host memory (None elsewhere) and checks its names against ``target``'s. A
-    failure on rank 0 is raised on every rank, so none is left waiting for a broadcast."""
+def read_on_rank0(path: str, dtype: torch.dtype, dist: DistContext) -> RankZeroCheckpoint | None:
+    """Rank 0's view of the checkpoint at ``path`` in ``dtype`` (None elsewhere). A failure on rank 0 is raised
+    on every rank, so none is left waiting for a broadcast.
+
+    ``from_pretrained`` supplies the names, tied weights and non-persistent buffers. The weights come from the
+    safetensors files, block by block, when they are stored under those names in ``dtype`` (what
+    ``from_pretrained`` then returns is exactly those bytes, mapped from the file as one mapping that every
+    block would keep resident until the last is sent); otherwise (another dtype, an adapter merged in, .bin
+    files) from the loaded model, whose tensors are its own and are freed block by block.
+    """
     read: list[RankZeroCheckpoint] = []
 
-    def read_and_check() -> None:
-        if not dist.is_main:
-            return
-        model = load_causal_lm(path, torch.device("cpu"), dtype)
-        expected, found = set(target.state_dict()), set(model.state_dict())
-        if expected != found:
-            raise ModelLoadError(f"actor_rollout_ref.model.path: {path!r} loads with state-dict names its config's "
-                                 f"model does not have, or without some it has: {sorted(found ^ expected)[:5]}; "
-                                 f"re-save the folder with save_pretrained")
-        read.append(RankZeroCheckpoint(blocks=state_dict_blocks(model), buffers=non_persistent_buffers(model)))
+    def read_checkpoint() -> None:
+        if dist.is_main:
+            model = load_causal_lm(path, torch.device("cpu"), dtype)
+            names = block_names(model)
+            blocks = file_blocks(check_model_path(path), names, model, dtype) or _memory_blocks(model, names)
+            read.append(RankZeroCheckpoint(blocks=blocks, buffers=non_persistent_buffers(model)))
 
-    gather_from_ranks(dist, read_and_check)
+    gather_from_ranks(dist, read_checkpoint)
     return read[0] if read else None
 
 
 def broadcast_from_rank0(model: torch.nn.Module, checkpoint: RankZeroCheckpoint | None, dist: DistContext) -> None:
     """Copy rank 0's ``checkpoint`` (None on the others) into every rank's shards and buffers of ``model``.
 
-    Collective. One ``set_model_state_dict`` call per block: rank 0 empties each block once it is sent, so its
-    full copy shrinks as the shards fill.
+    Collective. One ``set_model_state_dict`` call per block, which rank 0 reads just before and drops after,
+    so its host memory holds one block at a time beyond the shards. ``model``'s state-dict names must be the
+    checkpoint's (``strict=False`` only because each call carries one block).
     """
     blocks = checkpoint.blocks if checkpoint is not None else []
     for index in range(dist.broadcast_object(len(blocks))):
-        block = blocks[index] if dist.is_main else {}  # the others receive rank 0's names with the tensors
-        if dist.is_main:
-            blocks[index] = {}
+        # The others pass {}: rank 0's names and tensors come with the broadcast.
+        block = blocks[index]() if dist.is_main else {}
         set_model_state_dict(model, block, options=_BROADCAST)
     _set_non_persistent_buffers(model, dist.broadcast_object(checkpoint.buffers if checkpoint is not None else None))
 
 
-def state_dict_blocks(model: PreTrainedModel) -> list[dict[str, torch.Tensor]]:
-    """``model``'s state dict as one dict per transformer block, then one of everything else (embeddings, final
-    norm, LM head, with their tied names)."""
-    state = model.state_dict()
+def block_names(model: PreTrainedModel) -> list[list[str]]:
+    """``model``'s state-dict names, one list per transformer block, then one of everything else (embeddings,
+    final norm, LM head, with their tied names)."""
+    names = list(model.state_dict())
     layers = set(decoder_layers(model))
     prefixes = [f"{name}." for name, module in model.named_modules() if module in layers]
-    blocks = [{name: state.pop(name) for name in list(state) if name.startswith(prefix)} for prefix in prefixes]
-    return [*blocks, state]
+    blocks = [[name for name in names if name.startswith(prefix)] for prefix in prefixes]
+    in_blocks = {name for block in blocks for name in block}
+    return [*blocks, [name for name in names if name not in in_blocks]]
+
+
+def _memory_blocks(model: PreTrainedModel, names: list[list[str]]) -> list[Block]:
+    """Blocks of ``model``'s own tensors; each call hands its tensors over (popped from the only other holder)."""
+    state = model.state_dict()
+    return [lambda block=block: {name: state.pop(name) for name in block} for block in names]
+
+
+def file_blocks(folder: Path, names: list[list[str]], model: PreTrainedModel, dtype: torch.dtype
+                 ) -> list[Block] | None:
+    """Blocks read from ``folder``'s safetensors files (each file mapped only while its block is in use), or
+    None unless every state-dict name of ``model`` is stored there (under itself or a name it is tied to) with
+    its shape in ``dtype``, and nothing else is."""
+    if adapter_base_path(folder) is not None:
+        return None
+    stored = _stored_tensors(folder)
+    if stored is None:
+        return None
+    state = model.state_dict()
+    ties = _tied_names(model)
+    source = {name: next((alias for alias in ties.get(name, [name]) if alias in stored), None) for name in state}
+    if set(source.values()) != set(stored) or any(
+            stored[file_name][1] != (dtype, tuple(state[name].shape)) for name, file_name in source.items()):
+        return None
+
+    def read(block: list[str]) -> dict[str, torch.Tensor]:
+        tensors: dict[str, torch.Tensor] = {}
+        for file in {stored[source[name]][0] for name in block}:
+            with safe_open(file, framework="pt", device="cpu") as handle:
+                tensors.update({name: handle.get_tensor(source[name]) for name in block
+                                if stored[source[name]][0] == file})
+        return tensors
+
+    return [lambda block=block: read(block) for block in names]
+
+
+def _stored_tensors(folder: Path) -> dict[str, tuple[Path, tuple[torch.dtype, tuple[int, ...]]]] | None:
+    """name -> (file, (dtype, shape)) of every tensor in the folder's safetensors files; None without any."""
+    files = weight_files(folder)
+    if not files or any(file.suffix != ".safetensors" for file in files):
+        return None
+    stored = {}
+    for file in files:
+        with safe_open(file, framework="pt", device="cpu") as handle:
+            for name in handle.keys():  # noqa: SIM118 (a safe_open handle is not iterable)
+                info = handle.get_slice(name)
+                stored[name] = (file, (_SAFETENSORS_DTYPES.get(info.get_dtype()), tuple(info.get_shape())))
+    return stored
+
+
+def _tied_names(model: torch.nn.Module) -> dict[str, list[str]]:
+    """Each parameter name of a tied parameter -> every name of that parameter (itself first)."""
+    by_param: dict[int, list[str]] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        by_param.setdefault(id(param), []).append(name)
+    return {name: [name, *(alias for alias in group if alias != name)]
+            for group in by_param.values() if len(group) > 1 for name in group}
 
 
 def non_persistent_buffers(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -77,6 +77,7 @@ from gspo.trainer.setup import (
     count_training_steps,
     seed_everything,
 )
+from gspo.trainer.sharded_loading import load_sharded_causal_lm
 from gspo.trainer.signals import StopRequest, TrainingInterrupted
 from gspo.trainer.sinks import build_sinks
 from gspo.trainer.val_samples import ValidationSamples
@@ -118,15 +119,10 @@ class Trainer:
         self.sampler = PromptSampler(len(self.train_data), seed=cfg.trainer.seed, shuffle=cfg.data.shuffle)
         self.total_steps = self._total_training_steps()
         self._resume_from = plan_resume(cfg, self.output_dir, self.total_steps, self.dist)  # verified, same run
-        self.model = load_causal_lm(model_path, self.device, base_dtype(cfg.actor_rollout_ref.model, self.device))
+        self.model, self.lora = self._build_policy(model_path)
         self.export_dtype = stored_dtype(resolve_path(model_path))  # final_model / checkpoint model/ keep it
-        if cfg.actor_rollout_ref.model.disable_dropout:  # before the adapters: their lora_dropout is the user's
-            disable_dropout(self.model)
-        self.lora = LoRAPolicy.attach(self.model, cfg.actor_rollout_ref.model)  # None: full fine-tuning
-        if cfg.actor_rollout_ref.model.enable_gradient_checkpointing:
-            enable_activation_checkpointing(self.model)
         self.export_template = export_template(self.model)  # checkpoints and final_model never touch the engine
-        # Built before sharding: under FSDP the hf engine copies the unsharded policy.
+        # Built after sharding: under FSDP the hf engine generates with the sharded policy (gathered per phase).
         self.engine = build_rollout_engine(EngineSpec(
             model_path=resolve_path(model_path), policy=lambda: self.model, pad_token_id=self.tokenizer.pad_token_id,
             eos_token_ids=[] if cfg.actor_rollout_ref.rollout.ignore_eos
@@ -135,7 +131,7 @@ class Trainer:
             max_response_length=cfg.data.max_response_length, world_size=self.dist.world_size,
             lora_rank=cfg.actor_rollout_ref.model.lora_rank))
         if self.dist.is_distributed:
-            self._shard(self.model)
+            self.autocast_dtype = None  # FSDP's bf16 parameter casting replaces autocast on CUDA
         self._rollout_stale = False  # the engine starts from the policy's weights; an update or a resume changes them
         # Recomputing the old log-probs is waste when the sampler computed them as the trainer would (fp32 hf).
         use_rollout, correcting = cfg.actor_rollout_ref.actor.use_rollout_log_probs, cfg.algorithm.rollout_correction
@@ -157,25 +153,58 @@ class Trainer:
         self._maybe_resume()
 
     # ------------------------------------------------------------------------------------------------ setup
+    def _build_policy(self, model_path: str):
+        """The policy (FSDP2-sharded under torchrun: rank 0 reads the checkpoint, the others receive their
+        shards) and its LoRA adapters (None: full fine-tuning)."""
+        model_cfg = self.config.actor_rollout_ref.model
+
+        def prepare(model) -> None:
+            if model_cfg.disable_dropout:
+                disable_dropout(model)
+            if model_cfg.enable_gradient_checkpointing:
+                enable_activation_checkpointing(model)
+
+        if self.dist.is_distributed and model_cfg.lora_rank == 0:
+            return self._load_sharded(model_path, prepare), None
+        model = load_causal_lm(model_path, self.device, base_dtype(model_cfg, self.device))
+        if model_cfg.disable_dropout:  # before the adapters: their lora_dropout is the user's
+            disable_dropout(model)
+        lora = LoRAPolicy.attach(model, model_cfg)
+        if model_cfg.enable_gradient_checkpointing:
+            enable_activation_checkpointing(model)
+        if self.dist.is_distributed:
+            self._shard(model)
+        return model, lora
+
+    def _load_sharded(self, model_path: str, prepare):
+        fsdp = self.config.actor_rollout_ref.actor.fsdp_config
+        offload = self.device.type == "cuda" and (fsdp.param_offload or fsdp.optimizer_offload)
+        return load_sharded_causal_lm(model_path, self.dist, device=self.device, shard=self._shard, prepare=prepare,
+                                      shard_device=torch.device("cpu") if offload else None)
+
     def _shard(self, model) -> None:
-        """FSDP2 over the ranks; FSDP's bf16 parameter casting then replaces autocast on CUDA."""
+        """FSDP2 over the ranks; on CUDA in bf16 (FSDP's parameter casting), optionally offloaded to the CPU."""
         fsdp = self.config.actor_rollout_ref.actor.fsdp_config
         on_cuda = self.device.type == "cuda"  # on CPU the state already lives in host memory: offload is moot
         shard_model(model, world_size=self.dist.world_size, bf16=on_cuda,
-                    cpu_offload=on_cuda and (fsdp.param_offload or fsdp.optimizer_offload))
-        self.autocast_dtype = None
+                    cpu_offload=on_cuda and (fsdp.param_offload or fsdp.optimizer_offload),
+                    device_type=self.device.type)
 
     def _build_ref_model(self, model_path: str):
         if not self.config.actor_rollout_ref.actor.use_kl_loss or self.lora is not None:
             # The reference model costs a full copy of the weights: load it only when used. With LoRA the
             # reference is the policy with its adapters switched off.
             return None
-        ref = load_causal_lm(model_path, self.device).eval()
-        ref.requires_grad_(False)
-        if self.config.actor_rollout_ref.model.disable_dropout:
-            disable_dropout(ref)
+
+        def freeze(model) -> None:
+            model.eval().requires_grad_(False)
+            if self.config.actor_rollout_ref.model.disable_dropout:
+                disable_dropout(model)
+
         if self.dist.is_distributed:
-            self._shard(ref)
+            return self._load_sharded(model_path, freeze)
+        ref = load_causal_lm(model_path, self.device)
+        freeze(ref)
         return ref
 
     def _total_training_steps(self) -> int:

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from gspo.models import empty_causal_lm, load_causal_lm
-from gspo.trainer.sharded_loading import non_persistent_buffers, state_dict_blocks
+from gspo.trainer.sharded_loading import block_names, file_blocks, non_persistent_buffers
 
 WORKER = Path(__file__).with_name("sharded_loading_worker.py")
 
@@ -25,17 +25,34 @@ def _run_two_ranks(model_dir: Path, out: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def loaded(tmp_path_factory, tiny_model_dir):
+def bf16_model_dir(tmp_path_factory, tiny_model_dir) -> Path:
+    """The tiny model stored in bfloat16: loading it in float32 converts every tensor."""
+    folder = tmp_path_factory.mktemp("tiny_bf16")
+    model = load_causal_lm(str(tiny_model_dir), torch.device("cpu"), torch.bfloat16)
+    model.save_pretrained(folder)
+    for file in tiny_model_dir.glob("tokenizer*"):
+        (folder / file.name).write_bytes(file.read_bytes())
+    return folder
+
+
+@pytest.fixture(scope="module", params=["float32 file", "bfloat16 file"])
+def model_dir(request, tiny_model_dir, bf16_model_dir) -> Path:
+    """Read from the files block by block (float32, as trained), or converted by from_pretrained (bfloat16)."""
+    return tiny_model_dir if request.param == "float32 file" else bf16_model_dir
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory, model_dir):
     out = tmp_path_factory.mktemp("sharded_loading")
-    proc = _run_two_ranks(tiny_model_dir, out)
+    proc = _run_two_ranks(model_dir, out)
     assert proc.returncode == 0, proc.stderr[-4000:]
     reports = [torch.load(out / f"rank_{rank}.pt", weights_only=False) for rank in range(2)]
     return torch.load(out / "full_state.pt"), reports
 
 
-def test_sharded_model_holds_the_checkpoint_bit_for_bit(loaded, tiny_model_dir):
+def test_sharded_model_holds_the_checkpoint_bit_for_bit(loaded, model_dir):
     full, reports = loaded
-    expected = load_causal_lm(str(tiny_model_dir), torch.device("cpu")).state_dict()
+    expected = load_causal_lm(str(model_dir), torch.device("cpu")).state_dict()
     assert full.keys() == expected.keys()
     for name, tensor in expected.items():
         assert full[name].dtype == tensor.dtype and torch.equal(full[name], tensor), name
@@ -44,17 +61,17 @@ def test_sharded_model_holds_the_checkpoint_bit_for_bit(loaded, tiny_model_dir):
         assert report["tied"]  # the LM head is still the embedding, one parameter
 
 
-def test_each_rank_holds_half_of_the_parameters(loaded, tiny_model_dir):
+def test_each_rank_holds_half_of_the_parameters(loaded, model_dir):
     _, reports = loaded
-    model = load_causal_lm(str(tiny_model_dir), torch.device("cpu"))
+    model = load_causal_lm(str(model_dir), torch.device("cpu"))
     total = sum(p.nbytes for p in model.parameters())  # tied weights counted once
     assert sum(r["local_parameter_bytes"] for r in reports) == total
     assert all(r["local_parameter_bytes"] <= 0.51 * total for r in reports)
 
 
-def test_meta_built_ranks_get_the_rotary_frequencies(loaded, tiny_model_dir):
+def test_meta_built_ranks_get_the_rotary_frequencies(loaded, model_dir):
     _, reports = loaded
-    expected = non_persistent_buffers(load_causal_lm(str(tiny_model_dir), torch.device("cpu")))
+    expected = non_persistent_buffers(load_causal_lm(str(model_dir), torch.device("cpu")))
     assert sorted(expected) == ["model.rotary_emb.inv_freq", "model.rotary_emb.original_inv_freq"]
     for report in reports:
         assert report["buffers"].keys() == expected.keys()
@@ -62,24 +79,34 @@ def test_meta_built_ranks_get_the_rotary_frequencies(loaded, tiny_model_dir):
             assert torch.equal(report["buffers"][name], buffer), name
 
 
-def test_generation_config_comes_from_the_folder(loaded, tiny_model_dir, tmp_path):
+def test_generation_config_comes_from_the_folder(tiny_model_dir, tmp_path):
     folder = tmp_path / "model"
     model = load_causal_lm(str(tiny_model_dir), torch.device("cpu"))
     model.generation_config.eos_token_id = [1, 7]
     model.save_pretrained(folder)
     assert empty_causal_lm(str(folder)).generation_config.eos_token_id == [1, 7]
-    _, reports = loaded
-    assert all(r["generation_config"]["eos_token_id"] == model.config.eos_token_id for r in reports)
 
 
-def test_state_dict_blocks_cover_every_name_once_one_block_per_layer(tiny_model_dir):
+def test_block_names_cover_every_name_once_one_block_per_layer(tiny_model_dir):
     model = load_causal_lm(str(tiny_model_dir), torch.device("cpu"))
-    blocks = state_dict_blocks(model)
+    blocks = block_names(model)
     assert len(blocks) == model.config.num_hidden_layers + 1
     assert all(name.startswith(f"model.layers.{i}.") for i, block in enumerate(blocks[:-1]) for name in block)
     names = [name for block in blocks for name in block]
     assert sorted(names) == sorted(model.state_dict()) and len(names) == len(set(names))
     assert {"model.embed_tokens.weight", "lm_head.weight", "model.norm.weight"} <= set(blocks[-1])
+
+
+def test_rank_0_reads_blocks_from_the_files_only_when_they_hold_the_model_as_loaded(tiny_model_dir, bf16_model_dir):
+    model = load_causal_lm(str(tiny_model_dir), torch.device("cpu"))
+    names = block_names(model)
+    blocks = file_blocks(tiny_model_dir, names, model, torch.float32)
+    assert blocks is not None and len(blocks) == len(names)
+    root = blocks[-1]()  # the LM head is not in the file: it is read under the embedding's name
+    assert "model.embed_tokens.weight" in root and torch.equal(root["lm_head.weight"], model.lm_head.weight)
+    assert file_blocks(tiny_model_dir, names, model, torch.bfloat16) is None  # stored in another dtype
+    converted = load_causal_lm(str(bf16_model_dir), torch.device("cpu"))
+    assert file_blocks(bf16_model_dir, block_names(converted), converted, torch.float32) is None
 
 
 def test_unreadable_weights_on_rank_0_fail_every_rank(tiny_model_dir, tmp_path):
