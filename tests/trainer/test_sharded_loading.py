@@ -17,6 +17,7 @@ from gspo.trainer.sharded_loading import block_names, file_blocks, non_persisten
 WORKER = Path(__file__).with_name("sharded_loading_worker.py")
 
 
+
 def _run_two_ranks(model_dir: Path, out: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
@@ -77,6 +78,37 @@ def test_meta_built_ranks_get_the_rotary_frequencies(loaded, model_dir):
         assert report["buffers"].keys() == expected.keys()
         for name, buffer in expected.items():
             assert torch.equal(report["buffers"][name], buffer), name
+
+
+def test_hf_engine_generates_with_the_sharded_policy_on_one_rank_alone(loaded, model_dir):
+    from gspo.rollout import SamplingParams, group_keys
+    from gspo.rollout.hf import HFRolloutEngine
+
+    _, reports = loaded
+    assert all(r["engine_generates_with_the_policy"] for r in reports)  # no copy of the weights
+    assert all(r["sharded_after_release"] and r["sharded_gradients"] for r in reports)
+    prompts, num_responses, response_ids, log_probs = reports[0]["generation"]
+    plain = HFRolloutEngine(load_causal_lm(str(model_dir), torch.device("cpu")), pad_token_id=0, eos_token_ids=[1])
+    params = SamplingParams(n=num_responses, max_new_tokens=4)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each rank ran: a matmul's reduction order depends on the thread count
+    try:
+        expected = plain.generate(prompts, params, group_keys(1, torch.arange(len(prompts))), True)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(response_ids, expected.response_ids) and torch.equal(log_probs, expected.log_probs)
+
+
+def test_hf_engine_refuses_float32_generation_under_fsdp_on_cuda(tiny_model_dir):
+    from gspo.config import ConfigError, new_rollout_config
+    from gspo.rollout import EngineSpec
+    from gspo.rollout.hf import build_hf_engine
+
+    spec = EngineSpec(model_path=tiny_model_dir, policy=lambda: None, pad_token_id=0, eos_token_ids=[1],
+                      device=torch.device("cuda"), rollout=new_rollout_config(dtype="float32"),
+                      max_prompt_length=8, max_response_length=4, world_size=2)
+    with pytest.raises(ConfigError, match=r"actor_rollout_ref\.rollout\.dtype=float32: with 2 processes"):
+        build_hf_engine(spec)
 
 
 def test_generation_config_comes_from_the_folder(tiny_model_dir, tmp_path):
