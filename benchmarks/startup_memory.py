@@ -1,7 +1,8 @@
 """Host memory of FSDP2 start-up on CPU: peak RSS per rank while the trainer is built and during one step.
 
 A random ~100M-parameter Qwen2 (built from a config, saved to a temporary folder with the embedded character
-tokenizer; nothing is downloaded) is trained for one step with the KL loss on (so the reference model loads too):
+tokenizer; nothing is downloaded) is trained for one step with the KL loss on (so the reference model loads too),
+2 prompts x 2 responses of exactly 16 tokens:
 
 - ``single``: one process (no FSDP);
 - ``sharded``: N gloo ranks with this tree's code (rank 0 reads the checkpoint, the shards arrive by broadcast,
@@ -12,8 +13,9 @@ tokenizer; nothing is downloaded) is trained for one step with the KL loss on (s
 
 Prints one JSON object: per run and rank, the RSS after imports, the peak RSS of start-up and of the whole run
 (start-up + one step), and the bytes of parameters resident after start-up and before the step (policy,
-reference, and the rollout engine's own copy where it has one; shards only under FSDP); then the ratios the
-targets speak of.
+reference, and the rollout engine's own copy where it has one; shards only under FSDP); the step's generation
+time and the time of one all-gather of the policy (what generating from sharded weights would pay in every
+decoding step, and what the hf engine pays once per generation phase); then the ratios the targets speak of.
 
     python benchmarks/startup_memory.py [--nproc 2] [--baseline-rev REV] [--layers 11] [--hidden 768]
 """
@@ -27,6 +29,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,15 +74,24 @@ def worker(out: Path, overrides: list[str]) -> None:
     startup = _status_mib("VmRSS", "VmHWM", "RssAnon", "RssFile")
     engine_model = getattr(trainer.engine, "model", None)
     engine_copy = engine_model if engine_model is not None and engine_model is not trainer.model else None
-    trainer.train_step()
+    metrics = trainer.train_step()
+    run_peak = _status_mib("VmHWM")["VmHWM"]
+    # What generating from sharded weights costs per forward: one all-gather of the policy (the engine does it
+    # once per generation phase instead, which is what resume_memory times; 0 without FSDP).
+    start = time.perf_counter()
+    trainer.engine.resume_memory()
+    gather_s = time.perf_counter() - start
+    trainer.engine.release_memory()
     rank = trainer.dist.rank
     report = {"rank": rank, "rss_after_imports_mib": round(imported), "startup_peak_rss_mib": round(startup["VmHWM"]),
               "rss_after_startup_mib": round(startup["VmRSS"]), "anon_after_startup_mib": round(startup["RssAnon"]),
               "file_after_startup_mib": round(startup["RssFile"]),
-              "run_peak_rss_mib": round(_status_mib("VmHWM")["VmHWM"]),
+              "run_peak_rss_mib": round(run_peak),
               "policy_parameter_bytes": _resident_parameter_bytes(trainer.model),
               "reference_parameter_bytes": _resident_parameter_bytes(getattr(trainer, "ref_model", None)),
-              "engine_copy_parameter_bytes": _resident_parameter_bytes(engine_copy)}
+              "engine_copy_parameter_bytes": _resident_parameter_bytes(engine_copy),
+              "policy_all_gather_s": round(gather_s, 3), "gen_s": round(metrics["timing/gen"], 3),
+              "generated_tokens": metrics.get("train/generated_tokens")}
     (out / f"rank_{rank}.json").write_text(json.dumps(report))
 
 
@@ -109,7 +121,8 @@ def run(name: str, source: Path, nproc: int, model: Path, scratch: Path) -> list
                  "data.train_batch_size=2", "data.gen_batch_size=2", "actor_rollout_ref.rollout.n=2",
                  "actor_rollout_ref.actor.ppo_mini_batch_size=2",
                  "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2",
-                 "data.max_response_length=4", "algorithm.filter_groups.enable=false",
+                 "data.max_response_length=16", "actor_rollout_ref.rollout.ignore_eos=true",
+                 "algorithm.filter_groups.enable=false",
                  "actor_rollout_ref.actor.use_kl_loss=true", "trainer.total_training_steps=1",
                  "trainer.val_before_train=false", "trainer.test_freq=-1", "trainer.save_freq=-1", "trainer.logger=[]",
                  "trainer.device=cpu", "trainer.resume_mode=disable"]

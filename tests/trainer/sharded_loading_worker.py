@@ -23,6 +23,7 @@ def main(model_dir: str, out_dir: str) -> None:
     from gspo.distributed import init_distributed
     from gspo.rollout import EngineSpec, SamplingParams, group_keys
     from gspo.rollout.hf import build_hf_engine
+    from gspo.rollout.vllm_engine import full_tensor_of
     from gspo.trainer.checkpoint import full_model_state_dict
     from gspo.trainer.parallel import shard_model
     from gspo.trainer.sharded_loading import load_sharded_causal_lm, non_persistent_buffers
@@ -55,6 +56,9 @@ def main(model_dir: str, out_dir: str) -> None:
     model(input_ids=torch.tensor([PROMPTS[0]])).logits.sum().backward()  # FSDP trains as before
     report["sharded_gradients"] = all(isinstance(p.grad, DTensor) for p in model.parameters())
     model.zero_grad(set_to_none=True)
+    # What the vllm engine pushes for load_format=dummy: every parameter whole (an all-gather each).
+    report["vllm_dummy_push_shapes"] = {name: tuple(full_tensor_of(param).shape)
+                                        for name, param in model.named_parameters(remove_duplicate=False)}
     full = full_model_state_dict(model, dist)
     out = Path(out_dir)
     torch.save(report, out / f"rank_{dist.rank}.pt")

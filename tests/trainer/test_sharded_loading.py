@@ -99,6 +99,13 @@ def test_hf_engine_generates_with_the_sharded_policy_on_one_rank_alone(loaded, m
     assert torch.equal(response_ids, expected.response_ids) and torch.equal(log_probs, expected.log_probs)
 
 
+def test_vllm_dummy_weights_are_pushed_whole_from_the_sharded_policy(loaded, model_dir):
+    _, reports = loaded
+    model = load_causal_lm(str(model_dir), torch.device("cpu"))
+    expected = {name: tuple(p.shape) for name, p in model.named_parameters(remove_duplicate=False)}
+    assert all(r["vllm_dummy_push_shapes"] == expected for r in reports)
+
+
 def test_hf_engine_refuses_float32_generation_under_fsdp_on_cuda(tiny_model_dir):
     from gspo.config import ConfigError, new_rollout_config
     from gspo.rollout import EngineSpec
