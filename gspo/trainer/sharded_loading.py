@@ -4,8 +4,9 @@ Every rank builds the model on the meta device (no memory for weights), prepares
 checkpointing), shards it with FSDP2 and allocates its shards only. Rank 0 alone reads the checkpoint, into host
 memory; its tensors reach every rank through ``set_model_state_dict(..., broadcast_from_rank0=True)``, one
 transformer block at a time, each rank keeping its shard of each tensor, and rank 0 drops each block once it is
-sent. Host memory at its peak: rank 0 one full copy of the weights in the checkpoint's reading dtype (as a single
-process holds), every other rank its shards plus one tensor in flight; on the accelerator, shards only.
+sent. Host memory beyond the shards: on rank 0 one block when the folder's safetensors hold the weights in the
+training dtype (read from the files block by block), else the converted model, shrinking as it is sent; on the
+other ranks one tensor in flight. On the accelerator: shards only.
 
 Non-persistent buffers (rotary ``inv_freq``) are in no state dict: the meta-built model has no values for them,
 so rank 0 sends its own (small) ones after the weights.
@@ -59,15 +60,17 @@ def load_sharded_causal_lm(path: str, dist: DistContext, *, device: torch.device
         prepare(model)
     shard(model)
     model.to_empty(device=shard_device or device)
-    broadcast_from_rank0(model, read_on_rank0(path, dtype, dist), dist)
+    broadcast_from_rank0(model, read_on_rank0(path, dtype, dist, expected_names=set(model.state_dict())), dist)
     if shard_device is not None and shard_device != device:
         _move_buffers(model, device)
     return model
 
 
-def read_on_rank0(path: str, dtype: torch.dtype, dist: DistContext) -> RankZeroCheckpoint | None:
-    """Rank 0's view of the checkpoint at ``path`` in ``dtype`` (None elsewhere). A failure on rank 0 is raised
-    on every rank, so none is left waiting for a broadcast.
+def read_on_rank0(path: str, dtype: torch.dtype, dist: DistContext, *, expected_names: set[str]
+                  ) -> RankZeroCheckpoint | None:
+    """Rank 0's view of the checkpoint at ``path`` in ``dtype`` (None elsewhere), whose state-dict names must be
+    ``expected_names`` (the meta-built model's). A failure on rank 0 is raised on every rank, so none is left
+    waiting for a broadcast.
 
     ``from_pretrained`` supplies the names, tied weights and non-persistent buffers. The weights come from the
     safetensors files, block by block, when they are stored under those names in ``dtype`` (what
@@ -80,6 +83,11 @@ def read_on_rank0(path: str, dtype: torch.dtype, dist: DistContext) -> RankZeroC
     def read_checkpoint() -> None:
         if dist.is_main:
             model = load_causal_lm(path, torch.device("cpu"), dtype)
+            if set(model.state_dict()) != expected_names:
+                raise ModelLoadError(
+                    f"actor_rollout_ref.model.path: {path!r} loads with other state-dict names than its config's "
+                    f"model has ({sorted(set(model.state_dict()) ^ expected_names)[:4]}); re-save it with "
+                    f"save_pretrained")
             names = block_names(model)
             blocks = file_blocks(check_model_path(path), names, model, dtype) or _memory_blocks(model, names)
             read.append(RankZeroCheckpoint(blocks=blocks, buffers=non_persistent_buffers(model)))

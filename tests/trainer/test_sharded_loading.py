@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from gspo.models import empty_causal_lm, load_causal_lm
-from gspo.trainer.sharded_loading import block_names, file_blocks, non_persistent_buffers
+from gspo.distributed import SINGLE_PROCESS
+from gspo.models import ModelLoadError, empty_causal_lm, load_causal_lm
+from gspo.trainer.sharded_loading import block_names, file_blocks, non_persistent_buffers, read_on_rank0
 
 WORKER = Path(__file__).with_name("sharded_loading_worker.py")
 
@@ -146,6 +147,13 @@ def test_rank_0_reads_blocks_from_the_files_only_when_they_hold_the_model_as_loa
     assert file_blocks(tiny_model_dir, names, model, torch.bfloat16) is None  # stored in another dtype
     converted = load_causal_lm(str(bf16_model_dir), torch.device("cpu"))
     assert file_blocks(bf16_model_dir, block_names(converted), converted, torch.float32) is None
+
+
+def test_rank_0_refuses_a_checkpoint_whose_names_are_not_the_meta_models(tiny_model_dir):
+    names = set(empty_causal_lm(str(tiny_model_dir)).state_dict())
+    assert read_on_rank0(str(tiny_model_dir), torch.float32, SINGLE_PROCESS, expected_names=names) is not None
+    with pytest.raises(ModelLoadError, match="actor_rollout_ref.model.path: .* other state-dict names .*lm_head"):
+        read_on_rank0(str(tiny_model_dir), torch.float32, SINGLE_PROCESS, expected_names=names - {"lm_head.weight"})
 
 
 def test_unreadable_weights_on_rank_0_fail_every_rank(tiny_model_dir, tmp_path):
