@@ -84,6 +84,23 @@ def load_causal_lm(path: str, device: torch.device, dtype: torch.dtype = torch.f
     return model.to(device)
 
 
+def empty_causal_lm(path: str, dtype: torch.dtype = torch.float32) -> PreTrainedModel:
+    """The model of ``path`` on the meta device: its class, config and generation config, no memory for weights.
+
+    What every rank builds before FSDP2 shards it and the weights arrive (:mod:`gspo.trainer.sharded_loading`).
+    A PEFT adapter folder gives its base's architecture (the merged model has the base's parameter names).
+    """
+    folder = check_model_path(path)
+    source = adapter_base_path(folder) or folder
+    config = AutoConfig.from_pretrained(source, local_files_only=True)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    generation = generation_config_of(source)
+    if generation is not None:  # from_pretrained reads it too; sampling defaults and extra EOS ids live there
+        model.generation_config = generation
+    return model
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -45,8 +45,10 @@ class EngineContext:
 class EngineSpec:
     """What an engine factory is given, by the trainer and by ``gspo eval``.
 
-    ``policy()`` returns the unsharded fp32 policy (before FSDP sharding, on ``device``); an engine that keeps its
-    own weights (vLLM) never calls it, so ``gspo eval`` does not load the model twice. ``rollout`` is the resolved
+    ``policy()`` returns the policy as the trainer holds it: fp32 on ``device``, FSDP2-sharded under torchrun (its
+    parameters are DTensors, every rank builds its engine at the same point, and gathering them is collective); an
+    engine that keeps its own weights (vLLM) calls it only for ``load_format=dummy``, so ``gspo eval`` does not
+    load the model twice. ``rollout`` is the resolved
     ``actor_rollout_ref.rollout`` section (:class:`gspo.config.RolloutConfig` with every engine's own keys).
     """
 

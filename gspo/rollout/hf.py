@@ -4,11 +4,12 @@ decode loop that drops finished rows."""
 from __future__ import annotations
 
 import contextlib
-import copy
 
 import torch
+from torch.distributed.fsdp import FSDPModule
 from transformers import DynamicCache, PreTrainedModel
 
+from gspo.errors import ConfigError
 from gspo.models import cache_keyword
 from gspo.rollout.base import Generation, SamplingParams, Weights, left_pad, pad_cat, response_mask_from_ids
 from gspo.rollout.definition import EngineSpec
@@ -18,41 +19,56 @@ _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": None
 
 
 class HFRolloutEngine:
-    """Generates with ``model`` (the policy itself on one process, or an unsharded copy under FSDP).
+    """Generates with ``model``: the policy itself, on one process or FSDP2-sharded over the ranks.
 
     Each prompt is encoded once and its KV cache repeated for its ``n`` samples; each decoding step runs only
     the rows that have not emitted EOS yet. ``micro_batch_size`` bounds the sequences (prompts x n) per call;
     <= 0 means one call. With group keys (see :mod:`gspo.rollout.seeded`) sampling is seeded per response, so the
     result does not depend on micro-batching or on which rank generated it.
+
+    Under FSDP2 the ranks decode different numbers of steps (sequences stop early) and some have no prompts at
+    all, which per-layer all-gathers in every forward cannot survive. So :meth:`resume_memory` all-gathers the
+    policy's parameters once for the whole generation phase (every rank takes part) and keeps them unsharded,
+    in FSDP's parameter dtype (bf16 on CUDA), through any number of forwards; :meth:`release_memory` frees them
+    before the update. Between the two the weights cost one unsharded copy per rank; outside, nothing.
     """
 
     seeded_per_response = True
 
     def __init__(self, model: PreTrainedModel, *, pad_token_id: int, eos_token_ids: list[int],
-                 micro_batch_size: int = 0, autocast_dtype: torch.dtype | None = None, is_policy: bool = True):
+                 micro_batch_size: int = 0, autocast_dtype: torch.dtype | None = None,
+                 weights_dtype: torch.dtype | None = None):
         self.model = model
         self.pad_token_id = pad_token_id
         self.eos_token_ids = list(eos_token_ids)
         self.micro_batch_size = micro_batch_size
         self.autocast_dtype = autocast_dtype
-        self.is_policy = is_policy  # False: a copy whose weights update_weights refreshes
+        self._sharded_modules = [m for m in model.modules() if isinstance(m, FSDPModule)]  # same order on every rank
+        # weights_dtype: what generation reads the weights in (FSDP's all-gather dtype); default the parameters'.
         # fp32 sampling and fp32 training compute the same log-probs (up to KV-cache float noise).
-        self.log_probs_match_trainer = autocast_dtype is None and next(model.parameters()).dtype == torch.float32
+        weights_dtype = weights_dtype or next(model.parameters()).dtype
+        self.log_probs_match_trainer = autocast_dtype is None and weights_dtype == torch.float32
 
-    @torch.no_grad()
     def update_weights(self, weights: Weights) -> None:
-        """Copy the new weights into the rollout copy (nothing to do when generating with the policy itself)."""
-        if self.is_policy:
-            return
-        targets = dict(self.model.named_parameters(remove_duplicate=False))
-        for name, tensor in weights:
-            targets[name].copy_(tensor)
+        """Nothing to copy: generation reads the policy's own parameters (the iterator is left unread, so no
+        rank all-gathers anything)."""
 
     def release_memory(self) -> None:
-        """Nothing to release: the weights are needed and the KV cache lives only inside generate()."""
+        """Before an update, under FSDP: free the unsharded parameters (every rank; no communication) and let
+        the transformer blocks reshard after each forward again (FSDP2's default; the root keeps its parameters
+        from forward to backward)."""
+        for module in self._sharded_modules:
+            module.reshard()
+            module.set_reshard_after_forward(module is not self.model, recurse=False)
 
     def resume_memory(self) -> None:
-        """Nothing was released."""
+        """Before generating, under FSDP: all-gather every parameter once and keep it until
+        :meth:`release_memory` (collective: every rank, also one with nothing to generate). A no-op while
+        already gathered, and on one process."""
+        for module in self._sharded_modules:
+            module.set_reshard_after_forward(False, recurse=False)
+        for module in self._sharded_modules:
+            module.unshard()
 
     @torch.no_grad()
     def generate(self, prompts: list[list[int]], params: SamplingParams,
@@ -148,31 +164,23 @@ def _concat(chunks: list[Generation], pad_id: int) -> Generation:
     )
 
 
-def build_rollout_copy(model: PreTrainedModel, dtype: torch.dtype | None) -> PreTrainedModel:
-    """An unsharded, gradient-free copy of ``model`` (before sharding) for generation under FSDP.
-
-    Generation runs a different number of forward passes on each rank (sequences stop early), which sharded
-    parameters cannot do without all-gathers on every decoding step. The copy costs one full set of weights per
-    rank (bf16 on CUDA: 2 bytes x parameters); its weights are refreshed after each update.
-
-    Parameters are cast one at a time while copying, so no second full-precision model exists on the device even
-    briefly; buffers (e.g. rotary frequencies) keep their dtype, as under FSDP's mixed precision in training.
-    """
-    memo = {id(param): torch.nn.Parameter(param.detach().to(dtype or param.dtype, copy=True), requires_grad=False)
-            for param in model.parameters()}  # tied weights share one id, so they stay tied in the copy
-    replica = copy.deepcopy(model, memo)
-    return replica.eval()
-
-
 def build_hf_engine(spec: EngineSpec) -> HFRolloutEngine:
-    """``rollout.name=hf``: the policy itself on one process; an unsharded copy (in the rollout dtype) per rank
-    under FSDP. ``rollout.dtype`` auto = bf16 autocast on CUDA, fp32 on CPU."""
+    """``rollout.name=hf``: generates with the policy itself (``spec.policy()``, FSDP2-sharded under torchrun).
+    ``rollout.dtype`` auto = bf16 on CUDA, fp32 on CPU: autocast on one process; under FSDP the gathered
+    parameters are already in it (FSDP's bf16 on CUDA), and a lower precision asked for is autocast over them."""
     name = spec.rollout.dtype
-    dtype = (torch.bfloat16 if spec.device.type == "cuda" else None) if name == "auto" else _DTYPES[name]
+    on_cuda = spec.device.type == "cuda"
+    dtype = (torch.bfloat16 if on_cuda else None) if name == "auto" else _DTYPES[name]
     policy = spec.policy()
-    is_policy = spec.world_size == 1
-    model = policy if is_policy else build_rollout_copy(policy, dtype=dtype)
-    # The copy is already in the rollout dtype (as FSDP's bf16 parameters in training): no autocast on top.
-    return HFRolloutEngine(model, pad_token_id=spec.pad_token_id, eos_token_ids=spec.eos_token_ids,
+    if spec.world_size == 1:
+        return HFRolloutEngine(policy, pad_token_id=spec.pad_token_id, eos_token_ids=spec.eos_token_ids,
+                               micro_batch_size=spec.rollout.micro_batch_size, autocast_dtype=dtype)
+    gathered_dtype = torch.bfloat16 if on_cuda else torch.float32  # FSDP's parameter dtype (trainer.parallel)
+    if dtype is None and gathered_dtype != torch.float32:
+        raise ConfigError(f"{spec.key('dtype')}={name}: with {spec.world_size} processes the hf engine generates "
+                          f"with FSDP's all-gathered bfloat16 parameters; use auto or bfloat16, or "
+                          f"{spec.key('name')}=vllm")
+    return HFRolloutEngine(policy, pad_token_id=spec.pad_token_id, eos_token_ids=spec.eos_token_ids,
                            micro_batch_size=spec.rollout.micro_batch_size,
-                           autocast_dtype=dtype if is_policy else None, is_policy=is_policy)
+                           autocast_dtype=None if dtype in (None, gathered_dtype) else dtype,
+                           weights_dtype=gathered_dtype)

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
+from torch.distributed.tensor import DTensor
 
 from gspo.errors import ConfigError
 from gspo.rollout.base import Generation, SamplingParams, Weights, left_pad, response_mask_from_ids
@@ -114,6 +115,14 @@ def _length_mask(responses: list[list[int]], width: int) -> torch.Tensor:
     return (torch.arange(width)[None, :] < lengths[:, None]).float()
 
 
+def full_tensor_of(param: torch.Tensor) -> torch.Tensor:
+    """The full tensor of an FSDP2-sharded parameter (an all-gather every rank takes part in, on the mesh's
+    device even for CPU-offloaded shards); any other tensor as it is."""
+    if not isinstance(param, DTensor):
+        return param
+    return param.detach().to(param.device_mesh.device_type).full_tensor()
+
+
 def _as_loaded(weights: Weights) -> Iterator[tuple[str, torch.Tensor]]:
     for name, tensor in weights:
         yield name, tensor.detach()
@@ -134,8 +143,9 @@ def build_vllm_engine(spec: EngineSpec) -> VLLMRolloutEngine:
         llm = vllm.LLM(**kwargs)
     engine = VLLMRolloutEngine(llm, pad_token_id=spec.pad_token_id, eos_token_ids=spec.eos_token_ids,
                                sleep_during_update=kwargs.get("enable_sleep_mode", False))
-    if spec.rollout.load_format == "dummy":  # random weights: the policy's (still unsharded here) replace them
-        engine.update_weights(spec.policy().named_parameters(remove_duplicate=False))
+    if spec.rollout.load_format == "dummy":  # random weights: the policy's replace them
+        engine.update_weights((name, full_tensor_of(param))
+                              for name, param in spec.policy().named_parameters(remove_duplicate=False))
     return engine
 
 

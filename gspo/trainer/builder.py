@@ -45,6 +45,7 @@ from gspo.trainer.setup import (
     count_training_steps,
     seed_everything,
 )
+from gspo.trainer.sharded_loading import load_sharded_causal_lm
 from gspo.trainer.update import PolicyUpdate
 from gspo.trainer.update_context import UpdateContext
 
@@ -99,18 +100,16 @@ def build_training_parts(config: GSPOConfig) -> TrainingParts:
     total_steps = count_training_steps(cfg, len(train_data))
     resume_from = plan_resume(cfg, output_dir, total_steps, dist)  # verified, same run
 
-    model, lora = _build_policy(cfg, device)
+    model, lora = _build_policy(cfg, dist, device)
     export_dtype = stored_dtype(resolve_path(model_path))  # final_model / checkpoint model/ keep it
     template = export_template(model)  # checkpoints and final_model never touch the engine
-    # Built before sharding: under FSDP the hf engine copies the unsharded policy.
+    # Built after sharding: under FSDP the hf engine generates with the sharded policy (gathered per phase).
     engine = build_rollout_engine(EngineSpec(
         model_path=resolve_path(model_path), policy=lambda: model, pad_token_id=tokenizer.pad_token_id,
         eos_token_ids=[] if cfg.actor_rollout_ref.rollout.ignore_eos else eos_token_ids(tokenizer, model),
         device=device, rollout=cfg.actor_rollout_ref.rollout, max_prompt_length=cfg.data.max_prompt_length,
         max_response_length=cfg.data.max_response_length, world_size=dist.world_size,
         lora_rank=cfg.actor_rollout_ref.model.lora_rank))
-    if dist.is_distributed:
-        _shard(model, cfg, dist, device)
     reference_model = _build_reference(cfg, model_path, lora, dist, device)
     optimizer = build_optimizer(model, cfg.actor_rollout_ref.actor.optim)
     scheduler = build_scheduler(optimizer, cfg.actor_rollout_ref.actor.optim, total_steps)
@@ -136,16 +135,39 @@ def build_training_parts(config: GSPOConfig) -> TrainingParts:
         policy_update=PolicyUpdate(context))
 
 
-def _build_policy(cfg: GSPOConfig, device: torch.device) -> tuple[PreTrainedModel, LoRAPolicy | None]:
-    """The policy model on ``device``, dropout off if asked, LoRA adapters attached (None: full fine-tuning)."""
+def _build_policy(cfg: GSPOConfig, dist: DistContext, device: torch.device
+                  ) -> tuple[PreTrainedModel, LoRAPolicy | None]:
+    """The policy on ``device`` (FSDP2-sharded under torchrun: rank 0 reads the checkpoint, the others receive
+    their shards), dropout off if asked, LoRA adapters attached (None: full fine-tuning)."""
     model_cfg = cfg.actor_rollout_ref.model
+
+    def prepare(model: PreTrainedModel) -> None:
+        if model_cfg.disable_dropout:
+            disable_dropout(model)
+        if model_cfg.enable_gradient_checkpointing:
+            enable_activation_checkpointing(model)
+
+    if dist.is_distributed and model_cfg.lora_rank == 0:
+        return _load_sharded(cfg, model_cfg.path, dist, device, prepare), None
+    # LoRA fingerprints the base weights before attaching: every rank loads the base, then shards.
     model = load_causal_lm(model_cfg.path, device, base_dtype(model_cfg, device))
     if model_cfg.disable_dropout:  # before the adapters: their lora_dropout is the user's
         disable_dropout(model)
     lora = LoRAPolicy.attach(model, model_cfg)
     if model_cfg.enable_gradient_checkpointing:
         enable_activation_checkpointing(model)
+    if dist.is_distributed:
+        _shard(model, cfg, dist, device)
     return model, lora
+
+
+def _load_sharded(cfg: GSPOConfig, model_path: str, dist: DistContext, device: torch.device,
+                  prepare) -> PreTrainedModel:
+    fsdp = cfg.actor_rollout_ref.actor.fsdp_config
+    offload = device.type == "cuda" and (fsdp.param_offload or fsdp.optimizer_offload)
+    return load_sharded_causal_lm(model_path, dist, device=device, prepare=prepare,
+                                  shard=lambda model: _shard(model, cfg, dist, device),
+                                  shard_device=torch.device("cpu") if offload else None)
 
 
 def _shard(model: PreTrainedModel, cfg: GSPOConfig, dist: DistContext, device: torch.device) -> None:
@@ -153,7 +175,7 @@ def _shard(model: PreTrainedModel, cfg: GSPOConfig, dist: DistContext, device: t
     fsdp = cfg.actor_rollout_ref.actor.fsdp_config
     on_cuda = device.type == "cuda"  # on CPU the state already lives in host memory: offload is moot
     shard_model(model, world_size=dist.world_size, bf16=on_cuda,
-                cpu_offload=on_cuda and (fsdp.param_offload or fsdp.optimizer_offload))
+                cpu_offload=on_cuda and (fsdp.param_offload or fsdp.optimizer_offload), device_type=device.type)
 
 
 def _build_reference(cfg: GSPOConfig, model_path: str, lora: LoRAPolicy | None, dist: DistContext,
@@ -162,10 +184,14 @@ def _build_reference(cfg: GSPOConfig, model_path: str, lora: LoRAPolicy | None, 
     with its adapters switched off (the copy would cost a full set of weights)."""
     if not cfg.actor_rollout_ref.actor.use_kl_loss or lora is not None:
         return None
-    reference = load_causal_lm(model_path, device).eval()
-    reference.requires_grad_(False)
-    if cfg.actor_rollout_ref.model.disable_dropout:
-        disable_dropout(reference)
+
+    def freeze(model: PreTrainedModel) -> None:
+        model.eval().requires_grad_(False)
+        if cfg.actor_rollout_ref.model.disable_dropout:
+            disable_dropout(model)
+
     if dist.is_distributed:
-        _shard(reference, cfg, dist, device)
+        return _load_sharded(cfg, model_path, dist, device, freeze)
+    reference = load_causal_lm(model_path, device)
+    freeze(reference)
     return reference

@@ -37,8 +37,12 @@ def decoder_layers(model: PreTrainedModel) -> list[torch.nn.Module]:
     return layers
 
 
-def shard_model(model: PreTrainedModel, *, world_size: int, bf16: bool, cpu_offload: bool) -> PreTrainedModel:
+def shard_model(model: PreTrainedModel, *, world_size: int, bf16: bool, cpu_offload: bool,
+                device_type: str | None = None) -> PreTrainedModel:
     """``fully_shard`` each transformer block, then the root (embeddings, final norm, LM head), in place.
+
+    ``device_type``: where the shards will live (cpu / cuda); by default the parameters' device, which a model
+    built on the meta device must not use.
 
     ``bf16``: parameters are all-gathered and used in bf16, gradients reduced in fp32, the fp32 master copy is
     what the optimizer updates. ``cpu_offload``: sharded parameters, gradients and optimizer state live on the
@@ -49,7 +53,7 @@ def shard_model(model: PreTrainedModel, *, world_size: int, bf16: bool, cpu_offl
         else MixedPrecisionPolicy()
     offload = CPUOffloadPolicy() if cpu_offload else OffloadPolicy()
     # The mesh lives on the model's device type (FSDP would pick the accelerator even for a CPU run on a GPU host).
-    mesh = init_device_mesh(next(model.parameters()).device.type, (world_size,))
+    mesh = init_device_mesh(device_type or next(model.parameters()).device.type, (world_size,))
     for layer in decoder_layers(model):
         fully_shard(layer, mesh=mesh, mp_policy=mixed, offload_policy=offload)
     fully_shard(model, mesh=mesh, mp_policy=mixed, offload_policy=offload)

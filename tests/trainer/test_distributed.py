@@ -77,7 +77,7 @@ def runs(tmp_path_factory, tiny_model_dir, addition_files, parity_reward):
     root = tmp_path_factory.mktemp("distributed")
     single, pair = root / "single", root / "pair"
     # One validation prompt for two ranks: rank 1 has nothing to generate right after an update (it must still
-    # take part in refreshing the rollout weights).
+    # take part in the all-gather of the policy the hf engine generates with).
     one_prompt = root / "val1.jsonl"
     one_prompt.write_text(addition_files[1].read_text().splitlines()[0] + "\n")
 
