@@ -5,7 +5,6 @@ and exit 143 with a checkpoint; kill -9 of a rank's launcher stops the rank with
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import signal
 import subprocess
@@ -13,7 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-from gspo.cli import main
 from gspo.trainer.checkpoint import select_checkpoint
 from gspo.trainer.run_folder import RunFolderError, acquire_lock, release_lock
 from tests.trainer.test_reliability import _base_args
@@ -51,22 +49,24 @@ def test_sigterm_to_a_torchrun_run_ends_in_one_line_and_exit_143(tiny_model_dir,
     assert json.loads((select_checkpoint(out / "checkpoints") / "trainer_state.json").read_text())["step"] >= 1
 
 
-def _launcher(args: list[str]) -> None:
-    """Stands in for torchrun: starts one rank (marked as launched by torchrun) and waits."""
-    if os.fork() == 0:
-        os.environ["TORCHELASTIC_RUN_ID"] = "test"
-        os._exit(main(["train", *args]))
-    time.sleep(600)
+# Stands in for torchrun: starts one rank (marked as launched by torchrun) and waits. A process of its own, not a
+# fork of the test: a rank forked from a daemonic multiprocessing child may not start its reward workers, and a fork
+# after the test process's OpenMP pool ran can deadlock.
+LAUNCHER = """
+import os, subprocess, sys, time
+subprocess.Popen([sys.executable, "-m", "gspo", "train", *sys.argv[1:]], env={**os.environ, "TORCHELASTIC_RUN_ID": "test"})
+time.sleep(600)
+"""
 
 
 def test_ranks_stop_within_seconds_when_their_launcher_is_killed(tiny_model_dir, addition_files, parity_reward,
                                                                  tmp_path):
     out = tmp_path / "run"
     args = [*_base_args(tiny_model_dir, addition_files, parity_reward, out), "trainer.total_training_steps=500"]
-    launcher = multiprocessing.get_context("fork").Process(target=_launcher, args=(args,), daemon=True)
-    launcher.start()
-    _wait_for_rows(out, lambda: launcher.exitcode, 1)
-    os.kill(launcher.pid, signal.SIGKILL)
+    launcher = subprocess.Popen([sys.executable, "-c", LAUNCHER, *args], env=_env())
+    _wait_for_rows(out, launcher.poll, 1)
+    launcher.kill()
+    launcher.wait()
     killed = time.time()
     while time.time() - killed < 15:
         try:
