@@ -54,7 +54,8 @@ def test_sigterm_to_a_torchrun_run_ends_in_one_line_and_exit_143(tiny_model_dir,
 # after the test process's OpenMP pool ran can deadlock.
 LAUNCHER = """
 import os, subprocess, sys, time
-subprocess.Popen([sys.executable, "-m", "gspo", "train", *sys.argv[1:]], env={**os.environ, "TORCHELASTIC_RUN_ID": "test"})
+env = {**os.environ, "TORCHELASTIC_RUN_ID": "test"}
+subprocess.Popen([sys.executable, "-m", "gspo", "train", *sys.argv[1:]], env=env)
 time.sleep(600)
 """
 
