@@ -86,7 +86,7 @@ def sharded_updates(model_dir: Path, device, cpu_offload: bool, verdict: Verdict
     import torch
     from torch.distributed.tensor import DTensor
 
-    from gspo.models import load_causal_lm
+    from gspo.model.loading import load_causal_lm
     from gspo.trainer.parallel import full_grad_norm, iter_full_parameters, shard_model
 
     model = load_causal_lm(str(model_dir), device)
@@ -123,7 +123,7 @@ def check_vllm_cycles(ctx: CheckContext) -> Verdict:
     from transformers import AutoConfig, Qwen2ForCausalLM
 
     from gspo.config import RolloutConfig
-    from gspo.models import load_causal_lm
+    from gspo.model.loading import load_causal_lm
     from gspo.rollout import EngineSpec, SamplingParams, build_rollout_engine
 
     folder = build_addition_model(ctx.folder / "model", "cuda", dtype="bfloat16", **VLLM_MODEL_DIMS)

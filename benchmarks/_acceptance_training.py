@@ -64,7 +64,7 @@ def check_lora_bf16(ctx: CheckContext) -> Verdict:
     import torch
 
     from gspo.config import load_config
-    from gspo.model_folder import stored_dtype
+    from gspo.model.folder import stored_dtype
     from gspo.trainer import Trainer
 
     model = build_addition_model(ctx.folder / "model", ctx.device, dtype="bfloat16")

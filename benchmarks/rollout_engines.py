@@ -46,7 +46,7 @@ def build_engine(name: str, model_path: Path, *, eos: bool, max_prompt: int, max
     import torch
 
     from gspo.config import new_rollout_config
-    from gspo.models import eos_token_ids, load_causal_lm, load_tokenizer
+    from gspo.model.loading import eos_token_ids, load_causal_lm, load_tokenizer
     from gspo.rollout import EngineSpec, build_rollout_engine
 
     tokenizer = load_tokenizer(str(model_path))

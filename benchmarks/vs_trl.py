@@ -235,7 +235,7 @@ def run_trl(opts: argparse.Namespace) -> dict:
     except ImportError as exc:
         raise SystemExit(f"{exc}: install the benchmark extras with  pip install -e '.[bench]'") from None
 
-    from gspo.models import load_causal_lm, load_tokenizer
+    from gspo.model.loading import load_causal_lm, load_tokenizer
     from gspo.tasks.addition import load_addition_rows
 
     warnings.filterwarnings("ignore")

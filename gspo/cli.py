@@ -197,7 +197,7 @@ def launch_torchrun(command: list[str]) -> int:
 def validate(config: GSPOConfig) -> int:
     """Check everything a run needs up front (data files, model path, reward function); train nothing."""
     from gspo.config import to_yaml
-    from gspo.trainer.setup import preflight
+    from gspo.trainer.preflight import preflight
 
     report = preflight(config)
     print(to_yaml(config))

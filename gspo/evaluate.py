@@ -219,7 +219,7 @@ def evaluate(model_path: str, data_files: list[str], cfg: EvalConfig) -> dict:
     from tqdm.auto import tqdm
 
     from gspo.data import PromptDataset
-    from gspo.models import ModelLoadError, load_tokenizer, resolve_device
+    from gspo.model.loading import ModelLoadError, load_tokenizer, resolve_device
     from gspo.resources import resolve_path
     from gspo.rewards import RewardManager, load_custom_reward
     from gspo.rollout import SamplingParams, group_keys, rollout_engine_definition
@@ -271,7 +271,7 @@ def build_eval_engine(model_path: str, tokenizer, device: torch.device, cfg: Eva
     """The engine ``cfg.engine`` names, built as training builds it; the hf engine loads the model here."""
     from functools import cache
 
-    from gspo.models import eos_token_ids, generation_config_of, load_causal_lm
+    from gspo.model.loading import eos_token_ids, generation_config_of, load_causal_lm
     from gspo.resources import resolve_path
     from gspo.rollout import EngineSpec, build_rollout_engine
 

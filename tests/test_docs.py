@@ -92,3 +92,20 @@ def _links() -> list[tuple[str, str]]:
 def test_relative_link_resolves(where, target):
     page = ROOT / where.rsplit(":", 1)[0]
     assert (page.parent / target.split("#", 1)[0]).exists(), f"{where}: {target} does not exist"
+
+
+def _code_map() -> str:
+    text = (ROOT / "README.md").read_text()
+    start = text.index("## Layout\n\n```\n")
+    return text[start:text.index("```\n", start + 20)]
+
+
+def test_readme_code_map_names_every_module_and_only_modules_that_exist():
+    code_map = _code_map()
+    package = ROOT / "gspo"
+    entries = [p for p in package.iterdir() if p.name not in ("__init__.py", "__pycache__")]
+    entries += [p for p in (package / "trainer").glob("*.py") if p.name != "__init__.py"]
+    missing = [str(p.relative_to(ROOT)) for p in entries if p.name not in code_map]
+    assert not missing, f"README.md's code map does not name {missing}"
+    for path in re.findall(r"\b(gspo/[\w/]+(?:\.py)?)", code_map):
+        assert (ROOT / path).exists(), f"README.md's code map names {path}, which does not exist"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gspo.models import ModelLoadError, check_model_path, load_causal_lm, load_tokenizer, resolve_device
+from gspo.model.loading import ModelLoadError, check_model_path, load_causal_lm, load_tokenizer, resolve_device
 
 
 def test_missing_model_path(tmp_path):

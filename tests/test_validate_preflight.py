@@ -57,7 +57,7 @@ def test_missing_logger_library_is_named(tiny_model_dir, addition_files, tmp_pat
 def test_bf16_checkpoint_reports_its_dtype(tiny_model_dir, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from gspo.model_folder import stored_dtype
+    from gspo.model.folder import stored_dtype
 
     folder = tmp_path / "bf16"
     AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16).save_pretrained(folder)

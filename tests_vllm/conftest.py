@@ -16,7 +16,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from gspo.config import new_rollout_config  # noqa: E402
-from gspo.models import eos_token_ids, load_causal_lm, load_tokenizer  # noqa: E402
+from gspo.model.loading import eos_token_ids, load_causal_lm, load_tokenizer  # noqa: E402
 from gspo.resources import resolve_path  # noqa: E402
 from gspo.rollout import EngineSpec, HFRolloutEngine, build_rollout_engine  # noqa: E402
 

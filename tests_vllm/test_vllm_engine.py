@@ -87,7 +87,7 @@ def long_prompt_model(tmp_path_factory):
     prefix cache really holds a prompt block."""
     from transformers import Qwen2ForCausalLM
 
-    from gspo.models import load_tokenizer
+    from gspo.model.loading import load_tokenizer
     from gspo.tasks.addition import build_addition_model_config, build_addition_tokenizer
 
     folder = tmp_path_factory.mktemp("long_model")
@@ -102,7 +102,7 @@ def long_prompt_model(tmp_path_factory):
 
 
 def test_engine_follows_pushed_weights_only_with_push_cache_reset_and_tied_output_layer(long_prompt_model):
-    from gspo.models import load_causal_lm
+    from gspo.model.loading import load_causal_lm
 
     folder, tokenizer = long_prompt_model
     policy = load_causal_lm(str(folder), torch.device("cpu"))

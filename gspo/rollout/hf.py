@@ -10,7 +10,7 @@ from torch.distributed.fsdp import FSDPModule
 from transformers import DynamicCache, PreTrainedModel
 
 from gspo.errors import ConfigError
-from gspo.models import cache_keyword
+from gspo.model.loading import cache_keyword
 from gspo.rollout.base import Generation, SamplingParams, Weights, left_pad, pad_cat, response_mask_from_ids
 from gspo.rollout.definition import EngineSpec
 from gspo.rollout.seeded import GumbelNoise, draw_tokens, response_keys

@@ -16,8 +16,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from gspo.config import GSPOConfig
 from gspo.data import PromptDataset
 from gspo.distributed import DistContext, init_distributed
-from gspo.model_folder import stored_dtype
-from gspo.models import (
+from gspo.model.folder import stored_dtype
+from gspo.model.loading import (
     autocast_dtype,
     enable_activation_checkpointing,
     eos_token_ids,
@@ -27,16 +27,13 @@ from gspo.models import (
 )
 from gspo.resources import resolve_path
 from gspo.rollout import EngineSpec, RolloutEngine, build_rollout_engine
-from gspo.trainer.compat import plan_resume
 from gspo.trainer.dropout import disable_dropout
 from gspo.trainer.generation import GroupGenerator
 from gspo.trainer.lora import LoRAPolicy, base_dtype
 from gspo.trainer.old_policy import choose_rollout_log_probs
 from gspo.trainer.optim import build_optimizer, build_scheduler
 from gspo.trainer.parallel import check_data_parallel, export_template, shard_model
-from gspo.trainer.producer import SyncBatchProducer
-from gspo.trainer.run_folder import open_run_folder
-from gspo.trainer.setup import (
+from gspo.trainer.preflight import (
     build_dataset,
     build_policy_loss,
     build_reward_manager,
@@ -45,6 +42,9 @@ from gspo.trainer.setup import (
     count_training_steps,
     seed_everything,
 )
+from gspo.trainer.producer import SyncBatchProducer
+from gspo.trainer.resume import plan_resume
+from gspo.trainer.run_folder import open_run_folder
 from gspo.trainer.sharded_loading import load_sharded_causal_lm
 from gspo.trainer.update import PolicyUpdate
 from gspo.trainer.update_context import UpdateContext

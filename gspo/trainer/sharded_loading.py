@@ -24,8 +24,8 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_
 from transformers import PreTrainedModel
 
 from gspo.distributed import DistContext
-from gspo.model_folder import weight_files
-from gspo.models import ModelLoadError, adapter_base_path, check_model_path, empty_causal_lm, load_causal_lm
+from gspo.model.folder import weight_files
+from gspo.model.loading import ModelLoadError, adapter_base_path, check_model_path, empty_causal_lm, load_causal_lm
 from gspo.trainer.parallel import decoder_layers, gather_from_ranks
 
 _BROADCAST = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True, strict=False)
@@ -53,7 +53,7 @@ def load_sharded_causal_lm(path: str, dist: DistContext, *, device: torch.device
     Every rank must call it. ``prepare(model)`` runs on the meta-device model before ``shard(model)`` (e.g.
     :func:`gspo.trainer.parallel.shard_model`); parameters are ``dtype``. Shards live on ``shard_device`` (the
     CPU under FSDP's CPU offload; default ``device``), buffers on ``device``. The result's full state dict and
-    buffers equal what :func:`gspo.models.load_causal_lm` reads, bit for bit, on every rank.
+    buffers equal what :func:`gspo.model.loading.load_causal_lm` reads, bit for bit, on every rank.
     """
     model = empty_causal_lm(path, dtype)
     if prepare is not None:

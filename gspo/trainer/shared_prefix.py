@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
-from gspo.models import cache_keyword
+from gspo.model.loading import cache_keyword
 from gspo.trainer.batch import RolloutBatch
 
 

@@ -177,7 +177,7 @@ def test_gpu_step_prompts_encode_one_token_per_letter(tmp_path):
     sys.path.insert(0, str(BENCHMARKS))
     import gpu_step
 
-    from gspo.models import load_tokenizer
+    from gspo.model.loading import load_tokenizer
 
     gpu_step.write_assets(tmp_path, num_prompts=1, shape="tiny")
     prompt = json.loads((tmp_path / "train.jsonl").read_text().splitlines()[0])["prompt"]

@@ -55,7 +55,7 @@ def test_prepare_writes_verl_compatible_rows(gsm8k_dir, tmp_path):
 
 
 def test_prepared_rows_feed_the_dataset_and_the_registered_reward(gsm8k_dir, tmp_path, tiny_model_dir):
-    from gspo.models import load_tokenizer
+    from gspo.model.loading import load_tokenizer
 
     prepare_gsm8k(gsm8k_dir, tmp_path / "out")
     # The addition tokenizer maps unknown characters to <unk>: the prompt content does not matter here.

@@ -71,7 +71,7 @@ def test_dapo_parquet_drops_repeats_and_unwraps_the_prompt(tmp_path):
 
 
 def test_prepared_rows_feed_the_dataset_and_the_math_reward(tmp_path, tiny_model_dir):
-    from gspo.models import load_tokenizer
+    from gspo.model.loading import load_tokenizer
 
     done = prepare_math(write_jsonl(tmp_path / "train.jsonl", MATH_ROWS), "math", tmp_path / "out")
     data = PromptDataset.from_files([done["path"]], load_tokenizer(str(tiny_model_dir)), max_prompt_length=512)

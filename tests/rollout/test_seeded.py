@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from gspo.models import load_causal_lm, load_tokenizer
+from gspo.model.loading import load_causal_lm, load_tokenizer
 from gspo.rollout import HFRolloutEngine, SamplingParams, group_keys, response_keys
 from gspo.rollout.seeded import GumbelNoise, draw_tokens, gumbel_noise, mix32
 

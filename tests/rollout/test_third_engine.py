@@ -22,7 +22,7 @@ from gspo.rollout import (
     rollout_engine_definition,
 )
 from gspo.trainer import Trainer
-from gspo.trainer.compat import may_change
+from gspo.trainer.resume import may_change
 
 BUILT: list[SlicedEngine] = []
 

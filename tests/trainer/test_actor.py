@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM
 
 from gspo.config import ActorConfig
 from gspo.distributed import DistContext
-from gspo.models import enable_activation_checkpointing
+from gspo.model.loading import enable_activation_checkpointing
 from gspo.trainer.actor import compute_log_probs, even_out, forward_response, update_policy
 from gspo.trainer.batch import RolloutBatch
 from gspo.trainer.update_context import UpdateContext

@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM
 
 from gspo.algos import ADV_ESTIMATORS
 from gspo.config import ConfigError
-from gspo.models import load_causal_lm, load_tokenizer
+from gspo.model.loading import load_causal_lm, load_tokenizer
 from gspo.trainer import Trainer
 from gspo.trainer.actor import compute_log_probs
 from gspo.trainer.lora import iter_merged_weights
@@ -162,7 +162,7 @@ def test_checkpoint_state_has_no_base_weights(make_config, tmp_path):
 def test_resume_refuses_another_base_or_a_full_checkpoint(make_config, tmp_path, tiny_model_dir):
     full = Trainer(make_config("trainer.total_training_steps=1"))
     full_checkpoint = full.save_checkpoint()
-    # The resume's config comparison (gspo.trainer.compat) refuses it first: lora_rank is a training key.
+    # The resume's config comparison (gspo.trainer.resume) refuses it first: lora_rank is a training key.
     with pytest.raises(ValueError, match="written by a different run: .*lora_rank: 0 in the checkpoint, 4 now"):
         Trainer(make_config(*LORA, "trainer.resume_mode=resume_path", f"trainer.resume_from_path={full_checkpoint}"))
     # Same config, same base path, other weights there (the base was overwritten in place): the fingerprint.
@@ -198,7 +198,7 @@ def test_bad_lora_settings_name_the_key(make_config):
 def test_missing_peft_is_a_config_error_before_the_weights_load(make_config, monkeypatch):
     import sys
 
-    from gspo.trainer.setup import preflight
+    from gspo.trainer.preflight import preflight
 
     monkeypatch.setitem(sys.modules, "peft", None)  # `import peft` raises ImportError
     with pytest.raises(ConfigError, match=r"lora_rank: LoRA needs peft; install it with pip install -e '.\[lora\]'"):

@@ -7,7 +7,7 @@ import torch
 
 from gspo.config import ConfigError
 from gspo.trainer import Trainer
-from gspo.trainer.setup import build_policy_loss
+from gspo.trainer.preflight import build_policy_loss
 
 # The built-in GSPO loss re-exported from a user file: the update must be the same number for number.
 GSPO_COPY = """

@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 
 from gspo.config import GSPOConfig, to_yaml
-from gspo.trainer.compat import check_resumable
+from gspo.trainer.resume import check_resumable
 from gspo.trainer.run_folder import RunFolderError
 
 RETUNED_ENGINE_KEYS = {"gpu_memory_utilization": 0.85, "enforce_eager": False, "max_num_batched_tokens": 4096,

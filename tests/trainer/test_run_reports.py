@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from gspo.cli import main
-from gspo.model_folder import stored_dtype
+from gspo.model.folder import stored_dtype
 from gspo.trainer import Trainer
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from gspo.distributed import SINGLE_PROCESS
-from gspo.models import ModelLoadError, empty_causal_lm, load_causal_lm
+from gspo.model.loading import ModelLoadError, empty_causal_lm, load_causal_lm
 from gspo.trainer.sharded_loading import block_names, file_blocks, non_persistent_buffers, read_on_rank0
 
 WORKER = Path(__file__).with_name("sharded_loading_worker.py")

@@ -1,4 +1,5 @@
-"""Building the run's data and reward pieces from the config, shared by the trainer and ``gspo validate``."""
+"""What a run builds and checks before its first step (data, reward, policy loss, device, run folder, resume), shared
+by the trainer's builder and ``gspo validate``."""
 
 from __future__ import annotations
 
@@ -130,8 +131,8 @@ def check_reward_sources(data: PromptDataset, key: str) -> None:
 
 def preflight(cfg: GSPOConfig) -> str:
     """Everything ``gspo train`` would check before its first step, without loading weights or generating."""
-    from gspo.model_folder import check_weights_present, stored_dtype
-    from gspo.models import check_model_path, load_tokenizer
+    from gspo.model.folder import check_weights_present, stored_dtype
+    from gspo.model.loading import check_model_path, load_tokenizer
 
     model_dir = check_model_path(cfg.actor_rollout_ref.model.path)
     check_weights_present(model_dir)
@@ -164,7 +165,7 @@ def count_training_steps(cfg: GSPOConfig, num_train_prompts: int) -> int:
 def check_resume(cfg: GSPOConfig, total_steps: int) -> str:
     """What ``gspo train`` would resume (a verified checkpoint of the same run) or why it cannot (RunFolderError)."""
     from gspo.distributed import SINGLE_PROCESS
-    from gspo.trainer.compat import plan_resume
+    from gspo.trainer.resume import plan_resume
 
     path = plan_resume(cfg, Path(cfg.trainer.default_local_dir), total_steps, SINGLE_PROCESS)
     return "fresh start" if path is None else f"resumes from {path}"
@@ -172,7 +173,7 @@ def check_resume(cfg: GSPOConfig, total_steps: int) -> str:
 
 def check_device(cfg: GSPOConfig) -> str:
     """trainer.device exists here, with enough GPUs for trainer.n_gpus_per_node; returns its name."""
-    from gspo.models import resolve_device
+    from gspo.model.loading import resolve_device
 
     device = resolve_device(cfg.trainer.device)
     if device.type == "cuda" and cfg.trainer.n_gpus_per_node > torch.cuda.device_count():

@@ -34,7 +34,7 @@ def weight_files(folder: Path) -> list[Path]:
 
 def check_weights_present(folder: Path) -> list[Path]:
     """The weight files, or an error naming the folder and what is missing (a sharded index's missing shards)."""
-    from gspo.models import ModelLoadError
+    from gspo.model.loading import ModelLoadError
 
     try:
         files = weight_files(folder)
