@@ -10,11 +10,18 @@ Sampling: the ``n`` responses of a prompt are one request, seeded by its group k
 fixed config and world size, but a response depends on its batch: ``seeded_per_response`` is False). Log-probs are
 vLLM's processed ones (after temperature, top-k and top-p), i.e. those of the distribution sampled from. The
 response mask is the hf engine's: up to and including the first EOS, truncated at ``max_new_tokens``.
+
+Memory (CUDA, ``free_cache_engine``): vLLM's sleep mode, by its contract. ``sleep(level=1)`` backs the weights up
+to host memory and discards the KV cache; ``wake_up(tags=[...])`` maps back the blocks of the tags named
+("weights", "kv_cache"), all of them without tags, and maps again whatever it is asked to, awake or not. So the
+engine keeps a state (asleep, weights awake, awake) and wakes each tag exactly once: "weights" for a weight
+update, then "kv_cache" before generating, as verl does.
 """
 
 from __future__ import annotations
 
 import contextlib
+import enum
 import os
 import random
 from collections.abc import Iterator
@@ -32,6 +39,14 @@ _DTYPES = {"auto": None, "bfloat16": "bfloat16", "float16": "float16", "float32"
 _CPU_BLOCK = 128  # vLLM's CPU attention block (tokens)
 
 
+class Memory(enum.Enum):
+    """What of vLLM's sleep-mode memory is mapped on the device."""
+
+    ASLEEP = "asleep"  # weights backed up on the host, KV cache discarded
+    WEIGHTS_AWAKE = "weights awake"  # weights mapped (a weight update may load them), KV cache still discarded
+    AWAKE = "awake"  # everything mapped: ready to generate
+
+
 class VLLMRolloutEngine:
     """A ``vllm.LLM`` behind the :class:`~gspo.rollout.base.RolloutEngine` interface."""
 
@@ -43,7 +58,7 @@ class VLLMRolloutEngine:
         self.pad_token_id = pad_token_id
         self.eos_token_ids = list(eos_token_ids)
         self.sleep_during_update = sleep_during_update
-        self._asleep = False
+        self.memory = Memory.AWAKE
 
     def generate(self, prompts: list[list[int]], params: SamplingParams, group_keys: torch.Tensor | None = None,
                  return_log_probs: bool = False) -> Generation:
@@ -91,22 +106,34 @@ class VLLMRolloutEngine:
 
     @torch.no_grad()
     def update_weights(self, weights: Weights) -> None:
-        """Stream the policy's weights into vLLM (``reload_weights``), then drop the now stale prefix cache."""
-        if self._asleep:
-            self.llm.wake_up(tags=["weights"])  # the KV cache stays freed until the next generate()
+        """Stream the policy's weights into vLLM (``reload_weights``), then drop the now stale prefix cache.
+        Asleep, only the weights wake for it: the KV cache stays freed until :meth:`resume_memory`."""
+        if self.memory is Memory.ASLEEP:
+            self.llm.wake_up(tags=["weights"])
+            self.memory = Memory.WEIGHTS_AWAKE
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": _as_loaded(weights)})
-        self.llm.reset_prefix_cache()
+        self.llm.reset_prefix_cache()  # bookkeeping only: safe while the KV cache is still discarded
 
     def release_memory(self) -> None:
-        """``free_cache_engine`` on CUDA: sleep (level 1: KV cache freed, weights offloaded to host memory)."""
-        if self.sleep_during_update and not self._asleep:
-            self.llm.sleep(level=1)
-            self._asleep = True
+        """With sleep mode (``free_cache_engine`` on CUDA): sleep at level 1, from any state; a no-op while
+        asleep or without sleep mode."""
+        if not self.sleep_during_update or self.memory is Memory.ASLEEP:
+            return
+        if self.memory is Memory.WEIGHTS_AWAKE:
+            # Sleep releases every block it holds: the discarded KV cache must be mapped again first.
+            self.llm.wake_up(tags=["kv_cache"])
+        self.llm.sleep(level=1)
+        self.memory = Memory.ASLEEP
 
     def resume_memory(self) -> None:
-        if self._asleep:
-            self.llm.wake_up()
-            self._asleep = False
+        """Map back what sleep released, each tag once: the weights (unless a weight update woke them), then the
+        KV cache. A no-op while awake."""
+        if self.memory is Memory.ASLEEP:
+            self.llm.wake_up(tags=["weights"])
+            self.memory = Memory.WEIGHTS_AWAKE
+        if self.memory is Memory.WEIGHTS_AWAKE:
+            self.llm.wake_up(tags=["kv_cache"])
+            self.memory = Memory.AWAKE
 
 
 def _length_mask(responses: list[list[int]], width: int) -> torch.Tensor:
