@@ -73,11 +73,14 @@ class RolloutEngine(Protocol):
         ...
 
     def release_memory(self) -> None:
-        """Before an update: free what generation holds (KV cache, weights copies) if the engine can."""
+        """Before the trainer's first forward pass of a step (old log-probs, reference, optimizer steps): free what
+        generation holds (KV cache, weights copies) if the engine can, so no trainer pass shares the device with
+        it. Idempotent: a no-op while released."""
         ...
 
     def resume_memory(self) -> None:
-        """Before generating again (after :meth:`update_weights` when the weights changed)."""
+        """Before generating again, after the update (and after :meth:`update_weights` when the weights changed,
+        which may wake only what loading the weights needs). Idempotent: a no-op while resumed."""
         ...
 
 

@@ -30,7 +30,8 @@ class HFRolloutEngine:
     all, which per-layer all-gathers in every forward cannot survive. So :meth:`resume_memory` all-gathers the
     policy's parameters once for the whole generation phase (every rank takes part) and keeps them unsharded,
     in FSDP's parameter dtype (bf16 on CUDA), through any number of forwards; :meth:`release_memory` frees them
-    before the update. Between the two the weights cost one unsharded copy per rank; outside, nothing.
+    before the trainer's forward passes. Between the two the weights cost one unsharded copy per rank; outside,
+    nothing.
     """
 
     seeded_per_response = True
@@ -54,9 +55,9 @@ class HFRolloutEngine:
         rank all-gathers anything)."""
 
     def release_memory(self) -> None:
-        """Before an update, under FSDP: free the unsharded parameters (every rank; no communication) and let
-        the transformer blocks reshard after each forward again (FSDP2's default; the root keeps its parameters
-        from forward to backward)."""
+        """Before the trainer's forward passes, under FSDP: free the unsharded parameters (every rank; no
+        communication) and let the transformer blocks reshard after each forward again (FSDP2's default; the root
+        keeps its parameters from forward to backward)."""
         for module in self._sharded_modules:
             module.reshard()
             module.set_reshard_after_forward(module is not self.model, recurse=False)

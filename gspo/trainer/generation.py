@@ -45,7 +45,8 @@ class GroupGenerator:
         self._weights_stale = True
 
     def release_memory(self) -> None:
-        """Before an update: the engine frees what generation holds, if it can."""
+        """Before the trainer's forward passes: the engine frees what generation holds, if it can;
+        :meth:`generate_and_score` resumes it (after loading changed weights)."""
         self.engine.release_memory()
 
     def generate_and_score(self, prompts: list[PromptItem], params: SamplingParams, group_ids: torch.Tensor, *,

@@ -33,7 +33,8 @@ class BatchProducer(Protocol):
         ...
 
     def before_update(self) -> None:
-        """The trainer is about to update the policy: free what generation holds in this process."""
+        """The trainer is about to run its own forward passes (old log-probs, reference, the optimizer steps):
+        free what generation holds in this process. Generation takes it back when next asked for a batch."""
         ...
 
     def weights_changed(self) -> None:

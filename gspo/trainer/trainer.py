@@ -93,12 +93,15 @@ class Trainer:
                                                        norm_adv_by_std=algorithm.norm_adv_by_std_in_grpo)
 
     def update(self, batch: RolloutBatch, timings: dict[str, float]) -> dict[str, float]:
-        """The policy update on this rank's rows of ``batch``, then one step of the learning-rate schedule. The
-        producer frees generation memory before the optimizer steps and hears of the new weights after them."""
+        """The policy update on this rank's rows of ``batch``, then one step of the learning-rate schedule.
+
+        Device memory goes in the order the passes need it: the producer frees what generation holds before the
+        first trainer forward (old log-probs, reference, optimizer steps) and hears of the new weights after the
+        last; the engine takes its memory back when it next generates."""
         local = local_rows(batch, self.policy_update.context.mini_batch_rows, self.dist)
+        self.producer.before_update()
         metrics = self.policy_update.prepare(local, step=self.global_step, timings=timings)
         with timer(timings, "timing/update"):
-            self.producer.before_update()
             metrics.update(self.policy_update.optimize(local))
             self.producer.weights_changed()
             metrics["actor/lr"] = self.scheduler.get_last_lr()[0]
