@@ -11,11 +11,11 @@ fixed config and world size, but a response depends on its batch: ``seeded_per_r
 vLLM's processed ones (after temperature, top-k and top-p), i.e. those of the distribution sampled from. The
 response mask is the hf engine's: up to and including the first EOS, truncated at ``max_new_tokens``.
 
-Memory (CUDA, ``free_cache_engine``): vLLM's sleep mode, by its contract. ``sleep(level=1)`` backs the weights up
-to host memory and discards the KV cache; ``wake_up(tags=[...])`` maps back the blocks of the tags named
-("weights", "kv_cache"), all of them without tags, and maps again whatever it is asked to, awake or not. So the
-engine keeps a state (asleep, weights awake, awake) and wakes each tag exactly once: "weights" for a weight
-update, then "kv_cache" before generating, as verl does.
+Memory (CUDA, ``free_cache_engine``): vLLM's sleep mode. ``sleep(level=1)`` pauses the scheduler, backs the
+weights up to host memory and discards the KV cache; ``wake_up(tags=[...])`` maps back the tags named ("weights",
+"kv_cache"; all without tags) and resumes the scheduler only once nothing sleeps. It refuses, with a log line and
+waking nothing, a tag that is not asleep. So the engine keeps a state (asleep, weights awake, awake) and names each
+tag once, in verl's order: "weights" for a weight update, then "kv_cache" before generating.
 """
 
 from __future__ import annotations
@@ -115,24 +115,24 @@ class VLLMRolloutEngine:
         self.llm.reset_prefix_cache()  # bookkeeping only: safe while the KV cache is still discarded
 
     def release_memory(self) -> None:
-        """With sleep mode (``free_cache_engine`` on CUDA): sleep at level 1, from any state; a no-op while
-        asleep or without sleep mode."""
-        if not self.sleep_during_update or self.memory is Memory.ASLEEP:
-            return
-        if self.memory is Memory.WEIGHTS_AWAKE:
-            # Sleep releases every block it holds: the discarded KV cache must be mapped again first.
-            self.llm.wake_up(tags=["kv_cache"])
-        self.llm.sleep(level=1)
-        self.memory = Memory.ASLEEP
+        """With sleep mode (``free_cache_engine`` on CUDA): sleep at level 1, also with only the weights awake
+        (after a weight update: they are backed up again, the still discarded KV cache is left as it is). A no-op
+        while asleep or without sleep mode."""
+        if self.sleep_during_update and self.memory is not Memory.ASLEEP:
+            self.llm.sleep(level=1)
+            self.memory = Memory.ASLEEP
 
     def resume_memory(self) -> None:
         """Map back what sleep released, each tag once: the weights (unless a weight update woke them), then the
-        KV cache. A no-op while awake."""
+        KV cache, which lets the scheduler run again. A no-op while awake."""
         if self.memory is Memory.ASLEEP:
             self.llm.wake_up(tags=["weights"])
             self.memory = Memory.WEIGHTS_AWAKE
         if self.memory is Memory.WEIGHTS_AWAKE:
-            self.llm.wake_up(tags=["kv_cache"])
+            if not self.llm.wake_up(tags=["kv_cache"]):
+                raise RuntimeError("vLLM is still asleep after waking its weights and KV cache; its scheduler stays "
+                                   "paused. Report this with the vLLM version, or set "
+                                   "actor_rollout_ref.rollout.free_cache_engine=false to run without sleep mode.")
             self.memory = Memory.AWAKE
 
 

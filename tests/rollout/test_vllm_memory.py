@@ -1,8 +1,9 @@
 """The vllm engine's sleep-mode state machine against a stand-in ``vllm.LLM`` (no vLLM needed).
 
-The stand-in keeps vLLM's allocator rules: ``sleep`` releases every block, ``wake_up`` maps the blocks of the tags
-it names (all without tags), and mapping a mapped block or releasing a released one is an error, as it is for the
-device's virtual memory.
+The stand-in keeps vLLM 0.32's rules (``vllm/v1/executor/abstract.py``, ``vllm/v1/engine/core.py``): ``sleep``
+puts every tag to sleep and pauses the scheduler, unless the weights already sleep (then it only logs); ``wake_up``
+with a tag that is not asleep logs and wakes nothing, not even the other tags named; without tags it wakes all;
+the scheduler runs again, and ``wake_up`` returns True, only once no tag sleeps.
 """
 
 from __future__ import annotations
@@ -12,37 +13,37 @@ import torch
 
 from gspo.rollout.vllm_engine import Memory, VLLMRolloutEngine
 
-TAGS = ("weights", "kv_cache")
-
-
-class AllocatorError(RuntimeError):
-    pass
+TAGS = frozenset(("weights", "kv_cache"))
 
 
 class StandInLLM:
-    """Records every call; ``mapped`` is the set of tags whose blocks are on the device."""
+    """Records every call, and every call vLLM would only log a warning for (``ignored``)."""
 
     def __init__(self):
         self.calls: list[tuple] = []
-        self.mapped = set(TAGS)
+        self.ignored: list[tuple] = []
+        self.sleeping: set[str] = set()
         self.loaded: list[str] = []
 
     def sleep(self, level: int = 1) -> None:
         self.calls.append(("sleep", level))
-        if self.mapped != set(TAGS):
-            raise AllocatorError(f"sleep releases blocks already released: {sorted(set(TAGS) - self.mapped)}")
-        self.mapped.clear()
+        if "weights" in self.sleeping:
+            self.ignored.append(("sleep", level))
+            return
+        self.sleeping |= TAGS
 
-    def wake_up(self, tags: list[str] | None = None) -> None:
+    def wake_up(self, tags: list[str] | None = None) -> bool:
         self.calls.append(("wake_up", None if tags is None else tuple(tags)))
-        for tag in TAGS if tags is None else tags:
-            if tag in self.mapped:
-                raise AllocatorError(f"wake_up maps the {tag!r} blocks a second time")
-            self.mapped.add(tag)
+        if not self.sleeping or any(tag not in self.sleeping for tag in tags or ()):
+            self.ignored.append(self.calls[-1])
+        elif tags is None:
+            self.sleeping.clear()
+        else:
+            self.sleeping -= set(tags)
+        return not self.sleeping
 
     def collective_rpc(self, method: str, kwargs: dict) -> None:
-        if "weights" not in self.mapped:
-            raise AllocatorError("weights loaded into unmapped blocks")
+        assert "weights" not in self.sleeping, "weights loaded into released memory"
         self.calls.append((method,))
         self.loaded = [name for name, _ in kwargs["weights_iterator"]]
 
@@ -61,11 +62,11 @@ WEIGHTS = [("lm_head.weight", torch.ones(2, 2))]
 def test_an_update_cycle_wakes_the_weights_then_the_kv_cache_each_once():
     vllm, llm = engine()
     vllm.release_memory()
-    assert vllm.memory is Memory.ASLEEP and llm.mapped == set()
+    assert vllm.memory is Memory.ASLEEP and llm.sleeping == TAGS
     vllm.update_weights(iter(WEIGHTS))
-    assert vllm.memory is Memory.WEIGHTS_AWAKE and llm.mapped == {"weights"}
+    assert vllm.memory is Memory.WEIGHTS_AWAKE and llm.sleeping == {"kv_cache"}
     vllm.resume_memory()
-    assert vllm.memory is Memory.AWAKE and llm.mapped == set(TAGS)
+    assert vllm.memory is Memory.AWAKE and llm.sleeping == set() and llm.ignored == []
     assert llm.calls == [("sleep", 1), ("wake_up", ("weights",)), ("reload_weights",), ("reset_prefix_cache",),
                          ("wake_up", ("kv_cache",))]
     assert llm.loaded == ["lm_head.weight"]
@@ -76,7 +77,7 @@ def test_resuming_without_a_weight_update_wakes_both_tags_in_order():
     vllm.release_memory()
     vllm.resume_memory()
     assert llm.calls == [("sleep", 1), ("wake_up", ("weights",)), ("wake_up", ("kv_cache",))]
-    assert vllm.memory is Memory.AWAKE
+    assert vllm.memory is Memory.AWAKE and llm.ignored == []
 
 
 def test_every_call_is_idempotent():
@@ -100,13 +101,22 @@ def test_two_weight_updates_while_asleep_wake_the_weights_once():
     assert llm.calls.count(("reset_prefix_cache",)) == 2  # each update makes the cached prompt KV stale
 
 
-def test_releasing_after_a_weight_update_maps_the_kv_cache_before_sleeping():
+def test_releasing_after_a_weight_update_puts_the_woken_weights_back_to_sleep():
     vllm, llm = engine()
     vllm.release_memory()
     vllm.update_weights(iter(WEIGHTS))
-    vllm.release_memory()  # e.g. the run stopped between the update and the next generation
-    assert llm.calls[-2:] == [("wake_up", ("kv_cache",)), ("sleep", 1)]
-    assert vllm.memory is Memory.ASLEEP and llm.mapped == set()
+    vllm.release_memory()  # e.g. an update with no generation between: the new weights must not stay on the device
+    assert llm.calls[-1] == ("sleep", 1) and llm.sleeping == TAGS and vllm.memory is Memory.ASLEEP
+    vllm.resume_memory()
+    assert llm.sleeping == set() and llm.ignored == []
+
+
+def test_an_engine_vllm_leaves_asleep_is_an_error_naming_the_key():
+    vllm, llm = engine()
+    vllm.release_memory()
+    llm.sleeping.add("runtime")  # a tag this engine never names
+    with pytest.raises(RuntimeError, match=r"actor_rollout_ref\.rollout\.free_cache_engine=false"):
+        vllm.resume_memory()
 
 
 def test_without_sleep_mode_only_the_weights_move():
@@ -118,11 +128,9 @@ def test_without_sleep_mode_only_the_weights_move():
     assert vllm.memory is Memory.AWAKE
 
 
-@pytest.mark.parametrize("tags", [None, ["weights"]])
-def test_the_stand_in_refuses_to_map_awake_weights_again(tags):
-    # The rule the engine is held to: waking all, or the weights, after the weights woke maps them twice.
+def test_the_stand_in_wakes_nothing_when_a_named_tag_is_awake():
+    # Why each tag is named once: after the weights woke, naming them again leaves the KV cache asleep too.
     _, llm = engine()
     llm.sleep()
     llm.wake_up(["weights"])
-    with pytest.raises(AllocatorError, match="'weights' blocks a second time"):
-        llm.wake_up(tags)
+    assert llm.wake_up(["weights", "kv_cache"]) is False and llm.sleeping == {"kv_cache"}
