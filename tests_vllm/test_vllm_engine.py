@@ -101,6 +101,31 @@ def long_prompt_model(tmp_path_factory):
     return folder, load_tokenizer(str(folder))
 
 
+def test_a_sleep_cycle_around_a_weight_update_follows_vllms_contract(embedded):
+    # vLLM's CPU worker keeps its memory through sleep, but its executor and scheduler keep the sleep state: the
+    # engine must leave them fully awake, or generation would find the scheduler paused.
+    from gspo.rollout.vllm_engine import Memory
+
+    policy, tokenizer, _, engine = embedded
+    prompts = _val_prompts(tokenizer, 8)
+    params = SamplingParams(n=1, do_sample=False, max_new_tokens=6)
+    before = engine.generate(prompts, params)
+    engine.sleep_during_update = True
+    try:
+        engine.release_memory()
+        engine.release_memory()
+        assert engine.memory is Memory.ASLEEP and engine.llm.llm_engine.is_sleeping()
+        engine.update_weights(iter_full_parameters(policy, "cpu"))  # the same weights: the tokens must not change
+        assert engine.memory is Memory.WEIGHTS_AWAKE and engine.llm.llm_engine.is_sleeping()  # KV cache asleep
+        engine.resume_memory()
+        assert engine.memory is Memory.AWAKE and not engine.llm.llm_engine.is_sleeping()
+        after = engine.generate(prompts, params)
+    finally:
+        engine.sleep_during_update = False
+        engine.resume_memory()
+    assert torch.equal(after.response_ids, before.response_ids)
+
+
 def test_engine_follows_pushed_weights_only_with_push_cache_reset_and_tied_output_layer(long_prompt_model):
     from gspo.model.loading import load_causal_lm
 
@@ -185,27 +210,3 @@ def test_eval_hands_vllm_every_prompt_at_once(tmp_path, monkeypatch):
     summary = evaluate("embedded://addition", [str(ADDITION_ASSET_DIR / "val.jsonl")], cfg)
     assert handed == [12] and built[0]["max_num_seqs"] == 256 and summary["num_prompts"] == 12
 
-
-def test_a_sleep_cycle_around_a_weight_update_follows_vllms_contract(embedded):
-    # vLLM's CPU worker keeps its memory through sleep, but its executor and scheduler keep the sleep state: the
-    # engine must leave them fully awake, or generation would find the scheduler paused.
-    from gspo.rollout.vllm_engine import Memory
-
-    policy, tokenizer, _, engine = embedded
-    prompts = _val_prompts(tokenizer, 8)
-    params = SamplingParams(n=1, do_sample=False, max_new_tokens=6)
-    before = engine.generate(prompts, params)
-    engine.sleep_during_update = True
-    try:
-        engine.release_memory()
-        engine.release_memory()
-        assert engine.memory is Memory.ASLEEP and engine.llm.llm_engine.is_sleeping()
-        engine.update_weights(iter_full_parameters(policy, "cpu"))  # the same weights: the tokens must not change
-        assert engine.memory is Memory.WEIGHTS_AWAKE and engine.llm.llm_engine.is_sleeping()  # KV cache asleep
-        engine.resume_memory()
-        assert engine.memory is Memory.AWAKE and not engine.llm.llm_engine.is_sleeping()
-        after = engine.generate(prompts, params)
-    finally:
-        engine.sleep_during_update = False
-        engine.resume_memory()
-    assert torch.equal(after.response_ids, before.response_ids)
