@@ -29,7 +29,7 @@ class VLLMOptions:
     max_num_batched_tokens: int = 8192
     # Longest prompt + response; null: data.max_prompt_length + data.max_response_length.
     max_model_len: int | None = None
-    # On CUDA: sleep (free the KV cache, offload the weights) during the update.
+    # On CUDA: sleep (free the KV cache, offload the weights) from the old-log-prob pass to the next generation.
     free_cache_engine: bool = True
     # auto | safetensors | pt | dummy (random init; the policy's weights are pushed before the first generation).
     load_format: str = "auto"
