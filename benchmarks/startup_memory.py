@@ -159,36 +159,43 @@ def main() -> None:
     parser.add_argument("--baseline-rev", default=BASELINE_REV)
     parser.add_argument("--layers", type=int, default=11)
     parser.add_argument("--hidden", type=int, default=768)
+    parser.add_argument("--quick", action="store_true",
+                        help="a seconds-long smoke run: a 1-layer model of width 64, no baseline run")
     args = parser.parse_args()
+    if args.quick:
+        args.layers, args.hidden = 1, 64
     import torch
 
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp)
         model = scratch / "model"
         num_params = build_model(model, args.layers, args.hidden)
-        baseline = extract(args.baseline_rev, scratch / "baseline_source")
         runs = {"single": run("single", ROOT, 1, model, scratch),
-                "sharded": run("sharded", ROOT, args.nproc, model, scratch),
-                "baseline": run("baseline", baseline, args.nproc, model, scratch)}
+                "sharded": run("sharded", ROOT, args.nproc, model, scratch)}
+        if not args.quick:
+            baseline = extract(args.baseline_rev, scratch / "baseline_source")
+            runs["baseline"] = run("baseline", baseline, args.nproc, model, scratch)
     fp32_bytes = 4 * num_params
 
     def worst(name: str, key: str) -> float:
         return max(rank[key] for rank in runs[name])
 
-    print(json.dumps({
+    result = {
         "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__,
                     "load_average_1min": os.getloadavg()[0]},
         "model": {"parameters": num_params, "fp32_bytes": fp32_bytes, "layers": args.layers, "hidden": args.hidden},
-        "nproc": args.nproc, "baseline_rev": args.baseline_rev, "runs": runs,
-        "sharded_vs_baseline_startup_peak_per_rank": [
-            round(s["startup_peak_rss_mib"] / b["startup_peak_rss_mib"], 3)
-            for s, b in zip(runs["sharded"], runs["baseline"])],
-        "sharded_vs_baseline_run_peak_per_rank": [
-            round(s["run_peak_rss_mib"] / b["run_peak_rss_mib"], 3) for s, b in zip(runs["sharded"], runs["baseline"])],
+        "nproc": args.nproc, "runs": runs,
         "sharded_policy_parameters_per_rank_vs_one_fp32_copy": [
             round(r["policy_parameter_bytes"] / fp32_bytes, 3) for r in runs["sharded"]],
         "sharded_worst_startup_peak_mib": worst("sharded", "startup_peak_rss_mib"),
-    }, indent=1))
+    }
+    if "baseline" in runs:
+        pairs = list(zip(runs["sharded"], runs["baseline"]))
+        result.update(baseline_rev=args.baseline_rev, sharded_vs_baseline_startup_peak_per_rank=[
+            round(s["startup_peak_rss_mib"] / b["startup_peak_rss_mib"], 3) for s, b in pairs],
+            sharded_vs_baseline_run_peak_per_rank=[
+            round(s["run_peak_rss_mib"] / b["run_peak_rss_mib"], 3) for s, b in pairs])
+    print(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

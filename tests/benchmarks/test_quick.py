@@ -23,7 +23,7 @@ def test_every_benchmark_has_a_quick_test():
     scripts = {p.name for p in BENCHMARKS.glob("*.py") if not p.name.startswith("_")}
     tested = {"default_run.py", "dynamic_sampling.py", "data_parallel.py", "memory.py", "vs_trl.py", "lora.py",
               "math_reward.py", "ablation.py", "checkpoint_hash.py",  # ablation.py: tests/benchmarks/test_ablation.py
-              "rollout_engines.py", "gpu_step.py", "sampler_cost.py",
+              "rollout_engines.py", "gpu_step.py", "sampler_cost.py", "startup_memory.py",
               "gpu_acceptance.py"}  # tests/benchmarks/test_gpu_acceptance.py runs its CPU dry run
     assert scripts == tested
 
@@ -188,3 +188,12 @@ def test_gpu_step_prompts_encode_one_token_per_letter(tmp_path):
 def test_sampler_cost_small():
     rows = _run("sampler_cost.py")
     assert rows and all(isinstance(row, dict) for row in rows)
+
+
+def test_startup_memory_quick():
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / "startup_memory.py"), "--quick"], capture_output=True,
+                          text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    assert [len(result["runs"][name]) for name in ("single", "sharded")] == [1, 2]
+    assert all(0.4 < share < 0.6 for share in result["sharded_policy_parameters_per_rank_vs_one_fp32_copy"])
