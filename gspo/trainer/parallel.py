@@ -1,7 +1,8 @@
 """Data parallelism: FSDP2 sharding of the policy, its full weights for the rollout engine, rank shares of a batch.
 
-Every rank holds the whole train batch (token ids, masks, rewards: megabytes), so the dynamic-sampling decision
-and the advantages are computed identically everywhere; each rank then trains on its contiguous share of every
+Every rank holds the whole train batch (token ids, masks, rewards: megabytes, exchanged as tensors by
+:func:`gather_batches_from_ranks`), so the dynamic-sampling decision and the advantages are computed identically
+everywhere; each rank then trains on its contiguous share of every
 mini-batch. Losses use mini-batch-global token / sequence counts (all-reduced), so the ranks' losses add up to
 the single-process loss; FSDP averages gradients over ranks, so each rank back-propagates world_size x its loss
 (a divide factor of 1 would need PREMUL_SUM, which gloo lacks) and the gradient equals the single-process one.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterator
+from dataclasses import fields
 from typing import TypeVar
 
 import torch
@@ -148,6 +150,43 @@ def gather_from_ranks(dist: DistContext, compute: Callable[[], T]) -> list[T]:
             message, is_input = failed
             raise (InputError if is_input else RuntimeError)(f"rank {rank} failed: {message}")
     return [value for value, _ in gathered]
+
+
+def gather_batches_from_ranks(dist: DistContext, compute: Callable[[], tuple[RolloutBatch, T] | None]
+                              ) -> list[tuple[RolloutBatch, T]]:
+    """Every rank's ``compute()`` result (a batch and a small record, e.g. its reward metrics; None: nothing),
+    in rank order, ranks with nothing left out; errors travel as in :func:`gather_from_ranks`.
+
+    Only the record and each batch's field layout (which fields are set, their dtypes) are pickled; every field
+    of the batches moves as one padded tensor all-gather (:meth:`DistContext.all_gather_tensors`), so the bytes
+    grow with the rows and their lengths, never with the pickling of Python objects.
+    """
+    local: tuple[RolloutBatch, T] | None = None
+
+    def describe() -> tuple[T, dict[str, torch.dtype]] | None:
+        nonlocal local
+        local = compute()
+        if local is None:
+            return None
+        batch, record = local
+        return record, {f.name: getattr(batch, f.name).dtype for f in fields(batch)
+                        if getattr(batch, f.name) is not None}
+
+    headers = gather_from_ranks(dist, describe)
+    if not dist.is_distributed:
+        return [] if local is None else [local]
+    present = [(rank, header) for rank, header in enumerate(headers) if header is not None]
+    if not present:
+        return []
+    layout = present[0][1][1]
+    gathered: dict[str, list[torch.Tensor]] = {}
+    for f in fields(RolloutBatch):
+        if f.name in layout:
+            # A rank with nothing sends an empty tensor of the field's rank and dtype: all ranks must take part.
+            empty = torch.empty((0, 0) if f.metadata.get("pad") else (0,), dtype=layout[f.name])
+            gathered[f.name] = dist.all_gather_tensors(empty if local is None else getattr(local[0], f.name))
+    return [(RolloutBatch(**{name: parts[rank] for name, parts in gathered.items()}), record)
+            for rank, (record, _) in present]
 
 
 def export_template(model: PreTrainedModel) -> PreTrainedModel:
