@@ -158,19 +158,20 @@ def gather_batches_from_ranks(dist: DistContext, compute: Callable[[], tuple[Rol
     in rank order, ranks with nothing left out; errors travel as in :func:`gather_from_ranks`.
 
     Only the record and each batch's field layout (which fields are set, their dtypes) are pickled; every field
-    of the batches moves as one padded tensor all-gather (:meth:`DistContext.all_gather_tensors`), so the bytes
-    grow with the rows and their lengths, never with the pickling of Python objects.
+    of the batches moves as one padded tensor all-gather (:meth:`DistContext.all_gather_tensors`) in the
+    narrowest dtype that carries every rank's values exactly (:func:`transport_dtype`), so the bytes grow with
+    the rows and their lengths, never with the pickling of Python objects.
     """
     local: tuple[RolloutBatch, T] | None = None
 
-    def describe() -> tuple[T, dict[str, torch.dtype]] | None:
+    def describe() -> tuple[T, dict[str, tuple[torch.dtype, torch.dtype]]] | None:
         nonlocal local
         local = compute()
         if local is None:
             return None
         batch, record = local
-        return record, {f.name: getattr(batch, f.name).dtype for f in fields(batch)
-                        if getattr(batch, f.name) is not None}
+        return record, {f.name: (getattr(batch, f.name).dtype, transport_dtype(f.name, getattr(batch, f.name)))
+                        for f in fields(batch) if getattr(batch, f.name) is not None}
 
     headers = gather_from_ranks(dist, describe)
     if not dist.is_distributed:
@@ -178,15 +179,33 @@ def gather_batches_from_ranks(dist: DistContext, compute: Callable[[], tuple[Rol
     present = [(rank, header) for rank, header in enumerate(headers) if header is not None]
     if not present:
         return []
-    layout = present[0][1][1]
     gathered: dict[str, list[torch.Tensor]] = {}
     for f in fields(RolloutBatch):
-        if f.name in layout:
-            # A rank with nothing sends an empty tensor of the field's rank and dtype: all ranks must take part.
-            empty = torch.empty((0, 0) if f.metadata.get("pad") else (0,), dtype=layout[f.name])
-            gathered[f.name] = dist.all_gather_tensors(empty if local is None else getattr(local[0], f.name))
+        if f.name not in present[0][1][1]:
+            continue
+        dtype = present[0][1][1][f.name][0]
+        wire = {layout[f.name][1] for _, (_, layout) in present}
+        wire = wire.pop() if len(wire) == 1 else dtype  # narrow only where every rank's values fit
+        # A rank with nothing sends an empty tensor of the field's rank and dtype: all ranks must take part.
+        mine = torch.empty((0, 0) if f.metadata.get("pad") else (0,)) if local is None else getattr(local[0], f.name)
+        gathered[f.name] = [part.to(dtype) for part in dist.all_gather_tensors(mine.to(wire))]
     return [(RolloutBatch(**{name: parts[rank] for name, parts in gathered.items()}), record)
             for rank, (record, _) in present]
+
+
+def transport_dtype(name: str, values: torch.Tensor) -> torch.dtype:
+    """The narrowest dtype that carries ``values`` exactly: bool for a mask (field ``*_mask``) of 0s and 1s,
+    int32 for int64 values within its range (token ids, group ids), otherwise their own dtype.
+
+    >>> transport_dtype("response_mask", torch.tensor([1.0, 0.0])), transport_dtype("group_ids", torch.tensor([7]))
+    (torch.bool, torch.int32)
+    """
+    if name.endswith("_mask") and bool(((values == 0) | (values == 1)).all()):
+        return torch.bool
+    if values.dtype == torch.int64 and (values.numel() == 0 or (
+            int(values.min()) >= torch.iinfo(torch.int32).min and int(values.max()) <= torch.iinfo(torch.int32).max)):
+        return torch.int32
+    return values.dtype
 
 
 def export_template(model: PreTrainedModel) -> PreTrainedModel:
