@@ -2,10 +2,10 @@
 
 Every rank holds the whole train batch (token ids, masks, rewards: megabytes, exchanged as tensors by
 :func:`gather_batches_from_ranks`), so the dynamic-sampling decision and the advantages are computed identically
-everywhere; each rank then trains on its contiguous share of every
-mini-batch. Losses use mini-batch-global token / sequence counts (all-reduced), so the ranks' losses add up to
-the single-process loss; FSDP averages gradients over ranks, so each rank back-propagates world_size x its loss
-(a divide factor of 1 would need PREMUL_SUM, which gloo lacks) and the gradient equals the single-process one.
+everywhere; each rank then trains on its contiguous share of every mini-batch. Losses use mini-batch-global
+token / sequence counts (all-reduced), so the ranks' losses add up to the single-process loss; FSDP averages
+gradients over ranks, so each rank back-propagates world_size x its loss (a divide factor of 1 would need
+PREMUL_SUM, which gloo lacks) and the gradient equals the single-process one.
 """
 
 from __future__ import annotations
@@ -179,12 +179,13 @@ def gather_batches_from_ranks(dist: DistContext, compute: Callable[[], tuple[Rol
     present = [(rank, header) for rank, header in enumerate(headers) if header is not None]
     if not present:
         return []
+    layouts = [layout for _, (_, layout) in present]
     gathered: dict[str, list[torch.Tensor]] = {}
     for f in fields(RolloutBatch):
-        if f.name not in present[0][1][1]:
+        if f.name not in layouts[0]:
             continue
-        dtype = present[0][1][1][f.name][0]
-        wire = {layout[f.name][1] for _, (_, layout) in present}
+        dtype = layouts[0][f.name][0]
+        wire = {layout[f.name][1] for layout in layouts}
         wire = wire.pop() if len(wire) == 1 else dtype  # narrow only where every rank's values fit
         # A rank with nothing sends an empty tensor of the field's rank and dtype: all ranks must take part.
         mine = torch.empty((0, 0) if f.metadata.get("pad") else (0,)) if local is None else getattr(local[0], f.name)
