@@ -3,6 +3,10 @@
 ``torchrun --nproc_per_node N -m gspo.train ...`` sets RANK / WORLD_SIZE / LOCAL_RANK; we join the default
 process group (NCCL on CUDA, gloo on CPU). Without those variables the run is one process and every collective
 below is the identity, so single-process code pays nothing.
+
+What crosses between ranks is sized by what it must carry: batches move as tensors
+(:meth:`DistContext.all_gather_tensors`), metrics as all-reduced sums and maxima; pickled objects
+(:meth:`DistContext.all_gather_objects`) are kept for small records whose size does not grow with the batch.
 """
 
 from __future__ import annotations
@@ -50,7 +54,8 @@ class DistContext:
         return start, start + base + (self.rank < extra)
 
     def all_gather_objects(self, obj: Any) -> list[Any]:
-        """Every rank's ``obj`` (picklable, on CPU), in rank order."""
+        """Every rank's ``obj`` (picklable, on CPU), in rank order. For small records only (errors, metric dicts,
+        shapes): the whole object is pickled and sent to every rank; tensors go through :meth:`all_gather_tensors`."""
         if not self.is_distributed:
             return [obj]
         gathered: list[Any] = [None] * self.world_size
@@ -68,9 +73,36 @@ class DistContext:
     def all_reduce_max(self, value: int) -> int:
         if not self.is_distributed:
             return value
-        tensor = torch.tensor([value], dtype=torch.long, device=_collective_device())
-        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-        return int(tensor.item())
+        return int(self.all_reduce_max_values(torch.tensor([value], dtype=torch.long))[0])
+
+    def all_reduce_max_values(self, values: torch.Tensor) -> torch.Tensor:
+        """Element-wise maximum of ``values`` over ranks (a new tensor on the input's device)."""
+        if not self.is_distributed:
+            return values
+        maximum = values.to(_collective_device(), copy=True)
+        dist.all_reduce(maximum, op=dist.ReduceOp.MAX)
+        return maximum.to(values.device)
+
+    def all_gather_tensors(self, tensor: torch.Tensor) -> list[torch.Tensor]:
+        """Every rank's ``tensor``, in rank order, as tensors (no pickling): shapes may differ between ranks in
+        every dimension, the number of dimensions and the dtype may not.
+
+        The ranks first exchange their shapes (``ndim`` int64s each), then all-gather their tensors zero-padded
+        at the end of every dimension to the largest shape, and trim each back to its own shape, so a rank
+        receives world_size x the largest rank's payload.
+        """
+        if not self.is_distributed:
+            return [tensor]
+        shape = torch.tensor(tensor.shape, dtype=torch.long, device=_collective_device())
+        shapes = [torch.empty_like(shape) for _ in range(self.world_size)]
+        dist.all_gather(shapes, shape)
+        largest = torch.stack(shapes).amax(0).tolist() if tensor.dim() else []
+        padded = tensor.new_zeros(largest, device=_collective_device())
+        padded[tuple(slice(0, size) for size in tensor.shape)] = tensor
+        gathered = [torch.empty_like(padded) for _ in range(self.world_size)]
+        dist.all_gather(gathered, padded)
+        return [part[tuple(slice(0, size) for size in rank_shape.tolist())].to(tensor.device)
+                for part, rank_shape in zip(gathered, shapes, strict=True)]
 
     def broadcast_object(self, obj: Any) -> Any:
         """Rank 0's ``obj`` on every rank."""

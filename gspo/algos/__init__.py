@@ -28,13 +28,19 @@ from .losses import (
 )
 from .masked import masked_mean, masked_sum
 from .rollout_correction import (
+    MISMATCH_SUMS,
     ROLLOUT_IS_LEVELS,
     importance_weight_metrics,
+    importance_weight_metrics_from_sums,
+    importance_weight_sums,
+    mismatch_metrics_from_sums,
     rollout_importance_weights,
     rollout_mismatch_metrics,
+    rollout_mismatch_sums,
 )
 
 __all__ = [
+    "MISMATCH_SUMS",
     "ADV_ESTIMATORS",
     "KL_TYPES",
     "LOSS_AGG_MODES",
@@ -59,13 +65,17 @@ __all__ = [
     "informative_group_mask",
     "informative_row_mask",
     "importance_weight_metrics",
+    "importance_weight_metrics_from_sums",
+    "importance_weight_sums",
     "kl_penalty",
     "log_probs_from_logits",
     "masked_mean",
     "masked_sum",
+    "mismatch_metrics_from_sums",
     "register_policy_loss",
     "relabel_groups",
     "rollout_importance_weights",
     "rollout_mismatch_metrics",
+    "rollout_mismatch_sums",
     "rows_of_first_groups",
 ]

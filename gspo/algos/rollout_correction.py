@@ -16,30 +16,60 @@ ROLLOUT_IS_LEVELS = ("token", "sequence", "geometric")
 _LOG_WEIGHT_BOUND = 20.0
 
 
+MISMATCH_SUMS = ("tokens", "diff", "diff_squared", "sequences", "abs_seq_log_ratio")
+"""What :func:`rollout_mismatch_sums` adds up, in order: response tokens, sum and sum of squares of
+|pi_old - pi_rollout| over them, sequences with a response token, and the sum over those of
+|mean_t (log pi_old - log pi_rollout)|."""
+
+
+def rollout_mismatch_sums(old_log_probs: torch.Tensor, rollout_log_probs: torch.Tensor,
+                          mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mismatch metrics' sufficient statistics over these rows: ((5,) float64 sums named by
+    :data:`MISMATCH_SUMS`, (1,) float64 maximum of |pi_old - pi_rollout|, 0 without response tokens).
+
+    Sums and maxima of several ranks' rows add up (all-reduce sum / max) to those of all the rows, so
+    :func:`mismatch_metrics_from_sums` gives every rank the batch's metrics from 6 numbers, whatever its size.
+    """
+    keep = mask > 0
+    diff = (old_log_probs.double().exp() - rollout_log_probs.double().exp()).abs()[keep]
+    has_tokens = keep.any(-1)
+    seq = masked_mean(old_log_probs.double() - rollout_log_probs.double(), mask.double(), dim=-1)[has_tokens]
+    sums = torch.stack([keep.sum().double(), diff.sum(), diff.square().sum(), has_tokens.sum().double(),
+                        seq.abs().sum()])
+    return sums, diff.max().reshape(1) if diff.numel() else torch.zeros(1, dtype=torch.float64)
+
+
+def mismatch_metrics_from_sums(sums: torch.Tensor, maximum: torch.Tensor) -> dict[str, float]:
+    """verl's ``training/rollout_probs_diff_{mean,max,std}`` (std unbiased, as torch.std) and
+    ``training/rollout_seq_log_ratio_diff_mean`` from :func:`rollout_mismatch_sums`' statistics (summed over
+    ranks); nothing without response tokens."""
+    tokens, diff, diff_squared, sequences, abs_seq_log_ratio = sums.tolist()
+    if tokens == 0:
+        return {}
+    mean = diff / tokens
+    # Unbiased variance from the sums: (sum x^2 - n mean^2) / (n - 1), clamped at 0 against rounding.
+    variance = max(diff_squared - tokens * mean * mean, 0.0) / (tokens - 1) if tokens > 1 else 0.0
+    return {"training/rollout_probs_diff_mean": mean,
+            "training/rollout_probs_diff_max": float(maximum[0]),
+            "training/rollout_probs_diff_std": variance ** 0.5,
+            "training/rollout_seq_log_ratio_diff_mean": abs_seq_log_ratio / sequences}
+
+
 def rollout_mismatch_metrics(old_log_probs: torch.Tensor, rollout_log_probs: torch.Tensor,
                              mask: torch.Tensor) -> dict[str, float]:
     """verl's ``training/rollout_probs_diff_{mean,max,std}``: |pi_old - pi_rollout| of the sampled tokens in
     probability space over all response tokens (std unbiased, as torch.std); plus
     ``training/rollout_seq_log_ratio_diff_mean``: mean over sequences of |mean_t (log pi_old - log pi_rollout)|,
     the error GSPO's sequence log-ratio ``(1/|y|) sum_t log(pi_theta / pi_old)`` would carry if the rollout
-    log-probs stood in for the old ones.
+    log-probs stood in for the old ones. Over one process's rows; across ranks, all-reduce
+    :func:`rollout_mismatch_sums` and call :func:`mismatch_metrics_from_sums`.
 
     >>> m = rollout_mismatch_metrics(torch.log(torch.tensor([[0.5, 0.2]])), torch.log(torch.tensor([[0.4, 0.2]])),
     ...                              torch.ones(1, 2))
     >>> round(m["training/rollout_probs_diff_mean"], 6), round(m["training/rollout_probs_diff_max"], 6)
     (0.05, 0.1)
     """
-    keep = mask > 0
-    if not keep.any():
-        return {}
-    diff = (old_log_probs.float().exp() - rollout_log_probs.float().exp()).abs()[keep]
-    std = diff.std().item() if diff.numel() > 1 else 0.0
-    seq = masked_mean(old_log_probs.float() - rollout_log_probs.float(), mask, dim=-1)  # (N,)
-    has_tokens = mask.sum(-1) > 0
-    return {"training/rollout_probs_diff_mean": diff.mean().item(),
-            "training/rollout_probs_diff_max": diff.max().item(),
-            "training/rollout_probs_diff_std": std,
-            "training/rollout_seq_log_ratio_diff_mean": seq[has_tokens].abs().mean().item()}
+    return mismatch_metrics_from_sums(*rollout_mismatch_sums(old_log_probs, rollout_log_probs, mask))
 
 
 def rollout_importance_weights(old_log_probs: torch.Tensor, rollout_log_probs: torch.Tensor, mask: torch.Tensor,
@@ -76,7 +106,28 @@ def rollout_importance_weights(old_log_probs: torch.Tensor, rollout_log_probs: t
     return weights * (mask > 0)
 
 
+IMPORTANCE_WEIGHT_SUMS = ("tokens", "weight", "truncated")
+"""What :func:`importance_weight_sums` adds up, in order: response tokens, their weights, those truncated."""
+
+
+def importance_weight_sums(weights: torch.Tensor, mask: torch.Tensor, threshold: float) -> torch.Tensor:
+    """(3,) float64 sums named by :data:`IMPORTANCE_WEIGHT_SUMS` over these rows' response tokens; they add up
+    over ranks (all-reduce sum)."""
+    keep = mask > 0
+    return torch.stack([keep.sum().double(), weights.double()[keep].sum(),
+                        (weights[keep] >= threshold).sum().double()])
+
+
+def importance_weight_metrics_from_sums(sums: torch.Tensor) -> dict[str, float]:
+    """Mean weight over response tokens and the share of tokens truncated, from :func:`importance_weight_sums`
+    (summed over ranks); nothing without response tokens."""
+    tokens, weight, truncated = sums.tolist()
+    if tokens == 0:
+        return {}
+    return {"rollout_corr/rollout_is_mean": weight / tokens,
+            "rollout_corr/rollout_is_truncated_frac": truncated / tokens}
+
+
 def importance_weight_metrics(weights: torch.Tensor, mask: torch.Tensor, threshold: float) -> dict[str, float]:
     """Mean weight over response tokens and the share of tokens whose weight was truncated at ``threshold``."""
-    return {"rollout_corr/rollout_is_mean": masked_mean(weights, mask).item(),
-            "rollout_corr/rollout_is_truncated_frac": masked_mean((weights >= threshold).float(), mask).item()}
+    return importance_weight_metrics_from_sums(importance_weight_sums(weights, mask, threshold))

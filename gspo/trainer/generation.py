@@ -10,7 +10,7 @@ from gspo.distributed import DistContext
 from gspo.rewards import RewardManager
 from gspo.rollout import RolloutEngine, SamplingParams, group_keys
 from gspo.trainer.batch import RolloutBatch
-from gspo.trainer.parallel import gather_from_ranks, iter_full_parameters, merge_rank_reward_metrics
+from gspo.trainer.parallel import gather_batches_from_ranks, iter_full_parameters, merge_rank_reward_metrics
 from gspo.trainer.timing import timer
 
 
@@ -73,7 +73,7 @@ class GroupGenerator:
             with timer(timings, "timing/reward"):
                 return batch, self.score(batch, prompts[start:stop])
 
-        parts = [part for part in gather_from_ranks(self.dist, local_share) if part is not None]
+        parts = gather_batches_from_ranks(self.dist, local_share)
         batch = RolloutBatch.concat([b for b, _ in parts], self.tokenizer.pad_token_id)
         return batch, merge_rank_reward_metrics([(m, b.num_sequences) for b, m in parts])
 

@@ -1,16 +1,18 @@
 """Data parallelism: FSDP2 sharding of the policy, its full weights for the rollout engine, rank shares of a batch.
 
-Every rank holds the whole train batch (token ids, masks, rewards: megabytes), so the dynamic-sampling decision
-and the advantages are computed identically everywhere; each rank then trains on its contiguous share of every
-mini-batch. Losses use mini-batch-global token / sequence counts (all-reduced), so the ranks' losses add up to
-the single-process loss; FSDP averages gradients over ranks, so each rank back-propagates world_size x its loss
-(a divide factor of 1 would need PREMUL_SUM, which gloo lacks) and the gradient equals the single-process one.
+Every rank holds the whole train batch (token ids, masks, rewards: megabytes, exchanged as tensors by
+:func:`gather_batches_from_ranks`), so the dynamic-sampling decision and the advantages are computed identically
+everywhere; each rank then trains on its contiguous share of every mini-batch. Losses use mini-batch-global
+token / sequence counts (all-reduced), so the ranks' losses add up to the single-process loss; FSDP averages
+gradients over ranks, so each rank back-propagates world_size x its loss (a divide factor of 1 would need
+PREMUL_SUM, which gloo lacks) and the gradient equals the single-process one.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterator
+from dataclasses import fields
 from typing import TypeVar
 
 import torch
@@ -148,6 +150,63 @@ def gather_from_ranks(dist: DistContext, compute: Callable[[], T]) -> list[T]:
             message, is_input = failed
             raise (InputError if is_input else RuntimeError)(f"rank {rank} failed: {message}")
     return [value for value, _ in gathered]
+
+
+def gather_batches_from_ranks(dist: DistContext, compute: Callable[[], tuple[RolloutBatch, T] | None]
+                              ) -> list[tuple[RolloutBatch, T]]:
+    """Every rank's ``compute()`` result (a batch and a small record, e.g. its reward metrics; None: nothing),
+    in rank order, ranks with nothing left out; errors travel as in :func:`gather_from_ranks`.
+
+    Only the record and each batch's field layout (which fields are set, their dtypes) are pickled; every field
+    of the batches moves as one padded tensor all-gather (:meth:`DistContext.all_gather_tensors`) in the
+    narrowest dtype that carries every rank's values exactly (:func:`transport_dtype`), so the bytes grow with
+    the rows and their lengths, never with the pickling of Python objects.
+    """
+    local: tuple[RolloutBatch, T] | None = None
+
+    def describe() -> tuple[T, dict[str, tuple[torch.dtype, torch.dtype]]] | None:
+        nonlocal local
+        local = compute()
+        if local is None:
+            return None
+        batch, record = local
+        return record, {f.name: (getattr(batch, f.name).dtype, transport_dtype(f.name, getattr(batch, f.name)))
+                        for f in fields(batch) if getattr(batch, f.name) is not None}
+
+    headers = gather_from_ranks(dist, describe)
+    if not dist.is_distributed:
+        return [] if local is None else [local]
+    present = [(rank, header) for rank, header in enumerate(headers) if header is not None]
+    if not present:
+        return []
+    layouts = [layout for _, (_, layout) in present]
+    gathered: dict[str, list[torch.Tensor]] = {}
+    for f in fields(RolloutBatch):
+        if f.name not in layouts[0]:
+            continue
+        dtype = layouts[0][f.name][0]
+        wire = {layout[f.name][1] for layout in layouts}
+        wire = wire.pop() if len(wire) == 1 else dtype  # narrow only where every rank's values fit
+        # A rank with nothing sends an empty tensor of the field's rank and dtype: all ranks must take part.
+        mine = torch.empty((0, 0) if f.metadata.get("pad") else (0,)) if local is None else getattr(local[0], f.name)
+        gathered[f.name] = [part.to(dtype) for part in dist.all_gather_tensors(mine.to(wire))]
+    return [(RolloutBatch(**{name: parts[rank] for name, parts in gathered.items()}), record)
+            for rank, (record, _) in present]
+
+
+def transport_dtype(name: str, values: torch.Tensor) -> torch.dtype:
+    """The narrowest dtype that carries ``values`` exactly: bool for a mask (field ``*_mask``) of 0s and 1s,
+    int32 for int64 values within its range (token ids, group ids), otherwise their own dtype.
+
+    >>> transport_dtype("response_mask", torch.tensor([1.0, 0.0])), transport_dtype("group_ids", torch.tensor([7]))
+    (torch.bool, torch.int32)
+    """
+    if name.endswith("_mask") and bool(((values == 0) | (values == 1)).all()):
+        return torch.bool
+    if values.dtype == torch.int64 and (values.numel() == 0 or (
+            int(values.min()) >= torch.iinfo(torch.int32).min and int(values.max()) <= torch.iinfo(torch.int32).max)):
+        return torch.int32
+    return values.dtype
 
 
 def export_template(model: PreTrainedModel) -> PreTrainedModel:

@@ -12,7 +12,14 @@ from contextlib import contextmanager
 import torch
 from transformers import PreTrainedModel
 
-from gspo.algos import importance_weight_metrics, rollout_importance_weights, rollout_mismatch_metrics
+from gspo.algos import (
+    MISMATCH_SUMS,
+    importance_weight_metrics_from_sums,
+    importance_weight_sums,
+    mismatch_metrics_from_sums,
+    rollout_importance_weights,
+    rollout_mismatch_sums,
+)
 from gspo.trainer.actor import compute_log_probs, update_policy
 from gspo.trainer.batch import RolloutBatch
 from gspo.trainer.old_policy import old_log_prob_source, with_on_policy_rows_marked
@@ -57,21 +64,23 @@ class PolicyUpdate:
 
     def _rollout_mismatch(self, batch: RolloutBatch) -> dict[str, float]:
         """verl's mismatch metrics over every rank's rows; with rollout correction on, this rank's importance
-        weights (``batch.rollout_is_weights``). Nothing when the sampler's log-probs are missing (e.g. surplus
-        groups restored from a checkpoint that had none)."""
+        weights (``batch.rollout_is_weights``) and their metrics over every rank's rows. Ranks exchange only
+        all-reduced sums and one maximum (a few dozen bytes, whatever the batch). Nothing when the sampler's
+        log-probs are missing (e.g. surplus groups restored from a checkpoint that had none)."""
         if batch.rollout_log_probs is None or batch.old_log_probs is None:
             return {}
-        dist = self.context.dist
+        dist, correction = self.context.dist, self.context.rollout_correction
         local = (batch.old_log_probs, batch.rollout_log_probs, batch.response_mask)
-        parts = dist.all_gather_objects(tuple(t.cpu() for t in local)) if dist.is_distributed else [local]
-        old, rollout, mask = (torch.cat([part[i].cpu() for part in parts]) for i in range(3))
-        metrics = rollout_mismatch_metrics(old, rollout, mask)
-        correction = self.context.rollout_correction
+        sums, maximum = rollout_mismatch_sums(*(t.cpu() for t in local))
         if correction.rollout_is:
-            options = dict(level=correction.rollout_is, threshold=correction.rollout_is_threshold)
-            batch.rollout_is_weights = rollout_importance_weights(*local, **options)
-            metrics.update(importance_weight_metrics(rollout_importance_weights(old, rollout, mask, **options), mask,
-                                                     correction.rollout_is_threshold))
+            threshold = correction.rollout_is_threshold
+            batch.rollout_is_weights = rollout_importance_weights(*local, level=correction.rollout_is,
+                                                                  threshold=threshold)
+            sums = torch.cat([sums, importance_weight_sums(batch.rollout_is_weights.cpu(), local[2].cpu(), threshold)])
+        sums, maximum = dist.all_reduce_sum(sums), dist.all_reduce_max_values(maximum)
+        metrics = mismatch_metrics_from_sums(sums[:len(MISMATCH_SUMS)], maximum)
+        if correction.rollout_is:
+            metrics.update(importance_weight_metrics_from_sums(sums[len(MISMATCH_SUMS):]))
         return metrics
 
     def compute_reference_log_probs(self, batch: RolloutBatch, timings: dict[str, float]) -> None:

@@ -9,8 +9,12 @@ import torch
 
 from gspo.algos.rollout_correction import (
     importance_weight_metrics,
+    importance_weight_metrics_from_sums,
+    importance_weight_sums,
+    mismatch_metrics_from_sums,
     rollout_importance_weights,
     rollout_mismatch_metrics,
+    rollout_mismatch_sums,
 )
 
 # Row 0: pi_old (0.5, 0.2), pi_rollout (0.4, 0.4), third token padding; row 1: one token, identical.
@@ -149,3 +153,23 @@ def test_policy_loss_multiplies_each_tokens_loss_by_its_weight():
     plain, _ = compute_policy_loss(log_prob.detach(), log_prob, advantages, mask, loss_mode="vanilla",
                                    loss_agg_mode="token-mean")
     assert plain.item() == pytest.approx(-1.0)
+
+
+def test_sums_of_row_subsets_add_up_to_the_metrics_of_all_rows():
+    # What two ranks holding row 0 and row 1 all-reduce: the metrics equal those of both rows together.
+    parts = [rollout_mismatch_sums(OLD[i:i + 1], ROLLOUT[i:i + 1], MASK[i:i + 1]) for i in range(2)]
+    sums, maximum = parts[0][0] + parts[1][0], torch.maximum(parts[0][1], parts[1][1])
+    assert mismatch_metrics_from_sums(sums, maximum) == pytest.approx(rollout_mismatch_metrics(OLD, ROLLOUT, MASK),
+                                                                      abs=1e-12)
+    assert sums.tolist()[0::3] == [3.0, 2.0]  # response tokens, sequences with a token
+    weights = rollout_importance_weights(OLD, ROLLOUT, MASK, level="token", threshold=1.2)
+    summed = importance_weight_sums(weights[:1], MASK[:1], 1.2) + importance_weight_sums(weights[1:], MASK[1:], 1.2)
+    assert summed.tolist() == pytest.approx([3.0, 1.2 + 0.5 + 1.0, 1.0])
+    assert importance_weight_metrics_from_sums(summed) == pytest.approx(importance_weight_metrics(weights, MASK, 1.2))
+
+
+def test_a_rank_without_response_tokens_contributes_zeros():
+    sums, maximum = rollout_mismatch_sums(OLD[:0], ROLLOUT[:0], MASK[:0])
+    assert sums.tolist() == [0.0] * 5 and maximum.tolist() == [0.0]
+    assert mismatch_metrics_from_sums(sums, maximum) == {}
+    assert importance_weight_metrics_from_sums(importance_weight_sums(OLD[:0], MASK[:0], 2.0)) == {}
