@@ -24,6 +24,7 @@ def test_every_benchmark_has_a_quick_test():
     tested = {"default_run.py", "dynamic_sampling.py", "data_parallel.py", "memory.py", "vs_trl.py", "lora.py",
               "math_reward.py", "ablation.py", "checkpoint_hash.py",  # ablation.py: tests/benchmarks/test_ablation.py
               "rollout_engines.py", "gpu_step.py", "sampler_cost.py", "startup_memory.py",
+              "comm_bytes.py",  # tests/trainer/test_comm_bytes.py runs it on 2 ranks
               "gpu_acceptance.py"}  # tests/benchmarks/test_gpu_acceptance.py runs its CPU dry run
     assert scripts == tested
 
