@@ -64,11 +64,7 @@ class DistContext:
 
     def all_reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
         """Sum of ``values`` over ranks (a new tensor on the input's device; the input is not modified)."""
-        if not self.is_distributed:
-            return values
-        total = values.to(_collective_device(), copy=True)
-        dist.all_reduce(total, op=dist.ReduceOp.SUM)
-        return total.to(values.device)
+        return self._all_reduce(values, dist.ReduceOp.SUM)
 
     def all_reduce_max(self, value: int) -> int:
         if not self.is_distributed:
@@ -77,11 +73,14 @@ class DistContext:
 
     def all_reduce_max_values(self, values: torch.Tensor) -> torch.Tensor:
         """Element-wise maximum of ``values`` over ranks (a new tensor on the input's device)."""
+        return self._all_reduce(values, dist.ReduceOp.MAX)
+
+    def _all_reduce(self, values: torch.Tensor, op) -> torch.Tensor:
         if not self.is_distributed:
             return values
-        maximum = values.to(_collective_device(), copy=True)
-        dist.all_reduce(maximum, op=dist.ReduceOp.MAX)
-        return maximum.to(values.device)
+        reduced = values.to(_collective_device(), copy=True)
+        dist.all_reduce(reduced, op=op)
+        return reduced.to(values.device)
 
     def all_gather_tensors(self, tensor: torch.Tensor) -> list[torch.Tensor]:
         """Every rank's ``tensor``, in rank order, as tensors (no pickling): shapes may differ between ranks in
