@@ -180,7 +180,7 @@ def run_child(args: argparse.Namespace) -> dict:
     mfu = model_flops_utilisation(num_params, train_tokens_per_s, peak)
     return {"engine": args.child, "device": device, "steps": args.steps,
             "sequences_per_step": args.prompts * args.n, "response_tokens": args.response_length,
-            "params_m": round(num_params / 1e6, 1), "autocast": str(trainer.autocast_dtype),
+            "params_m": round(num_params / 1e6, 1), "autocast": str(trainer.policy_update.context.autocast_dtype),
             "build_s": round(build_s, 1), "first_step_s": round(steps[0]["timing/step"], 2),
             "gen_tokens_per_s": round(mean["perf/gen_tokens_per_s"], 1),
             "step_split_s": {key.split("/")[1]: round(mean[key], 3) for key in PHASES},

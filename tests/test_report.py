@@ -88,9 +88,10 @@ def test_panels_use_metric_names_the_trainer_logs():
     import inspect
 
     from gspo.algos import gspo_loss, loss_metrics
-    from gspo.trainer import actor, dynamic_sampling, trainer
+    from gspo.trainer import actor, dynamic_sampling, generation, producer, trainer, update
 
-    logged = "".join(inspect.getsource(m) for m in (gspo_loss, loss_metrics, actor, dynamic_sampling, trainer))
+    modules = (gspo_loss, loss_metrics, actor, dynamic_sampling, generation, producer, trainer, update)
+    logged = "".join(inspect.getsource(m) for m in modules)
     for _, _, metrics, _ in PANELS:
         for name, _ in metrics:
             assert f'"{name}"' in logged, name
