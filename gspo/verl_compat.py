@@ -107,9 +107,6 @@ VERL_KEYS: tuple[VerlKey, ...] = (
             maps_to="actor_rollout_ref.actor.log_prob_max_token_len_per_gpu"),
     VerlKey("actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu", "-> actor.log_prob_max_token_len_per_gpu",
             maps_to="actor_rollout_ref.actor.log_prob_max_token_len_per_gpu"),
-    VerlKey("actor_rollout_ref.rollout.mode", "sync or async (no-op): the engine runs in the trainer's process and "
-            "each generation batch is generated whole before it is scored",
-            check=lambda value, cfg: None if value in ("sync", "async") else "expected sync or async"),
     VerlKey("reward_model.enable", "false only: no reward model; rewards are functions",
             check=_equals(False, "model-based rewards are not implemented: write a reward function and set "
                                  "custom_reward_function.path")),

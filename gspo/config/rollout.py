@@ -59,6 +59,16 @@ class RolloutConfig:
     ignore_eos: bool = False
     # Generation precision: auto = bfloat16 on CUDA, float32 on CPU; bfloat16 | float16 | float32.
     dtype: str = "auto"
+    # sync: generation runs in the trainer's processes with the current weights. async: generation runs on ranks
+    # of its own (the rollout pool below) one or more policy versions behind (async_training.staleness_threshold),
+    # overlapping training; with no rollout pool (n_gpus_per_node=0, verl's colocated async server) it generates
+    # in the trainer's processes, on-policy, exactly as sync.
+    mode: str = "sync"
+    # The rollout pool in mode=async (verl's separate-pool keys): nodes, and processes per node (GPUs; on CPU,
+    # processes). The run's world is trainer.nnodes x trainer.n_gpus_per_node trainer ranks first, then these.
+    nnodes: int = 1
+    # Rollout-pool processes per node; 0 = no rollout pool (generation in the trainer's processes).
+    n_gpus_per_node: int = 0
     val_kwargs: ValKwargsConfig = field(default_factory=ValKwargsConfig)
 
 

@@ -314,6 +314,23 @@ class TrainerConfig:
 
 
 @dataclass
+class AsyncTrainingConfig:
+    """actor_rollout_ref.rollout.mode=async with a rollout pool: generation on ranks of its own, overlapping the
+    update (gspo/trainer/async_rollout.py)."""
+
+    # k: the batch of training step t is generated, with its whole dynamic-sampling loop, by exactly the policy of
+    # version max(0, t - k) (the weights after that many optimizer steps), whatever the timing. 0 = on-policy (no
+    # overlap; the same results as mode=sync), 1 = one step off (generation of step t+1 overlaps the update of
+    # step t). An integer number of policy versions (verl's key of that name is a fraction of a batch).
+    staleness_threshold: int = 1
+    # Rows sampled by an older policy (staleness > 0) are clipped against the proximal policy (the weights at the
+    # start of their training step) and their loss weighted by the behaviour ratio pi_proximal / pi_sampler,
+    # truncated at this value (AReaL's decoupled objective): the geometric mean over the response for GSPO's
+    # sequence-level losses, per token otherwise. Rows of staleness 0 are trained exactly as in mode=sync.
+    behav_imp_weight_cap: float = 2.0
+
+
+@dataclass
 class GSPOConfig:
     data: DataConfig = field(default_factory=DataConfig)
     actor_rollout_ref: ActorRolloutRefConfig = field(default_factory=ActorRolloutRefConfig)
@@ -321,6 +338,7 @@ class GSPOConfig:
     reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)
     custom_reward_function: CustomRewardFunctionConfig = field(default_factory=CustomRewardFunctionConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    async_training: AsyncTrainingConfig = field(default_factory=AsyncTrainingConfig)
 
 
 

@@ -58,6 +58,51 @@ def _check_prefilter_readmits(cfg: GSPOConfig) -> None:
                  f"set it above 0 (e.g. 0.1), or probe skipped prompts instead with {key}.probe_responses >= 1")
 
 
+ROLLOUT_MODES = ("sync", "async")
+
+
+def rollout_pool_size(cfg: GSPOConfig) -> int:
+    """Ranks of the rollout pool: ``actor_rollout_ref.rollout.nnodes x n_gpus_per_node`` in mode=async, else 0."""
+    rollout = cfg.actor_rollout_ref.rollout
+    return rollout.nnodes * rollout.n_gpus_per_node if rollout.mode == "async" else 0
+
+
+def _validate_async(cfg: GSPOConfig) -> None:
+    """The rollout mode, the staleness bound and the two pools' layout (trainer ranks first, then rollout ranks)."""
+    rollout, trainer, asynch = cfg.actor_rollout_ref.rollout, cfg.trainer, cfg.async_training
+    key = "actor_rollout_ref.rollout"
+    _one_of(rollout.mode, ROLLOUT_MODES, f"{key}.mode")
+    _require(rollout.nnodes >= 1, f"{key}.nnodes", "must be >= 1")
+    _require(rollout.n_gpus_per_node >= 0, f"{key}.n_gpus_per_node", "must be >= 0 (0 = no rollout pool)")
+    _require(asynch.staleness_threshold >= 0, "async_training.staleness_threshold",
+             f"{asynch.staleness_threshold} must be >= 0 (policy versions a batch may lag behind; 0 = on-policy)")
+    _require(asynch.behav_imp_weight_cap > 0, "async_training.behav_imp_weight_cap", "must be > 0")
+    pool = rollout.nnodes * rollout.n_gpus_per_node
+    if rollout.mode == "sync":
+        _require(pool == 0, f"{key}.n_gpus_per_node",
+                 f"{rollout.n_gpus_per_node} asks for a rollout pool, which only {key}.mode=async uses; set "
+                 f"{key}.mode=async or {key}.n_gpus_per_node=0")
+    if pool == 0:  # generation in the trainer's processes: nothing lags behind
+        defaults = type(asynch)()
+        for name in ("staleness_threshold", "behav_imp_weight_cap"):
+            _require(getattr(asynch, name) == getattr(defaults, name), f"async_training.{name}",
+                     f"is read only with a rollout pool; set {key}.mode=async and {key}.n_gpus_per_node >= 1, or "
+                     f"drop the key")
+        return
+    _require(trainer.nnodes * trainer.n_gpus_per_node >= 1, "trainer.n_gpus_per_node",
+             f"the rollout pool ({key}.nnodes x {key}.n_gpus_per_node = {pool}) needs trainer ranks beside it: "
+             f"set trainer.nnodes and trainer.n_gpus_per_node >= 1")
+    _require(rollout.nnodes == 1 and trainer.nnodes == 1, f"{key}.nnodes",
+             f"={rollout.nnodes} with trainer.nnodes={trainer.nnodes}: in mode=async both pools share one node "
+             f"here (torchrun --nproc_per_node = trainer.n_gpus_per_node + {key}.n_gpus_per_node); set both "
+             f"nnodes=1")
+    _require(rollout.name == "hf", f"{key}.name",
+             f"{rollout.name!r} on a rollout pool ({key}.mode=async) is not implemented yet; use {key}.name=hf, or "
+             f"{key}.mode=sync with {key}.n_gpus_per_node=0")
+    _require(cfg.actor_rollout_ref.model.lora_rank == 0, "actor_rollout_ref.model.lora_rank",
+             f"LoRA with a rollout pool ({key}.mode=async) is not implemented; set lora_rank=0 or {key}.mode=sync")
+
+
 def validate_config(cfg: GSPOConfig) -> None:
     """Raise :class:`ConfigError` naming the key for any value that type-checks but cannot run."""
     # torch loads with the algorithms: only when validating (gspo --help and gspo config stay fast)
@@ -161,6 +206,7 @@ def validate_config(cfg: GSPOConfig) -> None:
     _require(cfg.reward_model.math_timeout_s > 0, "reward_model.math_timeout_s",
              f"{cfg.reward_model.math_timeout_s} must be > 0 (CPU seconds per answer)")
 
+    _validate_async(cfg)
     trainer = cfg.trainer
     _require(trainer.total_training_steps is None or trainer.total_training_steps >= 1,
              "trainer.total_training_steps", "must be >= 1 (or null to use total_epochs)")
