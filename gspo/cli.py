@@ -212,8 +212,10 @@ def torchrun_command(config: GSPOConfig, argv: list[str]) -> list[str] | None:
     Multi-node: run the same command on every node with MASTER_ADDR, MASTER_PORT (default 29500) and NODE_RANK set.
     """
     from gspo.config import ConfigError
+    from gspo.config.validation import rollout_pool_size
 
-    nnodes, per_node = config.trainer.nnodes, config.trainer.n_gpus_per_node
+    # A rollout pool (mode=async) shares the node with the trainer ranks: its ranks come after them.
+    nnodes, per_node = config.trainer.nnodes, config.trainer.n_gpus_per_node + rollout_pool_size(config)
     if nnodes * per_node <= 1 or "WORLD_SIZE" in os.environ:
         return None
     command = [sys.executable, "-m", "torch.distributed.run", f"--nnodes={nnodes}", f"--nproc_per_node={per_node}"]
@@ -256,6 +258,13 @@ def train(config: GSPOConfig) -> int:
     from gspo.trainer.run_folder import release_lock
 
     apply_threads(config.trainer.cpu_threads, processes_per_node=int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    from gspo.trainer.async_rollout import is_rollout_rank
+
+    if is_rollout_rank(config):  # a rank of the rollout pool: generates, never writes to the run folder
+        from gspo.trainer.builder import build_rollout_worker
+
+        build_rollout_worker(config).run()
+        return 0
     start = time.perf_counter()
     try:
         Trainer(config).fit()

@@ -12,7 +12,7 @@ What crosses between ranks is sized by what it must carry: batches move as tenso
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -25,11 +25,17 @@ _TIMEOUT = timedelta(minutes=60)
 
 @dataclass(frozen=True)
 class DistContext:
-    """Where this process sits in the run: ``rank`` of ``world_size``, ``local_rank`` on its node."""
+    """Where this process sits in the run: ``rank`` of ``world_size``, ``local_rank`` on its node.
+
+    ``group``: the process group the collectives below run on; None = the whole torchrun world. A pool of a
+    run with a separate rollout pool (``actor_rollout_ref.rollout.mode=async``) is a sub-group: ``rank`` and
+    ``world_size`` are then within it (:func:`subgroup_context`).
+    """
 
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    group: Any = field(default=None, compare=False, repr=False)
 
     @property
     def is_main(self) -> bool:
@@ -59,7 +65,7 @@ class DistContext:
         if not self.is_distributed:
             return [obj]
         gathered: list[Any] = [None] * self.world_size
-        dist.all_gather_object(gathered, obj)
+        dist.all_gather_object(gathered, obj, group=self.group)
         return gathered
 
     def all_reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
@@ -79,7 +85,7 @@ class DistContext:
         if not self.is_distributed:
             return values
         reduced = values.to(_collective_device(), copy=True)
-        dist.all_reduce(reduced, op=op)
+        dist.all_reduce(reduced, op=op, group=self.group)
         return reduced.to(values.device)
 
     def all_gather_tensors(self, tensor: torch.Tensor) -> list[torch.Tensor]:
@@ -94,12 +100,12 @@ class DistContext:
             return [tensor]
         shape = torch.tensor(tensor.shape, dtype=torch.long, device=_collective_device())
         shapes = [torch.empty_like(shape) for _ in range(self.world_size)]
-        dist.all_gather(shapes, shape)
+        dist.all_gather(shapes, shape, group=self.group)
         largest = torch.stack(shapes).amax(0).tolist() if tensor.dim() else []
         padded = tensor.new_zeros(largest, device=_collective_device())
         padded[tuple(slice(0, size) for size in tensor.shape)] = tensor
         gathered = [torch.empty_like(padded) for _ in range(self.world_size)]
-        dist.all_gather(gathered, padded)
+        dist.all_gather(gathered, padded, group=self.group)
         return [part[tuple(slice(0, size) for size in rank_shape.tolist())].to(tensor.device)
                 for part, rank_shape in zip(gathered, shapes, strict=True)]
 
@@ -108,12 +114,15 @@ class DistContext:
         if not self.is_distributed:
             return obj
         box = [obj]
-        dist.broadcast_object_list(box, src=0)
+        if self.group is None:
+            dist.broadcast_object_list(box, src=0)
+        else:
+            dist.broadcast_object_list(box, group=self.group, group_src=0)
         return box[0]
 
     def barrier(self) -> None:
         if self.is_distributed:
-            dist.barrier()
+            dist.barrier(group=self.group)
 
 
 def _collective_device() -> torch.device:
@@ -139,6 +148,21 @@ def init_distributed(device: str) -> DistContext:
         # rank 0's HF export and fsync between checkpoint barriers.
         dist.init_process_group(backend="cpu:gloo,cuda:nccl" if use_cuda else "gloo", timeout=_TIMEOUT)
     return DistContext(rank=rank, world_size=world_size, local_rank=local_rank)
+
+
+def subgroup_context(ranks: list[int], local_rank: int) -> tuple[DistContext, Any]:
+    """This process's context within the sub-group of global ``ranks`` (sorted), and the group itself.
+
+    Collective over the whole world: every process calls it with the same ``ranks``, members or not (torch's
+    ``new_group``). A non-member gets ``(None, group)``; a sub-group of one process gets a single-process context
+    (its collectives are the identity, as for a run of one process)."""
+    group = dist.new_group(ranks=ranks)
+    me = dist.get_rank()
+    if me not in ranks:
+        return None, group
+    if len(ranks) == 1:
+        return DistContext(local_rank=local_rank), group
+    return DistContext(rank=ranks.index(me), world_size=len(ranks), local_rank=local_rank, group=group), group
 
 
 # The context of a process that is not part of a torchrun group (the default of every dist= argument).

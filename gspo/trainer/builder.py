@@ -27,6 +27,7 @@ from gspo.model.loading import (
 )
 from gspo.resources import resolve_path
 from gspo.rollout import EngineSpec, RolloutEngine, build_rollout_engine
+from gspo.trainer.async_rollout import AsyncBatchProducer, AsyncPools, RolloutWorker, init_async_pools
 from gspo.trainer.dropout import disable_dropout
 from gspo.trainer.generation import GroupGenerator
 from gspo.trainer.lora import LoRAPolicy, base_dtype
@@ -42,9 +43,9 @@ from gspo.trainer.preflight import (
     count_training_steps,
     seed_everything,
 )
-from gspo.trainer.producer import SyncBatchProducer
+from gspo.trainer.producer import BatchProducer, SyncBatchProducer
 from gspo.trainer.resume import plan_resume
-from gspo.trainer.run_folder import open_run_folder
+from gspo.trainer.run_folder import open_run_folder, start_launcher_watchdog
 from gspo.trainer.sharded_loading import load_sharded_causal_lm
 from gspo.trainer.update import PolicyUpdate
 from gspo.trainer.update_context import UpdateContext
@@ -71,7 +72,7 @@ class TrainingParts:
     total_steps: int
     resume_from: Path | None  # a verified checkpoint of this same run, or None
     generator: GroupGenerator  # validation generates with it too
-    producer: SyncBatchProducer
+    producer: BatchProducer  # SyncBatchProducer, or AsyncBatchProducer with a rollout pool
     policy_update: PolicyUpdate
 
 
@@ -80,6 +81,9 @@ def build_training_parts(config: GSPOConfig) -> TrainingParts:
     policy, its engine, FSDP, the reference, the optimizer, and the producer and update around them."""
     cfg = config
     dist = init_distributed(cfg.trainer.device)
+    pools = init_async_pools(cfg, dist)  # None without a rollout pool
+    if pools is not None:
+        dist = pools.dist  # the trainer pool: the update's collectives stay inside it
     check_data_parallel(cfg, dist.world_size)
     output_dir = Path(cfg.trainer.default_local_dir)
     check_writable(output_dir, dist.rank)
@@ -127,12 +131,45 @@ def build_training_parts(config: GSPOConfig) -> TrainingParts:
             cfg.actor_rollout_ref.actor.use_rollout_log_probs, engine_matches_trainer=engine.log_probs_match_trainer,
             rollout_is=cfg.algorithm.rollout_correction.rollout_is),
         rollout_correction=cfg.algorithm.rollout_correction)
+    producer = SyncBatchProducer(generator, train_data, cfg) if pools is None else AsyncBatchProducer(
+        pools, cfg, total_steps=total_steps, model=model, generator=generator, device=device)
     return TrainingParts(
         config=cfg, dist=dist, device=device, output_dir=output_dir, tokenizer=tokenizer, train_data=train_data,
         val_data=val_data, model=model, lora=lora, engine=engine, optimizer=optimizer, scheduler=scheduler,
         export_template=template, export_dtype=export_dtype, total_steps=total_steps,
-        resume_from=resume_from, generator=generator, producer=SyncBatchProducer(generator, train_data, cfg),
-        policy_update=PolicyUpdate(context))
+        resume_from=resume_from, generator=generator, producer=producer, policy_update=PolicyUpdate(context))
+
+
+def build_rollout_worker(config: GSPOConfig) -> RolloutWorker:
+    """A rollout rank's parts: its pool, data, reward, its own copy of the policy, the engine and the producer
+    (the same dynamic sampling as a synchronous run); no run folder, optimizer or checkpoint of its own."""
+    cfg = config
+    pools: AsyncPools | None = init_async_pools(cfg, init_distributed(cfg.trainer.device))
+    assert pools is not None and pools.role == "rollout"
+    start_launcher_watchdog()  # no orphan: it exits when its launcher dies
+    seed_everything(cfg.trainer.seed)
+    device = resolve_device(cfg.trainer.device)
+    if device.type == "cuda":
+        device = torch.device("cuda", pools.local_rank)
+    model_path = cfg.actor_rollout_ref.model.path
+    tokenizer = load_tokenizer(model_path)
+    train_data = build_dataset(cfg, "data.train_files", tokenizer)
+    rewards = build_reward_manager(cfg)
+    model = load_causal_lm(model_path, device)
+    if cfg.actor_rollout_ref.model.disable_dropout:
+        disable_dropout(model)
+    # Parameters keep requires_grad as the trainer's do: frozen ones take other CPU kernels whose last bits
+    # differ, and generation must be the synchronous run's bit for bit (it runs under no_grad either way).
+    engine = build_rollout_engine(EngineSpec(
+        model_path=resolve_path(model_path), policy=lambda: model, pad_token_id=tokenizer.pad_token_id,
+        eos_token_ids=[] if cfg.actor_rollout_ref.rollout.ignore_eos else eos_token_ids(tokenizer, model),
+        device=device, rollout=cfg.actor_rollout_ref.rollout, max_prompt_length=cfg.data.max_prompt_length,
+        max_response_length=cfg.data.max_response_length, world_size=pools.dist.world_size,
+        lora_rank=cfg.actor_rollout_ref.model.lora_rank))
+    generator = GroupGenerator(engine=engine, policy=model, tokenizer=tokenizer, rewards=rewards, device=device,
+                               dist=pools.dist, seed=cfg.trainer.seed)
+    return RolloutWorker(pools, cfg, producer=SyncBatchProducer(generator, train_data, cfg), generator=generator,
+                         model=model, device=device)
 
 
 def _build_policy(cfg: GSPOConfig, dist: DistContext, device: torch.device

@@ -41,6 +41,10 @@ class BatchProducer(Protocol):
         """The policy's weights changed (an update, or a resume): generation from now on uses the new ones."""
         ...
 
+    def update_metrics(self) -> dict[str, float]:
+        """Metrics of handing the updated weights over (``timing/weight_sync``), for the step's row."""
+        ...
+
     def state_dict(self) -> tuple[dict, dict[str, torch.Tensor]]:
         """What a checkpoint keeps to resume production exactly: a JSON-able dict and named tensors."""
         ...
@@ -69,8 +73,13 @@ class SyncBatchProducer:
             num_prompts=len(train_data), seed=config.trainer.seed)
         self._next_group_id = 0
 
-    def produce(self, step: int) -> tuple[RolloutBatch, dict[str, float]]:
-        """DAPO dynamic sampling: generation batches until ``data.train_batch_size`` informative groups are kept."""
+    def produce(self, step: int, policy_version: int | None = None) -> tuple[RolloutBatch, dict[str, float]]:
+        """DAPO dynamic sampling: generation batches until ``data.train_batch_size`` informative groups are kept.
+
+        ``policy_version``: the optimizer steps behind the weights that generate (recorded as every row's
+        ``generation_step``); None = ``step``, the current weights of a synchronous run. A rollout pool
+        (:mod:`gspo.trainer.async_rollout`) generates step t's batch with version max(0, t - k)."""
+        version = step if policy_version is None else policy_version
         cfg = self.config
         params, timings = self._sampling_params(), {}
 
@@ -80,7 +89,7 @@ class SyncBatchProducer:
             return self.generator.generate_and_score(
                 [self.train_data[i] for i in prompt_indices],
                 params if num_responses is None else replace(params, n=num_responses), group_ids,
-                step=step, timings=timings)
+                step=version, timings=timings)
 
         stats = GenerationStats(eos_token_ids=self.generator.eos_token_ids,
                                 max_response_length=cfg.data.max_response_length)
@@ -95,6 +104,9 @@ class SyncBatchProducer:
 
     def weights_changed(self) -> None:
         self.generator.weights_changed()
+
+    def update_metrics(self) -> dict[str, float]:
+        return {}  # the engine reads the policy's weights when it next generates (timed in timing/gen)
 
     def state_dict(self) -> tuple[dict, dict[str, torch.Tensor]]:
         sampling, surplus = self.sampling_state.state_dict()

@@ -103,10 +103,11 @@ class Trainer:
         metrics = self.policy_update.prepare(local, step=self.global_step, timings=timings)
         with timer(timings, "timing/update"):
             metrics.update(self.policy_update.optimize(local))
-            self.producer.weights_changed()
             metrics["actor/lr"] = self.scheduler.get_last_lr()[0]
             self.scheduler.step()
             self._track_skips(int(metrics["actor/skipped_updates"]), int(metrics["actor/num_updates"]))
+        self.producer.weights_changed()  # a rollout pool gets the new version now (timing/weight_sync)
+        metrics.update(self.producer.update_metrics())
         return metrics
 
     def _track_skips(self, skipped: int, attempted: int) -> None:

@@ -27,6 +27,9 @@ class ReplayProducer:
     def weights_changed(self) -> None:
         self.calls.append("weights_changed")
 
+    def update_metrics(self) -> dict[str, float]:
+        return {}
+
     def state_dict(self) -> tuple[dict, dict[str, torch.Tensor]]:
         return {"replayed": len(self.calls)}, {}
 

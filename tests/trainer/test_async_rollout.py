@@ -1,0 +1,103 @@
+"""A rollout pool (actor_rollout_ref.rollout.mode=async): one trainer rank and one rollout rank under torchrun
+(gloo, 1 thread each), on the tiny model, 3 steps with dynamic sampling, validation and a checkpoint each step.
+
+- k = 0 is on-policy: parameters and every metric but wall-clock ones equal a mode=sync run's, bit for bit.
+- k = 1: a delay injected on either side (the rollout generating slowly, the trainer taking batches slowly)
+  changes nothing, bit for bit: each batch is produced by exactly the policy version the schedule names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from gspo.trainer.async_rollout import DELAY_ENV
+
+ASYNC = ["actor_rollout_ref.rollout.mode=async", "actor_rollout_ref.rollout.n_gpus_per_node=1"]
+WALL_CLOCK = ("timing/", "perf/", "async/trainer_wait_s", "async/rollout_wait_s")
+
+
+def run_args(tiny_model_dir, addition_files, parity_reward, out: Path, steps: int = 3) -> list[str]:
+    train, val = addition_files
+    return [f"actor_rollout_ref.model.path={tiny_model_dir}", f"data.train_files=[{train}]", f"data.val_files=[{val}]",
+            f"custom_reward_function.path={parity_reward}", f"trainer.default_local_dir={out}",
+            # 6 prompts per generation batch for 4 trained: dynamic sampling filters and trims; 2 mini-batches per
+            # step, so the second is off-policy and the clip acts.
+            "data.train_batch_size=4", "data.gen_batch_size=6", "actor_rollout_ref.rollout.n=4",
+            "actor_rollout_ref.actor.ppo_mini_batch_size=2", "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2",
+            "actor_rollout_ref.actor.clip_ratio_low=0.2", "actor_rollout_ref.actor.clip_ratio_high=0.2",
+            "actor_rollout_ref.actor.optim.lr=0.01", "data.max_response_length=4",
+            f"trainer.total_training_steps={steps}", "trainer.save_freq=1", "trainer.max_actor_ckpt_to_keep=0",
+            "trainer.test_freq=2", "trainer.logger=[]", "trainer.device=cpu"]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", DELAY_ENV)}
+    return {**env, "OMP_NUM_THREADS": "1", "GSPO_NUM_THREADS": "1", **extra}
+
+
+def train(args: list[str], *, ranks: int = 1, **env: str) -> subprocess.CompletedProcess:
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}"] \
+        if ranks > 1 else [sys.executable]
+    return subprocess.run([*launcher, "-m", "gspo.train", *args], capture_output=True, text=True, timeout=600,
+                          env=_env(**env))
+
+
+def train_checked(args: list[str], **kwargs) -> None:
+    proc = train(args, **kwargs)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+
+
+def rows(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def comparable(row: dict) -> dict:
+    return {k: v for k, v in row.items() if not k.startswith(WALL_CLOCK)}
+
+
+def assert_same_run(a: Path, b: Path, *, only_common_keys: bool = False) -> None:
+    one, two = load_file(a / "final_model" / "model.safetensors"), load_file(b / "final_model" / "model.safetensors")
+    assert one.keys() == two.keys()
+    for name in one:
+        assert torch.equal(one[name], two[name]), name
+    rows_a, rows_b = rows(a), rows(b)
+    assert len(rows_a) == len(rows_b)
+    for x, y in zip(rows_a, rows_b, strict=True):
+        x, y = comparable(x), comparable(y)
+        if only_common_keys:
+            assert set(y) - set(x) <= {"async/staleness_mean", "async/staleness_max"}, set(y) ^ set(x)
+            y = {k: v for k, v in y.items() if k in x}
+        assert x == y
+
+
+@pytest.fixture(scope="module")
+def args(tiny_model_dir, addition_files, parity_reward):
+    return lambda out, *extra: [*run_args(tiny_model_dir, addition_files, parity_reward, out), *extra]
+
+
+def test_async_k0_equals_sync(args, tmp_path):
+    sync, pooled = tmp_path / "sync", tmp_path / "async"
+    train_checked(args(sync))
+    train_checked(args(pooled, *ASYNC, "async_training.staleness_threshold=0"), ranks=2)
+    assert_same_run(sync, pooled, only_common_keys=True)
+    trained = [r for r in rows(pooled) if r["step"] > 0]
+    assert all(r["async/staleness_max"] == 0 for r in trained)
+    assert all("timing/weight_sync" in r for r in trained[:-1])  # the last version is used by no batch
+
+
+def test_async_k1_does_not_depend_on_timing(args, tmp_path):
+    slow_rollout, slow_trainer = tmp_path / "slow_rollout", tmp_path / "slow_trainer"
+    train_checked(args(slow_rollout, *ASYNC), ranks=2, **{DELAY_ENV: "rollout=0.3"})
+    train_checked(args(slow_trainer, *ASYNC), ranks=2, **{DELAY_ENV: "trainer=0.3"})
+    assert_same_run(slow_rollout, slow_trainer)
+    trained = [r for r in rows(slow_rollout) if r["step"] > 0]
+    assert [r["async/staleness_max"] for r in trained] == [0, 1, 1]  # step 0 is generated by version 0 = max(0, -1)
+    assert all(r["async/trainer_wait_s"] >= 0 and r["async/rollout_wait_s"] >= 0 for r in trained)
