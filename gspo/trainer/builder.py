@@ -184,7 +184,9 @@ def _build_policy(cfg: GSPOConfig, dist: DistContext, device: torch.device
         if model_cfg.enable_gradient_checkpointing:
             enable_activation_checkpointing(model)
 
-    if dist.is_distributed and model_cfg.lora_rank == 0:
+    # Rank 0 reads and sends each block to the others (torch's broadcast over the whole world: not beside a
+    # rollout pool, whose trainer pool is a sub-group; there every trainer rank reads the folder).
+    if dist.is_distributed and model_cfg.lora_rank == 0 and dist.group is None:
         return _load_sharded(cfg, model_cfg.path, dist, device, prepare), None
     # LoRA fingerprints the base weights before attaching: every rank loads the base, then shards.
     model = load_causal_lm(model_cfg.path, device, base_dtype(model_cfg, device))
@@ -211,7 +213,7 @@ def _shard(model: PreTrainedModel, cfg: GSPOConfig, dist: DistContext, device: t
     """FSDP2 over the ranks; on CUDA in bf16 (FSDP's parameter casting), optionally offloaded to the CPU."""
     fsdp = cfg.actor_rollout_ref.actor.fsdp_config
     on_cuda = device.type == "cuda"  # on CPU the state already lives in host memory: offload is moot
-    shard_model(model, world_size=dist.world_size, bf16=on_cuda,
+    shard_model(model, world_size=dist.world_size, bf16=on_cuda, group=dist.group,
                 cpu_offload=on_cuda and (fsdp.param_offload or fsdp.optimizer_offload), device_type=device.type)
 
 
@@ -227,8 +229,10 @@ def _build_reference(cfg: GSPOConfig, model_path: str, lora: LoRAPolicy | None, 
         if cfg.actor_rollout_ref.model.disable_dropout:
             disable_dropout(model)
 
-    if dist.is_distributed:
+    if dist.is_distributed and dist.group is None:
         return _load_sharded(cfg, model_path, dist, device, freeze)
     reference = load_causal_lm(model_path, device)
     freeze(reference)
+    if dist.is_distributed:
+        _shard(reference, cfg, dist, device)
     return reference

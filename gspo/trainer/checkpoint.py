@@ -193,7 +193,7 @@ def _write_checkpoint_files(tmp: Path, root: Path, step: int, *, model, hf_model
     model_state = _trainable_state(model, model_state)
     with _quiet_single_process():
         dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=tmp / "state",
-                 no_dist=not dist.is_distributed)
+                 no_dist=not dist.is_distributed, process_group=dist.group)
     torch.save(torch_rng_state(), tmp / "rng" / f"rank_{dist.rank}.pt")
     if export is not None:
         export(tmp)
@@ -344,7 +344,7 @@ def load_checkpoint(path: Path, *, model, optimizer, scheduler, dist: DistContex
     state = {"model": _trainable_state(model, model_state), "optimizer": optimizer_state}
     try:
         with _quiet_single_process():
-            dcp.load(state, checkpoint_id=path / "state", no_dist=not dist.is_distributed)
+            dcp.load(state, checkpoint_id=path / "state", no_dist=not dist.is_distributed, process_group=dist.group)
     except (Exception, CheckpointException) as exc:  # DCP's is a BaseException; a missing key is a planner error
         raise load_error(path, exc) from exc
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"],

@@ -16,7 +16,7 @@ from dataclasses import fields
 from typing import TypeVar
 
 import torch
-from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
 from torch.distributed.tensor import DTensor
 from transformers import PreTrainedModel
@@ -40,7 +40,7 @@ def decoder_layers(model: PreTrainedModel) -> list[torch.nn.Module]:
 
 
 def shard_model(model: PreTrainedModel, *, world_size: int, bf16: bool, cpu_offload: bool,
-                device_type: str | None = None) -> PreTrainedModel:
+                device_type: str | None = None, group=None) -> PreTrainedModel:
     """``fully_shard`` each transformer block, then the root (embeddings, final norm, LM head), in place.
 
     ``device_type``: where the shards will live (cpu / cuda); by default the parameters' device, which a model
@@ -55,7 +55,9 @@ def shard_model(model: PreTrainedModel, *, world_size: int, bf16: bool, cpu_offl
         else MixedPrecisionPolicy()
     offload = CPUOffloadPolicy() if cpu_offload else OffloadPolicy()
     # The mesh lives on the model's device type (FSDP would pick the accelerator even for a CPU run on a GPU host).
-    mesh = init_device_mesh(device_type or next(model.parameters()).device.type, (world_size,))
+    device_type = device_type or next(model.parameters()).device.type
+    # ``group``: shard over a sub-group of the world (the trainer pool beside a rollout pool); None: every rank.
+    mesh = init_device_mesh(device_type, (world_size,)) if group is None else DeviceMesh.from_group(group, device_type)
     for layer in decoder_layers(model):
         fully_shard(layer, mesh=mesh, mp_policy=mixed, offload_policy=offload)
     fully_shard(model, mesh=mesh, mp_policy=mixed, offload_policy=offload)
