@@ -28,8 +28,12 @@ from .losses import (
 )
 from .masked import masked_mean, masked_sum
 from .rollout_correction import (
+    BEHAVIOUR_WEIGHT_SUMS,
     MISMATCH_SUMS,
     ROLLOUT_IS_LEVELS,
+    behaviour_weight_metrics_from_sums,
+    behaviour_weight_sums,
+    behaviour_weights,
     importance_weight_metrics,
     importance_weight_metrics_from_sums,
     importance_weight_sums,
@@ -48,6 +52,10 @@ __all__ = [
     "PolicyLossFn",
     "RegisteredLoss",
     "ROLLOUT_IS_LEVELS",
+    "BEHAVIOUR_WEIGHT_SUMS",
+    "behaviour_weight_metrics_from_sums",
+    "behaviour_weight_sums",
+    "behaviour_weights",
     "SAME_VALUE_TOLERANCE",
     "agg_loss",
     "changed_row_mask",

@@ -131,3 +131,50 @@ def importance_weight_metrics_from_sums(sums: torch.Tensor) -> dict[str, float]:
 def importance_weight_metrics(weights: torch.Tensor, mask: torch.Tensor, threshold: float) -> dict[str, float]:
     """Mean weight over response tokens and the share of tokens whose weight was truncated at ``threshold``."""
     return importance_weight_metrics_from_sums(importance_weight_sums(weights, mask, threshold))
+
+
+def behaviour_weights(proximal_log_probs: torch.Tensor, behaviour_log_probs: torch.Tensor, mask: torch.Tensor,
+                      stale: torch.Tensor, *, level: str, cap: float) -> torch.Tensor:
+    """(N, R) decoupled-objective weights for rows sampled by an older policy (AReaL's behaviour importance
+    weight): min(pi_proximal / pi_behaviour, cap) on the ``stale`` (N,) bool rows, exactly 1 on the others;
+    detached (no gradient reaches either log-prob), 0 at padding.
+
+    ``proximal_log_probs``: the policy at the start of the training step (the PPO clip's "old" policy);
+    ``behaviour_log_probs``: the sampler's. ``level``: ``geometric`` (the geometric mean of the response's token
+    ratios, one weight per sequence: GSPO's length-normalised ratio) or ``token`` (vanilla PPO), as
+    :func:`rollout_importance_weights`.
+
+    >>> proximal, behaviour = torch.log(torch.tensor([[0.5, 0.2], [0.5, 0.2]])), torch.log(torch.tensor([[0.25, 0.4],
+    ...                                                                                       [0.25, 0.4]]))
+    >>> behaviour_weights(proximal, behaviour, torch.ones(2, 2), torch.tensor([True, False]), level="token", cap=1.5)
+    tensor([[1.5000, 0.5000],
+            [1.0000, 1.0000]])
+    """
+    weights = rollout_importance_weights(proximal_log_probs, behaviour_log_probs, mask, level=level, threshold=cap)
+    return torch.where(stale[:, None], weights, (mask > 0).to(weights.dtype))
+
+
+BEHAVIOUR_WEIGHT_SUMS = ("stale_rows", "rows", "tokens", "weight", "truncated", "log_weight_squared")
+"""What :func:`behaviour_weight_sums` adds up, in order: stale rows, all rows, the stale rows' response tokens,
+their weights, those truncated at the cap, and their squared log-weights."""
+
+
+def behaviour_weight_sums(weights: torch.Tensor, mask: torch.Tensor, stale: torch.Tensor, cap: float) -> torch.Tensor:
+    """(6,) float64 sums named by :data:`BEHAVIOUR_WEIGHT_SUMS` over these rows; they add up over ranks."""
+    keep = (mask > 0) & stale[:, None]
+    values = weights.double()[keep]
+    return torch.stack([stale.sum().double(), torch.tensor(float(stale.numel()), dtype=torch.float64),
+                        keep.sum().double(), values.sum(), (values >= cap).sum().double(),
+                        values.clamp(min=1e-30).log().square().sum()])
+
+
+def behaviour_weight_metrics_from_sums(sums: torch.Tensor) -> dict[str, float]:
+    """``async/stale_rows_frac``; over the stale rows' tokens ``async/behav_weight_mean``,
+    ``async/behav_weight_truncated_frac`` and ``async/behav_log_weight_rms``."""
+    stale_rows, rows, tokens, weight, truncated, log_squared = sums.tolist()
+    metrics = {"async/stale_rows_frac": stale_rows / max(rows, 1.0)}
+    if tokens:
+        metrics.update({"async/behav_weight_mean": weight / tokens,
+                        "async/behav_weight_truncated_frac": truncated / tokens,
+                        "async/behav_log_weight_rms": (log_squared / tokens) ** 0.5})
+    return metrics

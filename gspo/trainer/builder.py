@@ -130,7 +130,8 @@ def build_training_parts(config: GSPOConfig) -> TrainingParts:
         use_rollout_log_probs=choose_rollout_log_probs(
             cfg.actor_rollout_ref.actor.use_rollout_log_probs, engine_matches_trainer=engine.log_probs_match_trainer,
             rollout_is=cfg.algorithm.rollout_correction.rollout_is),
-        rollout_correction=cfg.algorithm.rollout_correction)
+        rollout_correction=cfg.algorithm.rollout_correction,
+        behaviour_weight_cap=None if pools is None else cfg.async_training.behav_imp_weight_cap)
     producer = SyncBatchProducer(generator, train_data, cfg) if pools is None else AsyncBatchProducer(
         pools, cfg, total_steps=total_steps, model=model, generator=generator, device=device)
     return TrainingParts(

@@ -59,14 +59,17 @@ def num_on_policy_rows(mini_batch_rows: int, ppo_epochs: int) -> int:
 
 
 def rollout_log_probs_are_old(batch: RolloutBatch, *, on_policy_rows: int, step: int, use_rollout_log_probs: bool,
-                              dist: DistContext) -> bool:
+                              dist: DistContext, weigh_stale_rows: bool = False) -> bool:
     """Whether the sampler's log-probs are the old policy's for every row past ``on_policy_rows``: sampled by the
     current weights at ``step`` (``generation_step == step``) and present. Rows carried over from an earlier step
     (``keep_surplus``) or restored without them (a checkpoint from a run that recomputed) force a recompute.
-    The same answer on every rank (a collective), which then runs the same passes."""
+    The same answer on every rank (a collective), which then runs the same passes.
+
+    ``weigh_stale_rows`` (beside a rollout pool): the on-policy rows count too, since a stale row's behaviour
+    weight needs its proximal log-probs wherever it sits (``PolicyUpdate.weight_stale_rows``)."""
     if not use_rollout_log_probs:
         return False
-    later = batch.generation_step[on_policy_rows:]
+    later = batch.generation_step[0 if weigh_stale_rows else on_policy_rows:]
     usable = batch.rollout_log_probs is not None and bool((later == step).all())
     return not dist.all_reduce_max(int(not usable))
 
@@ -80,12 +83,14 @@ class OldLogProbSource:
 
 
 def old_log_prob_source(batch: RolloutBatch, *, mini_batch_rows: int, ppo_epochs: int, step: int,
-                        use_rollout_log_probs: bool, dist: DistContext) -> OldLogProbSource:
+                        use_rollout_log_probs: bool, dist: DistContext,
+                        weigh_stale_rows: bool = False) -> OldLogProbSource:
     """The rule of the module docstring for this rank's rows of ``batch`` (a collective: every rank calls it and
     gets the same ``from_rollout``). ``mini_batch_rows``: this rank's rows per mini-batch."""
     on_policy_rows = num_on_policy_rows(mini_batch_rows, ppo_epochs)
     if rollout_log_probs_are_old(batch, on_policy_rows=on_policy_rows, step=step,
-                                 use_rollout_log_probs=use_rollout_log_probs, dist=dist):
+                                 use_rollout_log_probs=use_rollout_log_probs, dist=dist,
+                                 weigh_stale_rows=weigh_stale_rows):
         return OldLogProbSource(from_rollout=True, recompute_from=None)
     first = 0 if batch.rollout_log_probs is not None else on_policy_rows  # all rows: the mismatch is measured
     return OldLogProbSource(from_rollout=False, recompute_from=first if first < batch.num_sequences else None)

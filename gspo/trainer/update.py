@@ -14,6 +14,9 @@ from transformers import PreTrainedModel
 
 from gspo.algos import (
     MISMATCH_SUMS,
+    behaviour_weight_metrics_from_sums,
+    behaviour_weight_sums,
+    behaviour_weights,
     importance_weight_metrics_from_sums,
     importance_weight_sums,
     mismatch_metrics_from_sums,
@@ -38,6 +41,7 @@ class PolicyUpdate:
         """Set ``batch.old_log_probs`` and, with the KL loss, ``batch.ref_log_probs`` (this rank's rows, in place);
         return the rollout mismatch metrics. ``step``: the training step about to update."""
         metrics = self.compute_old_log_probs(batch, step=step, timings=timings)
+        metrics.update(self.weight_stale_rows(batch, step=step))
         self.compute_reference_log_probs(batch, timings)
         return metrics
 
@@ -51,7 +55,8 @@ class PolicyUpdate:
         the rollout/trainer mismatch metrics when the pass recomputed rows the sampler also scored."""
         ctx = self.context
         source = old_log_prob_source(batch, mini_batch_rows=ctx.local_mini_batch_rows, ppo_epochs=ctx.actor.ppo_epochs,
-                                     step=step, use_rollout_log_probs=ctx.use_rollout_log_probs, dist=ctx.dist)
+                                     step=step, use_rollout_log_probs=ctx.use_rollout_log_probs, dist=ctx.dist,
+                                     weigh_stale_rows=ctx.behaviour_weight_cap is not None)
         if source.from_rollout:
             batch.old_log_probs = batch.rollout_log_probs
             return {}
@@ -82,6 +87,25 @@ class PolicyUpdate:
         if correction.rollout_is:
             metrics.update(importance_weight_metrics_from_sums(sums[len(MISMATCH_SUMS):]))
         return metrics
+
+    def weight_stale_rows(self, batch: RolloutBatch, *, step: int) -> dict[str, float]:
+        """The decoupled objective for rows an older policy sampled (``generation_step < step``, beside a rollout
+        pool): their old log-probs are the proximal policy's (recomputed at the start of this step: the old-policy
+        rule never lets the sampler's stand in for them), and their loss is weighted by
+        min(pi_proximal / pi_sampler, cap) (:func:`gspo.algos.behaviour_weights`), combined with any rollout
+        correction weight. A batch without stale rows on any rank is left exactly as it is (a collective)."""
+        ctx = self.context
+        if ctx.behaviour_weight_cap is None:
+            return {}
+        stale = batch.generation_step < step
+        if not ctx.dist.all_reduce_max(int(bool(stale.any()) and batch.rollout_log_probs is not None)):
+            return {}
+        cap = ctx.behaviour_weight_cap
+        weights = behaviour_weights(batch.old_log_probs, batch.rollout_log_probs, batch.response_mask, stale,
+                                    level=ctx.behaviour_weight_level, cap=cap)
+        batch.rollout_is_weights = weights if batch.rollout_is_weights is None else batch.rollout_is_weights * weights
+        sums = behaviour_weight_sums(weights.cpu(), batch.response_mask.cpu(), stale.cpu(), cap)
+        return behaviour_weight_metrics_from_sums(ctx.dist.all_reduce_sum(sums))
 
     def compute_reference_log_probs(self, batch: RolloutBatch, timings: dict[str, float]) -> None:
         """Set ``batch.ref_log_probs`` (this rank's rows) when the KL loss needs the reference policy."""

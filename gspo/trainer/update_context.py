@@ -38,6 +38,14 @@ class UpdateContext:
     lora: LoRAPolicy | None = None  # with LoRA the reference is the policy with its adapters switched off
     use_rollout_log_probs: bool = False  # resolved by gspo.trainer.old_policy.choose_rollout_log_probs
     rollout_correction: RolloutCorrectionConfig = field(default_factory=RolloutCorrectionConfig)
+    # Beside a rollout pool (mode=async): rows sampled at an earlier step are weighted by the truncated behaviour
+    # ratio pi_proximal / pi_sampler, capped here (async_training.behav_imp_weight_cap); None: no such rows.
+    behaviour_weight_cap: float | None = None
+
+    @property
+    def behaviour_weight_level(self) -> str:
+        """The level of the behaviour weight: one per sequence (geometric mean) for GSPO, per token otherwise."""
+        return "geometric" if self.actor.policy_loss.loss_mode == "gspo" else "token"
 
     @property
     def loss(self) -> RegisteredLoss:
