@@ -129,6 +129,10 @@ def main(argv: list[str] | None = None) -> int:
 
         if isinstance(exc, StorageError):
             return _fail(name, exc, exc.exit_code, every_rank=True)
+        from gspo.trainer.async_rollout import PoolStopped
+
+        if isinstance(exc, PoolStopped):  # a rank of the other pool died; its own output says why
+            return _fail(name, exc, EXIT_INTERNAL)
         if isinstance(exc, (DynamicSamplingError, FloatingPointError)):
             return _fail(name, exc, EXIT_NO_PROGRESS)
         return _internal_error(name, exc, config)

@@ -45,6 +45,7 @@ from gspo.trainer.async_channel import MessageChannel, WeightSync, batch_from_te
 from gspo.trainer.batch import RolloutBatch
 from gspo.trainer.dynamic_sampling import DynamicSamplingError
 from gspo.trainer.generation import GroupGenerator
+from gspo.trainer.run_folder import crash_point
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,17 @@ def init_async_pools(cfg: GSPOConfig, world: DistContext) -> AsyncPools | None:
     return AsyncPools(role=role, dist=trainer_dist if role == "trainer" else rollout_dist,
                       trainer_ranks=trainer_ranks, rollout_ranks=rollout_ranks, weights=weights,
                       local_rank=world.local_rank)
+
+
+class PoolStopped(RuntimeError):
+    """The other pool's connection closed without a message: a rank there died (killed, out of memory, a crash in
+    native code). ``gspo train`` ends with this one line (exit 1); that rank's own output says why."""
+
+
+def _other_pool_died(what: str, exc: RuntimeError) -> PoolStopped:
+    first = (str(exc).splitlines() or [""])[0]
+    return PoolStopped(f"{what} stopped without a message (its connection closed: it died; its own output and "
+                       f"the launcher's say why): {first}")
 
 
 def _error_record(exc: BaseException, rank: int) -> dict[str, Any]:
@@ -214,11 +226,17 @@ class AsyncBatchProducer:
 
     def _publish(self) -> None:
         start = time.perf_counter()
-        self.weights.publish(self.version, self.model, sender=self.is_sender)
+        try:
+            self.weights.publish(self.version, self.model, sender=self.is_sender)
+        except RuntimeError as exc:
+            raise _other_pool_died(f"the rollout pool (ranks {self.pools.rollout_ranks})", exc) from exc
         self._update_metrics["timing/weight_sync"] = time.perf_counter() - start
 
     def _receive(self) -> None:
-        message = MessageChannel.receive(self.pools.leader)
+        try:
+            message = MessageChannel.receive(self.pools.leader)
+        except RuntimeError as exc:
+            raise _other_pool_died(f"rollout rank {self.pools.leader}", exc) from exc
         if "error" in message.record:
             _raise_remote(message.record)
         tensors = message.tensors
@@ -243,14 +261,23 @@ class RolloutWorker:
     def run(self) -> None:
         try:
             self._run()
+        except PoolStopped:
+            raise  # the trainer pool is gone: nobody to tell
         except Exception as exc:
             if self.is_leader:  # the trainer pool stops with this rank's error in one line
                 self.channel.send(-1, _error_record(exc, self.rank))
                 self.channel.wait_sent()
             raise
 
+    def _talk(self, call, *args, **kwargs):
+        """A call that waits on the trainer pool; its connection closing means a trainer rank died."""
+        try:
+            return call(*args, **kwargs)
+        except RuntimeError as exc:
+            raise _other_pool_died(f"trainer rank {self.pools.trainer_ranks[0]}", exc) from exc
+
     def _run(self) -> None:
-        start = MessageChannel.receive(self.pools.trainer_ranks[0])
+        start = self._talk(MessageChannel.receive, self.pools.trainer_ranks[0])
         plan = start.record
         held = plan["version"]
         if plan["version"] > 0 and plan["next_batch"] < plan["total_steps"]:
@@ -263,6 +290,7 @@ class RolloutWorker:
                 held = self._load_next_version()
             waited = time.perf_counter() - waited
             _delay("rollout")
+            crash_point("rollout_batch", step)
             batch, metrics = self.producer.produce(step, policy_version=held)
             metrics["async/rollout_wait_s"] = waited
             if self.is_leader:
@@ -270,11 +298,11 @@ class RolloutWorker:
                 tensors = {**batch_tensors(batch, _BATCH), **{_STATE + n: t for n, t in state_tensors.items()}}
                 # Sends of older steps complete once the trainer has taken them; bounded memory, never a deadlock
                 # (the trainer takes step s having published only versions the rollout side already loaded).
-                self.channel.wait_sent(before_step=step - self.k - 1)
+                self._talk(self.channel.wait_sent, before_step=step - self.k - 1)
                 self.channel.send(step, {"metrics": metrics, "state": state}, tensors)
-        self.channel.wait_sent()
+        self._talk(self.channel.wait_sent)
 
     def _load_next_version(self) -> int:
-        version = self.weights.receive(self.model)
+        version = self._talk(self.weights.receive, self.model)
         self.generator.weights_changed()
         return version

@@ -131,3 +131,46 @@ def test_a_run_killed_with_batches_in_flight_resumes_exactly(args, tmp_path):
     assert [entry["step"] for entry in state["async_queue"]] == [2]
     train_checked(args(killed, *ASYNC, *steps), ranks=2)
     assert_same_run(whole, killed)
+
+
+FAILING_REWARD = "def compute_score(response_text, ground_truth, extra_info):\n    raise ValueError('no score today')\n"
+
+
+def _gspo_train(args: list[str], **env: str) -> tuple[subprocess.CompletedProcess, float]:
+    """`gspo train` (which launches torchrun itself), its result and wall time."""
+    import time
+
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "gspo", "train", *args], capture_output=True, text=True, timeout=300,
+                          env=_env(**env))
+    return proc, time.perf_counter() - start
+
+
+def _leftovers(marker: Path) -> list[str]:
+    ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    return [line for line in ps.splitlines() if str(marker) in line]
+
+
+def test_an_error_on_the_rollout_rank_stops_the_trainer_with_it_in_one_line(args, tmp_path):
+    reward = tmp_path / "failing.py"
+    reward.write_text(FAILING_REWARD)
+    out = tmp_path / "run"
+    proc, _ = _gspo_train(args(out, *ASYNC, f"custom_reward_function.path={reward}",
+                               "trainer.val_before_train=false"))
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("gspo train: error:")]
+    assert len(lines) == 1 and "rollout rank 1" in lines[0] and "no score today" in lines[0], proc.stderr[-3000:]
+    assert _leftovers(out) == []
+
+
+@pytest.mark.parametrize("crash", ["rollout_batch:1", "after_row:1"])
+def test_a_dead_rank_stops_the_other_pool_in_bounded_time_without_orphans(args, tmp_path, crash):
+    """A rollout rank killed while it generates, or the trainer rank killed after a step: the other side stops
+    (its connection closes; torchrun stops the rest), no process of the run is left."""
+    out = tmp_path / "run"
+    proc, seconds = _gspo_train(args(out, *ASYNC, "trainer.total_training_steps=6"), GSPO_CRASH_AT=crash)
+    assert proc.returncode != 0
+    assert seconds < 90, seconds
+    assert _leftovers(out) == []
+    if crash.startswith("rollout"):  # the trainer names the rank, unless torchrun's stop reached it first
+        assert "rollout rank 1 stopped without a message" in proc.stderr or "SIGTERM" in proc.stderr, proc.stderr
