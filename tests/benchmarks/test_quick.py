@@ -25,7 +25,8 @@ def test_every_benchmark_has_a_quick_test():
               "math_reward.py", "ablation.py", "checkpoint_hash.py",  # ablation.py: tests/benchmarks/test_ablation.py
               "rollout_engines.py", "gpu_step.py", "sampler_cost.py", "startup_memory.py",
               "comm_bytes.py",  # tests/trainer/test_comm_bytes.py runs it on 2 ranks
-              "gpu_acceptance.py"}  # tests/benchmarks/test_gpu_acceptance.py runs its CPU dry run
+              "gpu_acceptance.py",  # tests/benchmarks/test_gpu_acceptance.py runs its CPU dry run
+              "async_rollout.py"}
     assert scripts == tested
 
 
@@ -198,3 +199,9 @@ def test_startup_memory_quick():
     result = json.loads(proc.stdout)
     assert [len(result["runs"][name]) for name in ("single", "sharded")] == [1, 2]
     assert all(0.4 < share < 0.6 for share in result["sharded_policy_parameters_per_rank_vs_one_fp32_copy"])
+
+
+def test_async_rollout_quick():
+    rows = _run("async_rollout.py")
+    assert [r.get("mode") for r in rows[:2]] == ["sync", "async"] and rows[-1]["summary"]
+    assert rows[1]["steps"] == 2 and 0.0 <= rows[1]["trainer_wait_share"] <= 1.0
