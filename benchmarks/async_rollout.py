@@ -69,7 +69,8 @@ def main() -> None:
                 print(json.dumps(result), flush=True)
     per_step = {mode: statistics.mean(r["sec_per_step"] for r in rows) for mode, rows in results.items()}
     print(json.dumps({"summary": True, "task": args.task, "steps": steps, "seeds": seeds, "quick": args.quick,
-                      "sync_sec_per_step": round(per_step["sync"], 4), "async_sec_per_step": round(per_step["async"], 4),
+                      "sync_sec_per_step": round(per_step["sync"], 4),
+                      "async_sec_per_step": round(per_step["async"], 4),
                       "speedup_per_step": round(per_step["sync"] / per_step["async"], 3),
                       "sync_final_val_acc": [r["final_val_acc"] for r in results["sync"]],
                       "async_final_val_acc": [r["final_val_acc"] for r in results["async"]]}))
