@@ -216,10 +216,7 @@ def torchrun_command(config: GSPOConfig, argv: list[str]) -> list[str] | None:
     Multi-node: run the same command on every node with MASTER_ADDR, MASTER_PORT (default 29500) and NODE_RANK set.
     """
     from gspo.config import ConfigError
-    from gspo.config.validation import rollout_pool_size
-
-    # A rollout pool (mode=async) shares the node with the trainer ranks: its ranks come after them.
-    nnodes, per_node = config.trainer.nnodes, config.trainer.n_gpus_per_node + rollout_pool_size(config)
+    nnodes, per_node = _node_groups(config)
     if nnodes * per_node <= 1 or "WORLD_SIZE" in os.environ:
         return None
     command = [sys.executable, "-m", "torch.distributed.run", f"--nnodes={nnodes}", f"--nproc_per_node={per_node}"]
@@ -233,6 +230,27 @@ def torchrun_command(config: GSPOConfig, argv: list[str]) -> list[str] | None:
         command += [f"--node_rank={os.environ['NODE_RANK']}", f"--master_addr={os.environ['MASTER_ADDR']}",
                     f"--master_port={os.environ.get('MASTER_PORT', '29500')}"]
     return command + ["-m", "gspo.train", *argv[1:]]  # argv[0] is "train"
+
+
+def _node_groups(config: GSPOConfig) -> tuple[int, int]:
+    """(nodes, processes per node) of the torchrun launch. A rollout pool (mode=async) comes after the trainer
+    ranks: on the trainer's one node (both nnodes=1 and no NODE_RANK set), or on nodes of its own after the
+    trainer's (a multi-node launch: NODE_RANK 0..trainer.nnodes-1 train, the next actor_rollout_ref.rollout.nnodes
+    generate; validation keeps the per-node counts equal)."""
+    from gspo.config import ConfigError
+    from gspo.config.validation import rollout_pool_size
+
+    trainer, rollout = config.trainer, config.actor_rollout_ref.rollout
+    if rollout_pool_size(config) == 0:
+        return trainer.nnodes, trainer.n_gpus_per_node
+    if trainer.nnodes == 1 and rollout.nnodes == 1 and "NODE_RANK" not in os.environ:
+        return 1, trainer.n_gpus_per_node + rollout.n_gpus_per_node
+    if rollout.n_gpus_per_node != trainer.n_gpus_per_node:
+        raise ConfigError(f"actor_rollout_ref.rollout.n_gpus_per_node={rollout.n_gpus_per_node} differs from "
+                          f"trainer.n_gpus_per_node={trainer.n_gpus_per_node}: a multi-node launch (NODE_RANK is set) "
+                          f"puts each pool on nodes of its own with the same processes per node; make them equal, or "
+                          f"unset NODE_RANK to share one node")
+    return trainer.nnodes + rollout.nnodes, trainer.n_gpus_per_node
 
 
 # torchrun SIGKILLs its workers this many seconds after forwarding a stop signal (its default is 30 s). A graceful

@@ -321,7 +321,8 @@ class AsyncTrainingConfig:
     # k: the batch of training step t is generated, with its whole dynamic-sampling loop, by exactly the policy of
     # version max(0, t - k) (the weights after that many optimizer steps), whatever the timing. 0 = on-policy (no
     # overlap; the same results as mode=sync), 1 = one step off (generation of step t+1 overlaps the update of
-    # step t). An integer number of policy versions (verl's key of that name is a fraction of a batch).
+    # step t). An integer number of policy versions (verl's key of that name is a fraction of a batch). The age of
+    # surplus groups (algorithm.filter_groups.max_surplus_age) then counts policy versions, so it includes k.
     staleness_threshold: int = 1
     # Rows sampled by an older policy (staleness > 0) are clipped against the proximal policy (the weights at the
     # start of their training step) and their loss weighted by the behaviour ratio pi_proximal / pi_sampler,

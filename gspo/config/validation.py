@@ -92,10 +92,19 @@ def _validate_async(cfg: GSPOConfig) -> None:
     _require(trainer.nnodes * trainer.n_gpus_per_node >= 1, "trainer.n_gpus_per_node",
              f"the rollout pool ({key}.nnodes x {key}.n_gpus_per_node = {pool}) needs trainer ranks beside it: "
              f"set trainer.nnodes and trainer.n_gpus_per_node >= 1")
-    _require(rollout.nnodes == 1 and trainer.nnodes == 1, f"{key}.nnodes",
-             f"={rollout.nnodes} with trainer.nnodes={trainer.nnodes}: in mode=async both pools share one node "
-             f"here (torchrun --nproc_per_node = trainer.n_gpus_per_node + {key}.n_gpus_per_node); set both "
-             f"nnodes=1")
+    # One node: both pools on it (torchrun --nproc_per_node = the two counts added). More: each pool on nodes of its
+    # own, trainer nodes first, and torchrun starts the same number of processes on every node.
+    _require((rollout.nnodes == 1 and trainer.nnodes == 1) or rollout.n_gpus_per_node == trainer.n_gpus_per_node,
+             f"{key}.n_gpus_per_node",
+             f"{rollout.n_gpus_per_node} differs from trainer.n_gpus_per_node={trainer.n_gpus_per_node}: with "
+             f"{key}.nnodes={rollout.nnodes} and trainer.nnodes={trainer.nnodes} each pool has nodes of its own and "
+             f"torchrun starts the same number of processes on every node; make them equal, or set both nnodes=1 "
+             f"to share one node")
+    groups, k = cfg.algorithm.filter_groups, asynch.staleness_threshold
+    _require(not groups.keep_surplus or groups.max_surplus_age > k, "algorithm.filter_groups.max_surplus_age",
+             f"{groups.max_surplus_age} drops every surplus group beside a rollout pool: a group is at least "
+             f"async_training.staleness_threshold + 1 = {k + 1} policy versions old when the next step uses it; "
+             f"set it to {k + 1} or more, or algorithm.filter_groups.keep_surplus=false")
     _require(rollout.name == "hf", f"{key}.name",
              f"{rollout.name!r} on a rollout pool ({key}.mode=async) is not implemented yet; use {key}.name=hf, or "
              f"{key}.mode=sync with {key}.n_gpus_per_node=0")
