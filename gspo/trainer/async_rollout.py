@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -259,6 +261,12 @@ class RolloutWorker:
         self.weights = WeightSync(pools.weights, src=pools.trainer_ranks[0], device=device)
 
     def run(self) -> None:
+        """Produce every batch the trainer pool asks for. Stop signals are left to the trainer pool (torchrun sends
+        them to every rank): it finishes its step and checkpoints, which takes the batches in flight from this rank;
+        this rank ends when the trainer's connection closes."""
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, signal.SIG_IGN)
         try:
             self._run()
         except PoolStopped:

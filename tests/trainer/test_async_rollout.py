@@ -199,3 +199,30 @@ def test_two_node_groups_on_localhost(args, tmp_path):
     trained = [r for r in rows(out) if r["step"] > 0]
     assert [r["async/staleness_max"] for r in trained] == [0, 1]
     assert (out / "final_model" / "model.safetensors").is_file()
+
+
+def test_a_stop_signal_checkpoints_with_the_batches_in_flight_and_resumes(args, tmp_path):
+    """SIGTERM to `gspo train` mid-run: the trainer finishes its step and checkpoints (taking the queued batch
+    from the rollout rank, which leaves stopping to the trainer), exits 143 with one line; the same command then
+    completes the run."""
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "gspo", "train",
+               *args(out, *ASYNC, "trainer.total_training_steps=12", "trainer.save_freq=-1", "trainer.test_freq=-1")]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    metrics = out / "metrics.jsonl"
+    while proc.poll() is None and (not metrics.is_file() or len(metrics.read_text().splitlines()) < 3):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr[-3000:]
+    assert [line for line in stderr.splitlines() if line.startswith("gspo train:")][0].startswith(
+        "gspo train: stopped: SIGTERM received"), stderr[-3000:]
+    step = int((out / "checkpoints" / "latest").read_text().strip().rsplit("_", 1)[-1])
+    queued = json.loads((out / "checkpoints" / f"global_step_{step}" / "trainer_state.json").read_text())
+    assert [entry["step"] for entry in queued["async_queue"]] == [step]
+    assert _leftovers(out) == []
+    train_checked(command[4:], ranks=2)  # the same arguments, through torchrun as in the other tests
+    assert [r["step"] for r in rows(out)] == list(range(13))
