@@ -29,6 +29,7 @@ k = 0 is on-policy: the rollout waits for each update, the trainer for each batc
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -38,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
 from gspo.config import ConfigError, GSPOConfig
 from gspo.config.validation import rollout_pool_size
@@ -274,8 +276,18 @@ class RolloutWorker:
         except Exception as exc:
             if self.is_leader:  # the trainer pool stops with this rank's error in one line
                 self.channel.send(-1, _error_record(exc, self.rank))
-                self.channel.wait_sent()
+            self._wait_for_the_trainer_to_stop()
             raise
+
+    def _wait_for_the_trainer_to_stop(self) -> None:
+        """Outlive the trainer pool, so that its exit code and one line are the run's (torchrun stops the other
+        ranks as soon as one exits with an error): wait until trainer rank 0's connection closes, or until
+        torchrun's stop signal, which ends this process now."""
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, signal.SIG_DFL)
+        with contextlib.suppress(RuntimeError):
+            dist.recv(torch.empty(1), src=self.pools.trainer_ranks[0])  # nothing is ever sent to it
 
     def _talk(self, call, *args, **kwargs):
         """A call that waits on the trainer pool; its connection closing means a trainer rank died."""
