@@ -80,6 +80,9 @@ VERL_KEYS: tuple[VerlKey, ...] = (
             "raise, never cut", check=_equals("error", "prompts are never cut here: data.filter_overlong_prompts=true "
                                               "drops longer prompts, false raises (verl's 'error'); raise "
                                               "data.max_prompt_length to keep them")),
+    VerlKey("data.return_raw_chat", "true or false (no-op): verl keeps the chat messages for its async rollout "
+            "server; here the chat template is applied once, by data.apply_chat_template",
+            check=lambda value, cfg: None if isinstance(value, bool) else "expected true or false"),
     VerlKey("algorithm.use_kl_in_reward", "false only: no KL penalty in the reward",
             check=_equals(False, "a KL penalty in the reward is not implemented; use "
                                  "actor_rollout_ref.actor.use_kl_loss=true with kl_loss_coef (KL as a loss term)")),
