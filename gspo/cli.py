@@ -94,7 +94,6 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "config":
         from gspo.config_docs import format_keys
-
         from gspo.errors import ConfigError
 
         try:

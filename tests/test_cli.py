@@ -8,12 +8,15 @@ import sys
 import pytest
 
 from gspo.cli import main
+from tests.presets import PRESET_ARGS
 from tests.test_config import SEED_OVERRIDES
 
 
 def _base(tiny_model_dir, addition_files) -> list[str]:
+    """The tiny model and local addition data on the addition preset (``--preset`` first: it must precede the
+    overrides)."""
     train, val = addition_files
-    return [f"actor_rollout_ref.model.path={tiny_model_dir}", f"data.train_files=[{train}]",
+    return [*PRESET_ARGS, f"actor_rollout_ref.model.path={tiny_model_dir}", f"data.train_files=[{train}]",
             f"data.val_files=[{val}]"]
 
 

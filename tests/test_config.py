@@ -21,8 +21,20 @@ SEED_OVERRIDES = [
 ]
 
 
-def test_defaults_are_the_dataclass_defaults():
-    assert load_config() == GSPOConfig()
+def test_without_a_preset_the_defaults_are_the_dataclass_defaults():
+    expected = GSPOConfig()
+    expected.trainer.default_local_dir = "checkpoints/verl_examples/gsm8k"  # verl's layout, derived when null
+    assert load_config(None, [], preset="none") == expected
+
+
+def test_no_model_path_selects_the_addition_preset_the_embedded_default_run():
+    cfg = load_config()
+    assert cfg == load_config(None, [], preset="addition")
+    assert cfg.actor_rollout_ref.model.path == "embedded://addition"
+    assert (cfg.data.train_batch_size, cfg.data.gen_batch_size, cfg.trainer.total_training_steps) == (32, 48, 150)
+    assert (cfg.data.max_prompt_length, cfg.data.max_response_length) == (16, 6)
+    assert cfg.algorithm.filter_groups.enable and cfg.algorithm.filter_groups.max_num_gen_batches == 10
+    assert cfg.trainer.default_local_dir == "outputs/gspo-addition"
 
 
 def test_seed_override_line_is_valid_verbatim():

@@ -16,7 +16,7 @@ def test_every_schema_key_has_a_type_default_and_description():
     missing = [d.key for d in docs if not d.doc]
     assert missing == [], f"document these keys with a comment above the field in gspo/config/schema.py: {missing}"
     by_key = {d.key: d for d in docs}
-    assert by_key["actor_rollout_ref.actor.clip_ratio_low"].default == 3e-4
+    assert by_key["actor_rollout_ref.actor.clip_ratio_low"].default == 0.2  # verl's; GSPO's 3e-4 is derived
     assert by_key["trainer.total_training_steps"].type == "int | None"
 
 
@@ -28,6 +28,8 @@ def test_gspo_config_lists_schema_and_verl_keys(capsys):
     for entry in VERL_KEYS:
         assert entry.key in out
     assert "Lower clip range of the importance ratio" in format_keys("clip_ratio_low")
+    assert "(verl: 0.2; differs because GSPO's sequence ratios" in format_keys("clip_ratio_low")
+    assert "(verl:" not in format_keys("clip_ratio_c")  # at verl's default: no mark
     assert format_keys("no_such_key_anywhere") == "no key contains 'no_such_key_anywhere'"
 
 
@@ -45,7 +47,7 @@ def test_a_bare_path_is_a_one_file_list():
 def test_type_errors_say_the_expected_type_and_an_example():
     message = _error("data.train_batch_size=lots")
     assert message.startswith("data.train_batch_size: cannot take 'lots' (command line (data.train_batch_size=lots))")
-    assert "expected an integer, e.g. data.train_batch_size=32" in message
+    assert "expected an integer, e.g. data.train_batch_size=1024" in message
     assert "Value 'lots'" not in message  # OmegaConf's own wording stays out
     assert "expected true or false" in _error("data.shuffle=maybe")
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from gspo.errors import ConfigError
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"

@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 
 from gspo.cli import torchrun_command
 from gspo.config import ConfigError, load_config
+from tests.presets import PRESET_ARGS
 
 WORKER = Path(__file__).with_name("dist_worker.py")
 ATOL = 1e-5
@@ -31,7 +32,8 @@ UNIDENTIFIABLE = "self_attn.k_proj.bias"
 
 def parity_args(tiny_model_dir, addition_files, parity_reward, out: Path, steps: int) -> list[str]:
     train, val = addition_files
-    return [f"actor_rollout_ref.model.path={tiny_model_dir}", f"data.train_files=[{train}]", f"data.val_files=[{val}]",
+    return [*PRESET_ARGS, f"actor_rollout_ref.model.path={tiny_model_dir}", f"data.train_files=[{train}]",
+            f"data.val_files=[{val}]",
             f"custom_reward_function.path={parity_reward}", f"trainer.default_local_dir={out}",
             # 6 prompts per generation batch for 4 trained: dynamic sampling filters and trims; 2 mini-batches
             # per step, so the second is off-policy and the clip acts.
