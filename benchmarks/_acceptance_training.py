@@ -77,7 +77,8 @@ def check_lora_bf16(ctx: CheckContext) -> Verdict:
         "actor_rollout_ref.actor.optim.lr=1e-3", "data.train_batch_size=4", "data.gen_batch_size=8",
         "actor_rollout_ref.rollout.n=4", "actor_rollout_ref.actor.ppo_mini_batch_size=2",
         "data.max_response_length=8", "trainer.total_training_steps=2", "trainer.val_before_train=false",
-        "trainer.test_freq=-1", "trainer.logger=[]", f"trainer.device={ctx.device}", "trainer.resume_mode=disable"]))
+        "trainer.test_freq=-1", "trainer.logger=[]", f"trainer.device={ctx.device}", "trainer.resume_mode=disable"],
+        preset="addition"))
     trainer.fit()
     params = list(trainer.model.parameters())
     base_dtypes = sorted({str(p.dtype) for p in params if not p.requires_grad})

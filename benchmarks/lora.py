@@ -49,7 +49,7 @@ def child(spec: dict) -> dict:
     if spec["mode"] == "lora":
         overrides += [f"actor_rollout_ref.model.lora_rank={spec['rank']}",
                       f"actor_rollout_ref.model.lora_alpha={spec['alpha']}"]
-    trainer = Trainer(load_config(None, overrides))
+    trainer = Trainer(load_config(None, overrides, preset="addition"))  # the embedded task's settings
     steps = []
     for _ in range(spec["steps"]):
         metrics = trainer.train_step()

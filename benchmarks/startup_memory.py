@@ -70,7 +70,7 @@ def worker(out: Path, overrides: list[str]) -> None:
     from gspo.trainer import Trainer
 
     imported = _status_mib("VmRSS")["VmRSS"]
-    trainer = Trainer(load_config(None, overrides))
+    trainer = Trainer(load_config(None, overrides, preset="addition"))  # the embedded task's settings
     startup = _status_mib("VmRSS", "VmHWM", "RssAnon", "RssFile")
     engine_model = getattr(trainer.engine, "model", None)
     engine_copy = engine_model if engine_model is not None and engine_model is not trainer.model else None

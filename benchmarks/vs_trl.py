@@ -191,7 +191,7 @@ def run_ours(opts: argparse.Namespace) -> dict:
     ]
     if opts.fixed_length:  # every response runs R tokens; EOS does not end it (see the module docstring)
         overrides.append("actor_rollout_ref.rollout.ignore_eos=true")
-    trainer = Trainer(load_config(overrides=overrides))
+    trainer = Trainer(load_config(overrides=overrides, preset="addition"))  # the embedded task's settings
     checksum = _param_checksum(trainer.model)
 
     # Phases from the metrics train_step() returns (its public timings), nothing patched.

@@ -90,8 +90,29 @@ def _quiet_transformers() -> None:
     hf_logging.set_verbosity_error()
 
 
+_HOISTED = ("--config", "--preset")  # options of train / validate that may follow the overrides
+
+
+def _hoist_options(argv: list[str]) -> list[str]:
+    """``train k=v --preset none k2=v2`` -> ``train --preset none k=v k2=v2``: argparse stops at an option that
+    follows ``key=value`` positionals, and a flag added at the end of a long command line is easy to write."""
+    if not argv or argv[0] not in ("train", "validate"):
+        return argv
+    options: list[str] = []
+    rest: list[str] = []
+    items = iter(argv[1:])
+    for item in items:
+        if item in _HOISTED:
+            options += [item, next(items, "")]
+        elif item.startswith(tuple(f"{name}=" for name in _HOISTED)):
+            options.append(item)
+        else:
+            rest.append(item)
+    return [argv[0], *options, *rest]
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parser().parse_args(_hoist_options(list(sys.argv[1:] if argv is None else argv)))
     if args.command == "config":
         from gspo.config_docs import format_keys
         from gspo.errors import ConfigError

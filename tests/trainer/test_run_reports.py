@@ -12,11 +12,13 @@ import torch
 from gspo.cli import main
 from gspo.model.folder import stored_dtype
 from gspo.trainer import Trainer
+from tests.presets import PRESET_ARGS
 
 
 def _train_args(tiny_model_dir, addition_files, parity_reward, run, *extra: str) -> list[str]:
     train, val = addition_files
-    return ["train", f"custom_reward_function.path={parity_reward}", f"actor_rollout_ref.model.path={tiny_model_dir}",
+    return ["train", *PRESET_ARGS, f"custom_reward_function.path={parity_reward}",
+            f"actor_rollout_ref.model.path={tiny_model_dir}",
             f"data.train_files=[{train}]", f"data.val_files=[{val}]", f"trainer.default_local_dir={run}",
             "data.train_batch_size=4", "data.gen_batch_size=8", "actor_rollout_ref.rollout.n=4",
             "actor_rollout_ref.actor.ppo_mini_batch_size=4", "data.max_response_length=4",
