@@ -65,10 +65,10 @@ def _check_generation_can_fill_a_step(cfg: GSPOConfig) -> None:
     data, groups = cfg.data, cfg.algorithm.filter_groups
     if not groups.enable or groups.max_num_gen_batches <= 0 or groups.adaptive_gen_batch_size:
         return
-    gen = data.gen_batch_size or data.train_batch_size
+    gen = data.gen_batch_size or data.train_batch_size  # null (= train_batch_size) always fills a step
     drawn = gen * groups.max_num_gen_batches
     _require(drawn >= data.train_batch_size, "algorithm.filter_groups.max_num_gen_batches",
-             f"data.gen_batch_size={gen}{' (= data.train_batch_size)' if data.gen_batch_size is None else ''} x "
+             f"data.gen_batch_size={gen} x "
              f"algorithm.filter_groups.max_num_gen_batches={groups.max_num_gen_batches} = {drawn} prompts per step "
              f"can never fill data.train_batch_size={data.train_batch_size} prompt groups; raise "
              f"data.gen_batch_size or max_num_gen_batches (0 = unlimited), or lower data.train_batch_size")

@@ -50,9 +50,10 @@ def _env() -> dict[str, str]:
     return {**env, "OMP_NUM_THREADS": "1"}  # two processes on two cores: no spinning OpenMP threads
 
 
-def run_checked(command: list[str]) -> None:
+def run_checked(command: list[str]) -> subprocess.CompletedProcess:
     proc = subprocess.run(command, capture_output=True, text=True, timeout=600, env=_env())
     assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
 
 
 def torchrun_prefix(nproc: int) -> list[str]:
@@ -140,7 +141,9 @@ def test_checkpoint_of_two_ranks_is_sharded_and_resumes_on_one_rank(runs):
 def test_gspo_train_launches_torchrun_from_n_gpus_per_node(tiny_model_dir, addition_files, parity_reward, tmp_path):
     out = tmp_path / "run"
     args = parity_args(tiny_model_dir, addition_files, parity_reward, out, steps=1) + ["trainer.n_gpus_per_node=2"]
-    run_checked([sys.executable, "-m", "gspo", "train", *args])
+    proc = run_checked([sys.executable, "-m", "gspo", "train", *args])
+    # Named once, by rank 0 of the relaunch (not by the launcher, not by rank 1), before anything else it prints.
+    assert proc.stdout.count("preset: addition") == 1 and proc.stdout.startswith("preset: addition"), proc.stdout
     assert (out / "checkpoints" / "global_step_1" / "rng" / "rank_1.pt").is_file()
     assert [m["step"] for m in _metrics(out)] == [0, 1]  # rank 0 alone logs
     assert (out / "final_model" / "model.safetensors").is_file()
