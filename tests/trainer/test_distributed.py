@@ -42,7 +42,7 @@ def parity_args(tiny_model_dir, addition_files, parity_reward, out: Path, steps:
             "actor_rollout_ref.actor.clip_ratio_low=0.2", "actor_rollout_ref.actor.clip_ratio_high=0.2",
             "actor_rollout_ref.actor.optim.lr=0.01", "data.max_response_length=4",
             f"trainer.total_training_steps={steps}", "trainer.save_freq=1", "trainer.max_actor_ckpt_to_keep=0",
-            "trainer.test_freq=-1", "trainer.logger=[]", "trainer.device=cpu"]
+            f"trainer.test_freq={steps}", "trainer.logger=[]", "trainer.device=cpu"]  # validate after the last step
 
 
 def _env() -> dict[str, str]:
