@@ -158,3 +158,10 @@ def test_lr_warmup_steps_wins_over_the_ratio():
 
     assert lrs(OptimConfig(lr=1.0, lr_warmup_steps=2, lr_warmup_steps_ratio=0.5)) == [0.5, 1.0, 1.0, 1.0]
     assert lrs(OptimConfig(lr=1.0, lr_warmup_steps_ratio=0.4)) == [0.25, 0.5, 0.75, 1.0]
+
+
+def test_gspo_config_shows_a_presets_values_beside_the_defaults(capsys):
+    assert main(["config", "trainer.default_local_dir", "--preset", "addition"]) == 0
+    assert "= null  [preset addition: outputs/gspo-addition]" in capsys.readouterr().out
+    assert main(["config", "--preset", "nope"]) == 2
+    assert "--preset nope: no such preset" in capsys.readouterr().err
