@@ -63,8 +63,10 @@ def main(argv: list[str]) -> dict:
 
 
 def busy_loops(count: int) -> list[subprocess.Popen]:
-    """``count`` processes spinning in pure Python (one core each), until terminated."""
-    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    """``count`` processes spinning in pure Python (one core each) until killed, or until this process is gone
+    (each checks its parent every ~10 M iterations, so none outlives a benchmark that was itself killed)."""
+    spin = f"import os\nwhile os.getppid() == {os.getpid()}:\n    for _ in range(10_000_000): pass"
+    return [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(count)]
 
 
 def contended(overrides: list[str]) -> dict:
@@ -74,7 +76,7 @@ def contended(overrides: list[str]) -> dict:
         busy = main(overrides)
     finally:
         for loop in loops:
-            loop.terminate()
+            loop.kill()  # not SIGTERM: a loop started by a process that ignores it would ignore it too
             loop.wait()
     ratio = busy["wall_s"] / idle["wall_s"]
     return {"benchmark": "default_run_contended", "busy_loops": BUSY_LOOPS, "idle_wall_s": idle["wall_s"],
