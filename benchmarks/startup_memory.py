@@ -15,7 +15,8 @@ Prints one JSON object: per run and rank, the RSS after imports, the peak RSS of
 (start-up + one step), and the bytes of parameters resident after start-up and before the step (policy,
 reference, and the rollout engine's own copy where it has one; shards only under FSDP); the step's generation
 time and the time of one all-gather of the policy (what generating from sharded weights would pay in every
-decoding step, and what the hf engine pays once per generation phase); then the ratios the targets speak of.
+decoding step, and what the hf engine pays once per generation phase); then the ratios of the sharded start-up's
+peaks to the baseline's.
 
     python benchmarks/startup_memory.py [--nproc 2] [--baseline-rev REV] [--layers 11] [--hidden 768]
 """

@@ -169,7 +169,7 @@ def test_checkpoint_hash_quick():
 def test_default_run_contended_quick():
     (result,) = _run("default_run.py", "--contended")
     assert result["busy_loops"] == 2 and result["idle"]["quick"] and result["contended"]["quick"]
-    assert result["ratio"] > 0 and result["meets_target"] is None  # a smoke run says nothing about the target
+    assert result["ratio"] > 0 and result["idle_wall_s"] > 0 and result["contended_wall_s"] > 0
 
 
 def test_gpu_step_prompts_encode_one_token_per_letter(tmp_path):
