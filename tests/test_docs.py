@@ -149,7 +149,7 @@ def test_readme_training_step_is_the_code():
 
 
 _MAKING_OF = re.compile(r"(?<!new_)\bsessions?\b|\bagents?\b|\bissue \d|\blent\b"  # not start_new_session=True
-                        r"|target <=|meets_target|(?-i:\bTARGET_[A-Z])", flags=re.IGNORECASE)
+                        r"|target\s*<=|meets_target|(?-i:\bTARGET_[A-Z])", flags=re.IGNORECASE)
 
 
 def test_docs_and_code_speak_of_the_product():
