@@ -28,10 +28,14 @@ def _commands(page: Path) -> list[tuple[str, str]]:
         first_line = page.read_text()[:block.start()].count("\n") + 2
         text = block.group(1).replace("\\\n", " ")
         for offset, line in enumerate(text.splitlines()):
-            command = _strip_comment(line).strip()
-            if command.startswith("gspo "):
-                found.append((f"{page.relative_to(ROOT)}:{first_line + offset}", command))
+            for part in re.split(r"&&|;", _strip_comment(line)):
+                command = _ENV_PREFIX.sub("", part.strip())  # MASTER_ADDR=node0 NODE_RANK=0 gspo train ...
+                if command == "gspo" or command.startswith("gspo "):
+                    found.append((f"{page.relative_to(ROOT)}:{first_line + offset}", command))
     return found
+
+
+_ENV_PREFIX = re.compile(r"^(?:[A-Z_][A-Z0-9_]*=\S*\s+)+")
 
 
 def _strip_comment(line: str) -> str:
@@ -46,12 +50,13 @@ def _strip_comment(line: str) -> str:
 
 
 def _argv(command: str) -> list[str]:
-    """shell words after ``gspo``, without usage placeholders such as ``[key=value ...]`` or ``[--config FILE]``."""
+    """shell words after ``gspo``, without usage placeholders such as ``[key=value ...]``, ``[--config FILE]`` or
+    ``...``."""
     words, argv, in_placeholder = shlex.split(command)[1:], [], False
     for word in words:
         if word.startswith("["):  # a value list is key=[a,b]: it never starts a word
             in_placeholder = True
-        if not in_placeholder:
+        if not in_placeholder and word != "...":
             argv.append(word)
         if in_placeholder and word.endswith("]"):
             in_placeholder = False
