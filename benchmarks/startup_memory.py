@@ -89,7 +89,7 @@ def worker(out: Path, overrides: list[str]) -> None:
               "file_after_startup_mib": round(startup["RssFile"]),
               "run_peak_rss_mib": round(run_peak),
               "policy_parameter_bytes": _resident_parameter_bytes(trainer.model),
-              "reference_parameter_bytes": _resident_parameter_bytes(getattr(trainer, "ref_model", None)),
+              "reference_parameter_bytes": _resident_parameter_bytes(trainer.policy_update.context.reference_model),
               "engine_copy_parameter_bytes": _resident_parameter_bytes(engine_copy),
               "policy_all_gather_s": round(gather_s, 3), "gen_s": round(metrics["timing/gen"], 3),
               "generated_tokens": metrics.get("train/generated_tokens")}
