@@ -89,11 +89,17 @@ def worker(out: Path, overrides: list[str]) -> None:
               "file_after_startup_mib": round(startup["RssFile"]),
               "run_peak_rss_mib": round(run_peak),
               "policy_parameter_bytes": _resident_parameter_bytes(trainer.model),
-              "reference_parameter_bytes": _resident_parameter_bytes(trainer.policy_update.context.reference_model),
+              "reference_parameter_bytes": _resident_parameter_bytes(_reference_model(trainer)),
               "engine_copy_parameter_bytes": _resident_parameter_bytes(engine_copy),
               "policy_all_gather_s": round(gather_s, 3), "gen_s": round(metrics["timing/gen"], 3),
               "generated_tokens": metrics.get("train/generated_tokens")}
     (out / f"rank_{rank}.json").write_text(json.dumps(report))
+
+
+def _reference_model(trainer):
+    """The trainer's frozen reference model: in its update context, or (the baseline release) on the trainer."""
+    update = getattr(trainer, "policy_update", None)
+    return update.context.reference_model if update is not None else getattr(trainer, "ref_model", None)
 
 
 def build_model(folder: Path, layers: int, hidden: int) -> int:
