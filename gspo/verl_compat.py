@@ -71,7 +71,9 @@ def _check_max_resp_len(value: Any, cfg: Any) -> str | None:
             f"set data.max_response_length={value} or drop the key")
 
 
-_PADDING = "padding is always removed here (per-row lengths; use_dynamic_bsz packs rows)"
+_PADDING = ("rows are not unpadded here: attention is dense over each micro-batch with a padding mask; "
+            "actor_rollout_ref.actor.use_dynamic_bsz=true packs rows by length and cuts the columns that are padding "
+            "in every row")
 _SP = "sequence parallelism (Ulysses) is not implemented: " + LONG_SEQUENCES
 _LOG_PROB_PACKING = "the no-grad log-prob passes pack rows exactly when the update does"
 

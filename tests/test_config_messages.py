@@ -95,7 +95,7 @@ def test_verl_no_op_keys_are_accepted(override):
 @pytest.mark.parametrize("override, expected", [
     ("data.truncation=left", "prompts are never cut here"),
     ("algorithm.use_kl_in_reward=true", "use actor_rollout_ref.actor.use_kl_loss=true"),
-    ("actor_rollout_ref.model.use_remove_padding=false", "padding is always removed here"),
+    ("actor_rollout_ref.model.use_remove_padding=false", "rows are not unpadded here: attention is dense"),
     ("actor_rollout_ref.actor.ulysses_sequence_parallel_size=4", "sequence parallelism (Ulysses) is not implemented"),
     ("actor_rollout_ref.actor.fsdp_config.fsdp_size=8", "hybrid sharding is not implemented"),
     ("actor_rollout_ref.ref.fsdp_config.param_offload=true",
