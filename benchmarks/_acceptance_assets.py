@@ -67,14 +67,16 @@ def build_addition_model(folder: Path, device: str, dtype: str = "float32", **ov
     return folder
 
 
-def write_addition_data(folder: Path) -> tuple[Path, Path]:
-    """64 train and 8 val one-digit addition prompts (JSONL, data_source addition)."""
+def write_addition_data(folder: Path, num_train: int = 64) -> tuple[Path, Path]:
+    """``num_train`` train and 8 val addition prompts (JSONL, data_source addition): one-digit terms for up to 64
+    train prompts, larger terms beyond."""
     folder.mkdir(parents=True, exist_ok=True)
+    side = 10 if num_train <= 64 else math.isqrt(num_train + 8) + 1
     rows = [{"prompt": f"{a}+{b}=", "ground_truth": str(a + b), "data_source": "addition"}
-            for a in range(10) for b in range(10)]
+            for a in range(side) for b in range(side)]
     train, val = folder / "train.jsonl", folder / "val.jsonl"
-    train.write_text("".join(json.dumps(row) + "\n" for row in rows[:64]))
-    val.write_text("".join(json.dumps(row) + "\n" for row in rows[64:72]))
+    train.write_text("".join(json.dumps(row) + "\n" for row in rows[:num_train]))
+    val.write_text("".join(json.dumps(row) + "\n" for row in rows[num_train:num_train + 8]))
     return train, val
 
 

@@ -42,7 +42,8 @@ def _two_processes(ctx: CheckContext, num_gpus: int) -> Verdict:
     model = build_addition_model(ctx.folder / "model", ctx.device)
     train, val = write_addition_data(ctx.folder / "data")
     run = run_gspo_train(ctx.folder / "run", [
-        f"actor_rollout_ref.model.path={model}", f"data.train_files=[{train}]", f"data.val_files=[{val}]",
+        "--preset", "addition", f"actor_rollout_ref.model.path={model}", f"data.train_files=[{train}]",
+        f"data.val_files=[{val}]",
         f"custom_reward_function.path={write_parity_reward(ctx.folder)}", "trainer.n_gpus_per_node=2",
         "trainer.device=cuda", "trainer.total_training_steps=2", "data.train_batch_size=4", "data.gen_batch_size=8",
         "actor_rollout_ref.rollout.n=4", "actor_rollout_ref.actor.ppo_mini_batch_size=2",

@@ -77,7 +77,8 @@ def check_lora_bf16(ctx: CheckContext) -> Verdict:
         "actor_rollout_ref.actor.optim.lr=1e-3", "data.train_batch_size=4", "data.gen_batch_size=8",
         "actor_rollout_ref.rollout.n=4", "actor_rollout_ref.actor.ppo_mini_batch_size=2",
         "data.max_response_length=8", "trainer.total_training_steps=2", "trainer.val_before_train=false",
-        "trainer.test_freq=-1", "trainer.logger=[]", f"trainer.device={ctx.device}", "trainer.resume_mode=disable"]))
+        "trainer.test_freq=-1", "trainer.logger=[]", f"trainer.device={ctx.device}", "trainer.resume_mode=disable"],
+        preset="addition"))
     trainer.fit()
     params = list(trainer.model.parameters())
     base_dtypes = sorted({str(p.dtype) for p in params if not p.requires_grad})
@@ -154,32 +155,33 @@ def verl_engine_overrides(on_cuda: bool) -> tuple[str, list[str]]:
     the script's keys (memory share scaled down) on CUDA when vLLM is installed, else the hf engine."""
     import importlib.util
 
-    from tests.test_verl_gspo_command_line import ENGINE_OVERRIDES
+    from tests.test_verl_gspo_command_line import ENGINE_OVERRIDES, MAX_PROMPT, MAX_RESPONSE
 
     if not on_cuda or importlib.util.find_spec("vllm") is None:
         return "hf", ENGINE_OVERRIDES
     key = "actor_rollout_ref.rollout."
     return "vllm", [f"{key}name=vllm", f"{key}mode=async", f"{key}gpu_memory_utilization=0.3",
                     f"{key}tensor_model_parallel_size=1", f"{key}enable_chunked_prefill=true",
-                    f"{key}max_num_batched_tokens=20"]  # the line's max_prompt_length + max_response_length
+                    f"{key}max_num_batched_tokens={MAX_PROMPT + MAX_RESPONSE}"]  # as the script sets it
 
 
 def check_verl_gspo_line(ctx: CheckContext) -> Verdict:
-    """verl's GSPO example (examples/gspo_trainer/test_gspo_3b_math.sh, every override in its order, sizes scaled
-    down as in tests/test_verl_gspo_command_line.py) for 1 step through `gspo train` in this process: parameter
-    and optimizer offload, dynamic batch sizes, gradient and entropy checkpointing, on the device at hand."""
+    """verl's GSPO example (examples/gspo_trainer/test_gspo_3b_math.sh, every override in its order, at its batch
+    shape of 512 prompts x 16 responses with the response length cut, as in tests/test_verl_gspo_command_line.py)
+    for 1 step through `gspo train` in this process: parameter and optimizer offload, dynamic batch sizes, gradient
+    and entropy checkpointing, on the device at hand."""
     from gspo.cli import main
-    from tests.test_verl_gspo_command_line import EXPERIMENT, PROJECT, verl_gspo_overrides
+    from tests.test_verl_gspo_command_line import CKPTS_DIR, verl_gspo_overrides
 
     model = build_addition_model(ctx.folder / "model", ctx.device)
-    train, val = write_addition_data(ctx.folder / "data")
+    train, val = write_addition_data(ctx.folder / "data", num_train=600)  # the line draws 512 prompts per step
     engine, engine_overrides = verl_engine_overrides(ctx.on_cuda)
     overrides = [*verl_gspo_overrides(model, train, val, '["console"]', engine=engine_overrides),
                  f"custom_reward_function.path={write_parity_reward(ctx.folder)}", f"trainer.device={ctx.device}",
                  "trainer.total_training_steps=1"]
     os.chdir(ctx.folder)  # verl's layout: checkpoints/<project_name>/<experiment_name> under the working folder
     exit_code = main(["train", *overrides])
-    run = ctx.folder / "checkpoints" / PROJECT / EXPERIMENT
+    run = ctx.folder / CKPTS_DIR
     verdict = Verdict({"engine": engine, "exit_code": exit_code})
     if engine == "hf" and ctx.on_cuda:
         verdict.measured["note"] = "vLLM is not installed, so the hf engine ran (pip install -e '.[vllm]')"

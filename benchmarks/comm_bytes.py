@@ -153,6 +153,7 @@ def _rank(rank: int, store: str, grid: list[tuple[int, int]], n: int, out: str) 
     if rank == 0:
         with open(out, "w") as f:
             json.dump(rows, f)
+    torch.distributed.barrier()  # neither rank tears its connections down while the other still uses them
     torch.distributed.destroy_process_group()
 
 

@@ -1,15 +1,15 @@
 """Benchmark the embedded default: `gspo train` with no arguments, on this machine's CPU.
 
-Prints one JSON line: start / end validation accuracy (greedy, held-out prompts), the gain, wall time,
-peak RSS of the training process, and whether the targets (<= 300 s, >= +0.20 accuracy) are met.
+Prints one JSON line: start / end validation accuracy (greedy, held-out prompts), the gain, the accuracy curve,
+wall time, peak RSS of the training process, and the machine.
 
     python benchmarks/default_run.py [key=value ...]   # extra overrides are passed to `gspo train`
-    python benchmarks/default_run.py --quick           # 1 tiny step: checks the script runs, not the targets
+    python benchmarks/default_run.py --quick           # 1 tiny step: checks that the script runs (no figures)
     python benchmarks/default_run.py --contended [key=value ...]
 
 ``--contended`` runs the default twice: alone, then with two busy-loop processes on the same cores (what other
-work on a shared laptop does), and reports both wall times and their ratio (target <= 3x: the fair share of 2
-cores among 3 busy processes). ``gspo train`` picks its threads itself; set OMP_WAIT_POLICY / GSPO_NUM_THREADS in
+work on a shared laptop does), and reports both wall times and their ratio (3x would be the fair share of 2 cores
+among 3 busy processes). ``gspo train`` picks its threads itself; set OMP_WAIT_POLICY / GSPO_NUM_THREADS in
 the environment to measure other choices (e.g. OMP_WAIT_POLICY=ACTIVE GSPO_NUM_THREADS=2: the old behaviour).
 """
 
@@ -28,9 +28,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _quick import quick_overrides  # noqa: E402
 from _runner import gspo_train  # noqa: E402
 
-TARGET_SECONDS = 300.0
-TARGET_GAIN = 0.20
-TARGET_CONTENDED_RATIO = 3.0
 BUSY_LOOPS = 2
 
 
@@ -56,15 +53,16 @@ def main(argv: list[str]) -> dict:
         "cpu_threads": os.cpu_count(),
         "machine": platform.processor() or platform.machine(),
     }
-    result["meets_targets"] = result["wall_s"] <= TARGET_SECONDS and result["val_acc_gain"] >= TARGET_GAIN
     if quick:
-        result.update(quick=True, meets_targets=None)  # a smoke run says nothing about the targets
+        result["quick"] = True  # a smoke run: its figures say nothing about the default run
     return result
 
 
 def busy_loops(count: int) -> list[subprocess.Popen]:
-    """``count`` processes spinning in pure Python (one core each), until terminated."""
-    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    """``count`` processes spinning in pure Python (one core each) until killed, or until this process is gone
+    (each checks its parent every ~10 M iterations, so none outlives a benchmark that was itself killed)."""
+    spin = f"import os\nwhile os.getppid() == {os.getpid()}:\n    for _ in range(10_000_000): pass"
+    return [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(count)]
 
 
 def contended(overrides: list[str]) -> dict:
@@ -74,13 +72,11 @@ def contended(overrides: list[str]) -> dict:
         busy = main(overrides)
     finally:
         for loop in loops:
-            loop.terminate()
+            loop.kill()  # not SIGTERM: a loop started by a process that ignores it would ignore it too
             loop.wait()
     ratio = busy["wall_s"] / idle["wall_s"]
     return {"benchmark": "default_run_contended", "busy_loops": BUSY_LOOPS, "idle_wall_s": idle["wall_s"],
-            "contended_wall_s": busy["wall_s"], "ratio": round(ratio, 2),
-            "meets_target": None if idle.get("quick") else ratio <= TARGET_CONTENDED_RATIO, "idle": idle,
-            "contended": busy,
+            "contended_wall_s": busy["wall_s"], "ratio": round(ratio, 2), "idle": idle, "contended": busy,
             "load_average_at_end": os.getloadavg()[0]}
 
 

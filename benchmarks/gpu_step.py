@@ -161,7 +161,8 @@ def run_child(args: argparse.Namespace) -> dict:
     on_cuda = torch.cuda.is_available()
     folder = Path(args.folder)
     start = time.perf_counter()
-    trainer = Trainer(load_config(None, overrides(folder, args.child, args, "cuda" if on_cuda else "cpu")))
+    trainer = Trainer(load_config(None, overrides(folder, args.child, args, "cuda" if on_cuda else "cpu"),
+                                  preset="addition"))  # the embedded task's settings under the overrides
     build_s = time.perf_counter() - start
     steps, device_used = [], []
     for _ in range(args.steps):

@@ -2,7 +2,7 @@
 the embedded default learns with LoRA. Prints one JSON object.
 
     python benchmarks/lora.py                      # embedded default (0.59M) and ~20M model, full vs LoRA r=8,
-                                                   # then `gspo train` with LoRA (target: >= +15 points, <= 300 s)
+                                                   # then `gspo train` with LoRA (accuracy curve, wall time)
     python benchmarks/lora.py --quick              # the 0.59M model, 2 small steps each, no learning run (tested)
     python benchmarks/lora.py --rank 16 --alpha 32 --lr 2e-3 --sizes medium
     python benchmarks/lora.py --sizes              # the learning run alone
@@ -28,8 +28,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _runner import gspo_train  # noqa: E402
 
-TARGET_GAIN = 0.15
-TARGET_SECONDS = 300.0
+# The learning run reports the training time at which validation accuracy first rose by this much.
+GAIN_MARK = 0.15
 # The lr the README gives for LoRA on the embedded default (full fine-tuning uses 1e-4); see --lr.
 DEFAULT_LORA_LR = 1e-3
 
@@ -49,7 +49,7 @@ def child(spec: dict) -> dict:
     if spec["mode"] == "lora":
         overrides += [f"actor_rollout_ref.model.lora_rank={spec['rank']}",
                       f"actor_rollout_ref.model.lora_alpha={spec['alpha']}"]
-    trainer = Trainer(load_config(None, overrides))
+    trainer = Trainer(load_config(None, overrides, preset="addition"))  # the embedded task's settings
     steps = []
     for _ in range(spec["steps"]):
         metrics = trainer.train_step()
@@ -86,7 +86,7 @@ def run_child(spec: dict) -> dict:
 
 def learning_run(opts: argparse.Namespace) -> dict:
     """`gspo train` (the embedded default) with LoRA: validation accuracy over training, the wall time, and the
-    training time at which the gain first reached the target (steps + validations, from metrics.jsonl)."""
+    training time at which the gain first reached ``GAIN_MARK`` (steps + validations, from metrics.jsonl)."""
     overrides = [f"actor_rollout_ref.model.lora_rank={opts.rank}", f"actor_rollout_ref.model.lora_alpha={opts.alpha}",
                  f"actor_rollout_ref.actor.optim.lr={opts.lr}"]
     with tempfile.TemporaryDirectory() as tmp:
@@ -98,12 +98,11 @@ def learning_run(opts: argparse.Namespace) -> dict:
         if "val/acc_mean" in row:
             curve.append((row["step"], round(elapsed, 1), row["val/acc_mean"]))
     start_acc = curve[0][2]
-    reached = next((t for _, t, acc in curve if acc - start_acc >= TARGET_GAIN), None)
+    reached = next((t for _, t, acc in curve if acc - start_acc >= GAIN_MARK), None)
     gain = curve[-1][2] - start_acc
     return {"overrides": overrides, "start_val_acc": start_acc, "end_val_acc": curve[-1][2],
             "val_acc_gain": round(gain, 4), "val_curve_step_s_acc": curve, "wall_s": round(wall, 1),
-            "train_s_to_target_gain": reached, "targets": {"val_acc_gain": TARGET_GAIN, "wall_s": TARGET_SECONDS},
-            "meets_targets": wall <= TARGET_SECONDS and gain >= TARGET_GAIN}
+            "gain_mark": GAIN_MARK, "train_s_to_gain_mark": reached}
 
 
 def main(opts: argparse.Namespace) -> dict:

@@ -15,7 +15,8 @@ Prints one JSON object: per run and rank, the RSS after imports, the peak RSS of
 (start-up + one step), and the bytes of parameters resident after start-up and before the step (policy,
 reference, and the rollout engine's own copy where it has one; shards only under FSDP); the step's generation
 time and the time of one all-gather of the policy (what generating from sharded weights would pay in every
-decoding step, and what the hf engine pays once per generation phase); then the ratios the targets speak of.
+decoding step, and what the hf engine pays once per generation phase); then the ratios of the sharded start-up's
+peaks to the baseline's.
 
     python benchmarks/startup_memory.py [--nproc 2] [--baseline-rev REV] [--layers 11] [--hidden 768]
 """
@@ -70,7 +71,7 @@ def worker(out: Path, overrides: list[str]) -> None:
     from gspo.trainer import Trainer
 
     imported = _status_mib("VmRSS")["VmRSS"]
-    trainer = Trainer(load_config(None, overrides))
+    trainer = Trainer(load_config(None, overrides, preset="addition"))  # the embedded task's settings
     startup = _status_mib("VmRSS", "VmHWM", "RssAnon", "RssFile")
     engine_model = getattr(trainer.engine, "model", None)
     engine_copy = engine_model if engine_model is not None and engine_model is not trainer.model else None
@@ -88,11 +89,17 @@ def worker(out: Path, overrides: list[str]) -> None:
               "file_after_startup_mib": round(startup["RssFile"]),
               "run_peak_rss_mib": round(run_peak),
               "policy_parameter_bytes": _resident_parameter_bytes(trainer.model),
-              "reference_parameter_bytes": _resident_parameter_bytes(getattr(trainer, "ref_model", None)),
+              "reference_parameter_bytes": _resident_parameter_bytes(_reference_model(trainer)),
               "engine_copy_parameter_bytes": _resident_parameter_bytes(engine_copy),
               "policy_all_gather_s": round(gather_s, 3), "gen_s": round(metrics["timing/gen"], 3),
               "generated_tokens": metrics.get("train/generated_tokens")}
     (out / f"rank_{rank}.json").write_text(json.dumps(report))
+
+
+def _reference_model(trainer):
+    """The trainer's frozen reference model: in its update context, or (the baseline release) on the trainer."""
+    update = getattr(trainer, "policy_update", None)
+    return update.context.reference_model if update is not None else getattr(trainer, "ref_model", None)
 
 
 def build_model(folder: Path, layers: int, hidden: int) -> int:

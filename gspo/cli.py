@@ -33,6 +33,10 @@ def _parser() -> argparse.ArgumentParser:
                        ("validate", "resolve and check config, data, model and reward without training")):
         sub = commands.add_parser(name, help=text, description=text)
         sub.add_argument("--config", help="YAML file with config groups (data, actor_rollout_ref, ...)")
+        sub.add_argument("--preset", default="auto", metavar="NAME|none|auto",
+                         help="an embedded task's settings under the YAML file and overrides (gspo/presets/): auto "
+                              "(default) = addition when no model path is given, NAME for "
+                              "actor_rollout_ref.model.path=embedded://NAME, none otherwise; none = verl's defaults")
         sub.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, applied last")
 
     text = "sample n responses per prompt with a local model, score them, report pass@1, pass@k, maj@k"
@@ -73,6 +77,8 @@ def _parser() -> argparse.ArgumentParser:
     text = "list every config key with its type, default and description (the schema's own comments)"
     sub = commands.add_parser("config", help=text, description=text)
     sub.add_argument("pattern", nargs="?", default="", help="only keys containing this text, e.g. filter_groups")
+    sub.add_argument("--preset", default=None, metavar="NAME",
+                     help="also show the values of this embedded preset (gspo/presets/NAME.yaml), e.g. addition")
     return parser
 
 
@@ -84,15 +90,41 @@ def _quiet_transformers() -> None:
     hf_logging.set_verbosity_error()
 
 
+_HOISTED = ("--config", "--preset")  # options of train / validate that may follow the overrides
+
+
+def _hoist_options(argv: list[str]) -> list[str]:
+    """``train k=v --preset none k2=v2`` -> ``train --preset none k=v k2=v2``: argparse stops at an option that
+    follows ``key=value`` positionals, and a flag added at the end of a long command line is easy to write."""
+    if not argv or argv[0] not in ("train", "validate"):
+        return argv
+    options: list[str] = []
+    rest: list[str] = []
+    items = iter(argv[1:])
+    for item in items:
+        if item in _HOISTED:
+            options += [item, next(items, "")]
+        elif item.startswith(tuple(f"{name}=" for name in _HOISTED)):
+            options.append(item)
+        else:
+            rest.append(item)
+    return [argv[0], *options, *rest]
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parser().parse_args(_hoist_options(list(sys.argv[1:] if argv is None else argv)))
     if args.command == "config":
         from gspo.config_docs import format_keys
+        from gspo.errors import ConfigError
 
-        print(format_keys(args.pattern))
+        try:
+            print(format_keys(args.pattern, args.preset))
+        except ConfigError as exc:
+            return _fail("config", exc, EXIT_INPUT)
         return 0
     prepare_openmp_env()  # before the first torch import
-    from gspo.config import load_config
+    from gspo.config import resolve_config
+    from gspo.config.presets import describe_preset
 
     rank = int(os.environ.get("RANK", "0"))  # under torchrun, only rank 0 reports progress
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
@@ -111,11 +143,13 @@ def main(argv: list[str] | None = None) -> int:
             return report(args.run_dir)
         if args.command == "data":
             return prepare_data(args)
-        config = load_config(args.config, args.overrides)
+        config, preset = resolve_config(args.config, args.overrides, args.preset)
         if args.command == "validate":
-            return validate(config)
+            return validate(config, preset)
         if launch := torchrun_command(config, argv if argv is not None else sys.argv[1:]):
-            return launch_torchrun(launch)
+            return launch_torchrun(launch)  # rank 0 of the relaunch names the preset
+        if rank == 0:
+            print(describe_preset(preset), flush=True)
         return train(config)
     except RunComplete as done:
         if int(os.environ.get("RANK", "0")) == 0:
@@ -198,12 +232,15 @@ def launch_torchrun(command: list[str]) -> int:
     return 0
 
 
-def validate(config: GSPOConfig) -> int:
-    """Check everything a run needs up front (data files, model path, reward function); train nothing."""
+def validate(config: GSPOConfig, preset: str | None = None) -> int:
+    """Check everything a run needs up front (data files, model path, reward function); train nothing. The
+    resolved config is printed as YAML, its preset (:mod:`gspo.config.presets`) as the first comment line."""
     from gspo.config import to_yaml
+    from gspo.config.presets import describe_preset
     from gspo.trainer.preflight import preflight
 
     report = preflight(config)
+    print(f"# {describe_preset(preset)}")
     print(to_yaml(config))
     print(report)
     return 0

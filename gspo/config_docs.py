@@ -89,13 +89,37 @@ def _show(value: Any) -> str:
     return str(value)
 
 
-def format_keys(pattern: str = "") -> str:
-    """The listing printed by ``gspo config [PATTERN]``: keys containing ``pattern``, then matching verl keys."""
+def preset_values(name: str) -> dict[str, Any]:
+    """Dotted key -> value of the preset ``name`` (gspo/presets/NAME.yaml)."""
+    import yaml
+
+    from gspo.config.presets import preset_path
+
+    def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in tree.items():
+            dotted = f"{prefix}{key}"
+            out.update(flatten(value, dotted + ".") if isinstance(value, dict) else {dotted: value})
+        return out
+
+    return flatten(yaml.safe_load(preset_path(name).read_text()) or {})
+
+
+def format_keys(pattern: str = "", preset: str | None = None) -> str:
+    """The listing printed by ``gspo config [PATTERN] [--preset NAME]``: keys containing ``pattern`` (each default
+    that differs from verl's marked with verl's value and the reason; with a preset, its value beside), then the
+    matching verl keys outside the schema."""
+    from gspo.config.verl_defaults import mark
     from gspo.verl_compat import VERL_KEYS
 
     rows = [d for d in describe_schema() if pattern in d.key]
     width = max((len(d.key) for d in rows), default=0)
-    out = [f"{d.key:<{width}}  {d.type} = {_show(d.default)}\n{'':<{width}}  {d.doc}" for d in rows]
+    values = preset_values(preset) if preset else {}
+    out = []
+    for d in rows:
+        shown = _show(d.default) + (f"  [preset {preset}: {_show(values[d.key])}]" if d.key in values else "")
+        note = " ".join(part for part in (d.doc, mark(d.key)) if part)
+        out.append(f"{d.key:<{width}}  {d.type} = {shown}\n{'':<{width}}  {note}")
     verl = [v for v in VERL_KEYS if pattern in v.key]
     if verl:
         out.append("\nverl keys outside the schema (accepted as written below, anything else is refused):")

@@ -1,8 +1,9 @@
 """``gspo report RUN_DIR``: plot a run's ``metrics.jsonl`` into ``report.png`` and summarise it in ``report.md``.
 
-Reads the per-step JSON objects the trainer writes (``step`` plus metric names, see README "Metrics"; step 0 is the
-validation before training). A metric a run did not log is skipped, and a panel with no metric at all is left out,
-so reports of old runs, vanilla-PPO runs (no ``actor/seq_importance_ratio``) or runs without validation still work.
+Reads the per-step JSON objects the trainer writes (``step`` plus metric names, see docs/algorithm.md "Metrics";
+step 0 is the validation before training). A metric a run did not log is skipped, and a panel with no metric at all
+is left out, so reports of old runs, vanilla-PPO runs (no ``actor/seq_importance_ratio``) or runs without validation
+still work.
 matplotlib is an optional dependency (``pip install 'gspo[report]'``) imported only here, with the Agg backend.
 """
 

@@ -1,19 +1,22 @@
 """CPU thread setup for ``gspo train`` / ``gspo eval``: the OpenMP wait policy and torch's intra-op threads.
 
-Why: torch's OpenMP workers spin-wait between parallel regions. On cores shared with other busy processes a
-spinning worker burns the time slice its descheduled peer needs, and every op waits for the slowest thread: the
-embedded default run took 38 minutes instead of 49 s on 2 cores with other work running. Two settings:
+What it does:
 
-- ``OMP_WAIT_POLICY=PASSIVE`` (idle workers sleep instead of spinning; measured on the embedded model under
-  load 7 on 2 cores: a forward+backward 6.5 s with 2 spinning threads, 0.99 s passive, 0.93 s on one thread). The
-  OpenMP runtime reads it once, when torch is imported, so :func:`prepare_openmp_env` runs before any torch import.
-- As many intra-op threads as cores this process may use (its CPU affinity; split evenly over a node's ranks
-  under torchrun). Not fewer when the machine looks busy: the load average also counts work that just ended (a
-  previous run), and a run that picked 1 thread after one took 40 s instead of 35 s idle; with passive workers
-  2 threads on 2 busy cores cost about what 1 thread does (0.99 s vs 0.93 s above).
+- Before torch is imported (:func:`prepare_openmp_env`, called by the CLI): unless ``OMP_WAIT_POLICY`` is already
+  set, it sets ``OMP_WAIT_POLICY=PASSIVE`` (idle OpenMP workers sleep instead of spin-waiting),
+  ``KMP_BLOCKTIME=0`` (Intel's OpenMP sleeps at once) and ``GOMP_SPINCOUNT=10000`` (GNU OpenMP, torch's CPU
+  wheels, spins briefly before sleeping); the last two only when not set. The OpenMP runtime reads these once, when
+  torch is imported, so setting them later changes nothing.
+- Intra-op threads (:func:`apply_threads`): ``trainer.cpu_threads`` when > 0 (``gspo eval``: ``cpu_threads``), else
+  the ``GSPO_NUM_THREADS`` environment variable, else ``OMP_NUM_THREADS``, else the cores this process may run on
+  (its CPU affinity) divided by the processes on this node (torchrun's ``LOCAL_WORLD_SIZE``), at least 1. The load
+  average is not consulted.
 
-Overrides, strongest first: ``trainer.cpu_threads`` (> 0), the ``GSPO_NUM_THREADS`` or ``OMP_NUM_THREADS``
-environment variables; an ``OMP_WAIT_POLICY`` already set is kept.
+Why: spinning workers on cores shared with other busy processes burn the time slice a descheduled peer needs, and
+every parallel op waits for its slowest thread; sleeping workers give the core back. A brief spin before sleeping
+keeps the many small ops of a tiny model from paying a wake-up each. ``python benchmarks/default_run.py
+--contended`` measures the embedded default run alone and beside two busy loops; set ``OMP_WAIT_POLICY`` /
+``GOMP_SPINCOUNT`` / ``GSPO_NUM_THREADS`` in its environment to measure other choices.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ THREADS_ENV = "GSPO_NUM_THREADS"
 def prepare_openmp_env(environ: dict[str, str] | os._Environ = os.environ) -> None:
     """Set the OpenMP wait policy (passive unless the user chose one) before torch is imported.
 
-    Once torch is loaded the runtime has read its settings: then this only warns, since setting it changes nothing.
+    Once torch is loaded the runtime has read its settings: then this sets nothing (setting them would change
+    nothing) and logs that at debug level.
     """
     if "OMP_WAIT_POLICY" in environ:
         return
@@ -41,10 +45,8 @@ def prepare_openmp_env(environ: dict[str, str] | os._Environ = os.environ) -> No
         return
     environ["OMP_WAIT_POLICY"] = "PASSIVE"
     environ.setdefault("KMP_BLOCKTIME", "0")  # Intel's OpenMP (MKL builds): sleep at once instead of after 200 ms
-    # GNU OpenMP (torch's CPU wheels): spin briefly before sleeping. Passive alone (spin count 0) makes every small
-    # op of a tiny model wait for its workers to wake: the embedded default run took 76.7 s idle on 2 cores with it,
-    # 44.6 s with this bounded spin, and beside two busy loops 76.4 s vs 80.1 s (benchmarks/default_run.py
-    # --contended), so short spins cost little when cores are shared.
+    # GNU OpenMP (torch's CPU wheels): spin briefly before sleeping, so that the small ops of a tiny model do not
+    # each wait for their workers to wake up.
     environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 

@@ -71,7 +71,9 @@ def _check_max_resp_len(value: Any, cfg: Any) -> str | None:
             f"set data.max_response_length={value} or drop the key")
 
 
-_PADDING = "padding is always removed here (per-row lengths; use_dynamic_bsz packs rows)"
+_PADDING = ("rows are not unpadded here: attention is dense over each micro-batch with a padding mask; "
+            "actor_rollout_ref.actor.use_dynamic_bsz=true packs rows by length and cuts the columns that are padding "
+            "in every row")
 _SP = "sequence parallelism (Ulysses) is not implemented: " + LONG_SEQUENCES
 _LOG_PROB_PACKING = "the no-grad log-prob passes pack rows exactly when the update does"
 
@@ -80,6 +82,9 @@ VERL_KEYS: tuple[VerlKey, ...] = (
             "raise, never cut", check=_equals("error", "prompts are never cut here: data.filter_overlong_prompts=true "
                                               "drops longer prompts, false raises (verl's 'error'); raise "
                                               "data.max_prompt_length to keep them")),
+    VerlKey("data.return_raw_chat", "true or false (no-op): verl keeps the chat messages for its async rollout "
+            "server; here the chat template is applied once, by data.apply_chat_template",
+            check=lambda value, cfg: None if isinstance(value, bool) else "expected true or false"),
     VerlKey("algorithm.use_kl_in_reward", "false only: no KL penalty in the reward",
             check=_equals(False, "a KL penalty in the reward is not implemented; use "
                                  "actor_rollout_ref.actor.use_kl_loss=true with kl_loss_coef (KL as a loss term)")),

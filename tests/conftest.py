@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from gspo.config import GSPOConfig, load_config
+from tests.presets import ADDITION_PRESET
 
 
 @pytest.fixture(scope="session")
@@ -53,7 +54,8 @@ def parity_reward(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def make_config(tmp_path, tiny_model_dir, addition_files, parity_reward):
-    """A fast config on the tiny model with the parity reward; extra ``key=value`` overrides apply last."""
+    """A fast config on the tiny model with the parity reward, on the addition preset's settings; extra
+    ``key=value`` overrides apply last."""
 
     def build(*overrides: str) -> GSPOConfig:
         train, val = addition_files
@@ -76,6 +78,6 @@ def make_config(tmp_path, tiny_model_dir, addition_files, parity_reward):
             "trainer.device=cpu",
             "trainer.resume_mode=disable",
         ]
-        return load_config(None, base + list(overrides))
+        return load_config(None, base + list(overrides), preset=ADDITION_PRESET)
 
     return build

@@ -8,12 +8,15 @@ import sys
 import pytest
 
 from gspo.cli import main
+from tests.presets import PRESET_ARGS
 from tests.test_config import SEED_OVERRIDES
 
 
 def _base(tiny_model_dir, addition_files) -> list[str]:
+    """The tiny model and local addition data on the addition preset (``--preset`` first: it must precede the
+    overrides)."""
     train, val = addition_files
-    return [f"actor_rollout_ref.model.path={tiny_model_dir}", f"data.train_files=[{train}]",
+    return [*PRESET_ARGS, f"actor_rollout_ref.model.path={tiny_model_dir}", f"data.train_files=[{train}]",
             f"data.val_files=[{val}]"]
 
 
@@ -49,3 +52,42 @@ def test_python_dash_m_entry_points_agree(tiny_model_dir, addition_files):
         proc = subprocess.run([sys.executable, *entry, *args], capture_output=True, text=True, timeout=120)
         assert proc.returncode == 2, proc.stderr
         assert "actor_rollout_ref.rollout.n: 0 must be >= 1" in proc.stderr
+
+
+def test_train_names_its_preset_on_its_first_line(tmp_path, capsys):
+    """`gspo train` with no model path is the embedded default run (preset addition); it says so first."""
+    assert main(["train", f"trainer.default_local_dir={tmp_path / 'run'}", "trainer.total_training_steps=1",
+                 "trainer.val_before_train=false", "trainer.test_freq=-1", "trainer.logger=[]",
+                 "trainer.device=cpu"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("preset: addition (gspo/presets/addition.yaml"), first
+
+
+def test_validate_names_the_preset_as_a_yaml_comment(tiny_model_dir, addition_files, capsys):
+    assert main(["validate", *_base(tiny_model_dir, addition_files)[2:], "--preset", "none",
+                 "data.train_batch_size=16", "actor_rollout_ref.actor.ppo_mini_batch_size=16"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("# preset: none (verl's defaults")  # the flag may follow the overrides
+    assert "lr: 1.0e-06" in out and "max_prompt_length: 512" in out
+
+
+@pytest.mark.parametrize("args, expected", [
+    ([], "addition"),  # no model path: the embedded default run
+    (["actor_rollout_ref.model.path=embedded://sums"], "sums"),
+    (["actor_rollout_ref.model.path=/models/qwen"], None),
+    (["--preset", "none"], None),
+    (["--preset", "sums", "actor_rollout_ref.model.path=/models/qwen"], "sums"),
+])
+def test_preset_auto_follows_the_model_path(args, expected):
+    from gspo.cli import _hoist_options, _parser
+    from gspo.config.loading import MODEL_PATH_KEY
+    from gspo.config.presets import choose_preset
+
+    parsed = _parser().parse_args(_hoist_options(["validate", *args]))
+    paths = [item.split("=", 1)[1] for item in parsed.overrides if item.startswith(MODEL_PATH_KEY + "=")]
+    assert choose_preset(parsed.preset, paths[-1] if paths else None) == expected
+
+
+def test_an_unknown_preset_is_refused_naming_the_choices(capsys):
+    assert main(["validate", "--preset", "adition"]) == 2
+    assert "--preset adition: no such preset; choose one of addition, sums" in capsys.readouterr().err

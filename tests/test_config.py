@@ -21,8 +21,20 @@ SEED_OVERRIDES = [
 ]
 
 
-def test_defaults_are_the_dataclass_defaults():
-    assert load_config() == GSPOConfig()
+def test_without_a_preset_the_defaults_are_the_dataclass_defaults():
+    expected = GSPOConfig()
+    expected.trainer.default_local_dir = "checkpoints/verl_examples/gsm8k"  # verl's layout, derived when null
+    assert load_config(None, [], preset="none") == expected
+
+
+def test_no_model_path_selects_the_addition_preset_the_embedded_default_run():
+    cfg = load_config()
+    assert cfg == load_config(None, [], preset="addition")
+    assert cfg.actor_rollout_ref.model.path == "embedded://addition"
+    assert (cfg.data.train_batch_size, cfg.data.gen_batch_size, cfg.trainer.total_training_steps) == (32, 48, 150)
+    assert (cfg.data.max_prompt_length, cfg.data.max_response_length) == (16, 6)
+    assert cfg.algorithm.filter_groups.enable and cfg.algorithm.filter_groups.max_num_gen_batches == 10
+    assert cfg.trainer.default_local_dir == "outputs/gspo-addition"
 
 
 def test_seed_override_line_is_valid_verbatim():
@@ -162,3 +174,22 @@ def test_recipe_config_is_valid():
     cfg = load_config(recipe)
     assert cfg.actor_rollout_ref.actor.policy_loss.loss_mode == "gspo"
     assert cfg.algorithm.filter_groups.enable
+
+
+def test_generation_batches_that_cannot_fill_a_step_are_refused_naming_the_keys():
+    with pytest.raises(ConfigError, match=r"algorithm\.filter_groups\.max_num_gen_batches: data\.gen_batch_size=48 x "
+                                          r"algorithm\.filter_groups\.max_num_gen_batches=10 = 480 prompts per step "
+                                          r"can never fill data\.train_batch_size=512"):
+        load_config(None, ["data.train_batch_size=512", "actor_rollout_ref.actor.ppo_mini_batch_size=16"])
+    # Unlimited batches, adaptive sizing or no dynamic sampling can always fill it.
+    for way_out in ("algorithm.filter_groups.max_num_gen_batches=0",
+                    "algorithm.filter_groups.adaptive_gen_batch_size=true", "algorithm.filter_groups.enable=false"):
+        load_config(None, ["data.train_batch_size=512", "actor_rollout_ref.actor.ppo_mini_batch_size=16", way_out])
+
+
+def test_a_preset_run_folder_gives_way_to_a_named_experiment():
+    assert load_config().trainer.default_local_dir == "outputs/gspo-addition"
+    named = load_config(None, ["trainer.experiment_name=mine"])
+    assert named.trainer.default_local_dir == "checkpoints/gspo/mine"
+    verl = load_config(None, ["trainer.project_name=p", "trainer.experiment_name=e"], preset="none")
+    assert verl.trainer.default_local_dir == "checkpoints/p/e"

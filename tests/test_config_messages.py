@@ -16,7 +16,7 @@ def test_every_schema_key_has_a_type_default_and_description():
     missing = [d.key for d in docs if not d.doc]
     assert missing == [], f"document these keys with a comment above the field in gspo/config/schema.py: {missing}"
     by_key = {d.key: d for d in docs}
-    assert by_key["actor_rollout_ref.actor.clip_ratio_low"].default == 3e-4
+    assert by_key["actor_rollout_ref.actor.clip_ratio_low"].default == 0.2  # verl's; GSPO's 3e-4 is derived
     assert by_key["trainer.total_training_steps"].type == "int | None"
 
 
@@ -28,6 +28,8 @@ def test_gspo_config_lists_schema_and_verl_keys(capsys):
     for entry in VERL_KEYS:
         assert entry.key in out
     assert "Lower clip range of the importance ratio" in format_keys("clip_ratio_low")
+    assert "(verl: 0.2; differs because GSPO's sequence ratios" in format_keys("clip_ratio_low")
+    assert "(verl:" not in format_keys("clip_ratio_c")  # at verl's default: no mark
     assert format_keys("no_such_key_anywhere") == "no key contains 'no_such_key_anywhere'"
 
 
@@ -45,7 +47,7 @@ def test_a_bare_path_is_a_one_file_list():
 def test_type_errors_say_the_expected_type_and_an_example():
     message = _error("data.train_batch_size=lots")
     assert message.startswith("data.train_batch_size: cannot take 'lots' (command line (data.train_batch_size=lots))")
-    assert "expected an integer, e.g. data.train_batch_size=32" in message
+    assert "expected an integer, e.g. data.train_batch_size=1024" in message
     assert "Value 'lots'" not in message  # OmegaConf's own wording stays out
     assert "expected true or false" in _error("data.shuffle=maybe")
 
@@ -93,7 +95,7 @@ def test_verl_no_op_keys_are_accepted(override):
 @pytest.mark.parametrize("override, expected", [
     ("data.truncation=left", "prompts are never cut here"),
     ("algorithm.use_kl_in_reward=true", "use actor_rollout_ref.actor.use_kl_loss=true"),
-    ("actor_rollout_ref.model.use_remove_padding=false", "padding is always removed here"),
+    ("actor_rollout_ref.model.use_remove_padding=false", "rows are not unpadded here: attention is dense"),
     ("actor_rollout_ref.actor.ulysses_sequence_parallel_size=4", "sequence parallelism (Ulysses) is not implemented"),
     ("actor_rollout_ref.actor.fsdp_config.fsdp_size=8", "hybrid sharding is not implemented"),
     ("actor_rollout_ref.ref.fsdp_config.param_offload=true",
@@ -156,3 +158,10 @@ def test_lr_warmup_steps_wins_over_the_ratio():
 
     assert lrs(OptimConfig(lr=1.0, lr_warmup_steps=2, lr_warmup_steps_ratio=0.5)) == [0.5, 1.0, 1.0, 1.0]
     assert lrs(OptimConfig(lr=1.0, lr_warmup_steps_ratio=0.4)) == [0.25, 0.5, 0.75, 1.0]
+
+
+def test_gspo_config_shows_a_presets_values_beside_the_defaults(capsys):
+    assert main(["config", "trainer.default_local_dir", "--preset", "addition"]) == 0
+    assert "= null  [preset addition: outputs/gspo-addition]" in capsys.readouterr().out
+    assert main(["config", "--preset", "nope"]) == 2
+    assert "--preset nope: no such preset" in capsys.readouterr().err

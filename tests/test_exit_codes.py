@@ -85,7 +85,9 @@ def test_another_ranks_error_keeps_its_kind(remote, expected):
 
 def _readme_exit_table() -> dict[str, str]:
     text = README.read_text()
-    section = text.split("### Exit codes", 1)[1].split("\n#", 1)[0]
+    heading = re.search(r"^#+ Exit codes$", text, flags=re.MULTILINE)
+    assert heading, "README.md has no 'Exit codes' section"
+    section = text[heading.end():].split("\n#", 1)[0]
     rows = re.findall(r"^\| `([^`]+)` \| (.+?) \|$", section, flags=re.MULTILINE)
     return dict(rows)
 

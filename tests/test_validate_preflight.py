@@ -8,11 +8,12 @@ import pytest
 import torch
 
 from gspo.cli import main
+from tests.presets import PRESET_ARGS
 
 
 def _args(tiny_model_dir, addition_files, tmp_path, *extra: str) -> list[str]:
     train, val = addition_files
-    return ["validate", f"actor_rollout_ref.model.path={tiny_model_dir}", f"data.train_files=[{train}]",
+    return ["validate", *PRESET_ARGS, f"actor_rollout_ref.model.path={tiny_model_dir}", f"data.train_files=[{train}]",
             f"data.val_files=[{val}]", "data.train_batch_size=16", "data.gen_batch_size=16",
             f"trainer.default_local_dir={tmp_path / 'run'}", *extra]
 

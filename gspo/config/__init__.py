@@ -1,7 +1,8 @@
 """gspo's configuration: one typed schema (:mod:`gspo.config.schema`, the only home of defaults), loading
 (:mod:`gspo.config.loading`) and semantic checks (:mod:`gspo.config.validation`).
 
-Layers, last wins: the defaults below -> an optional YAML file -> dotted ``key=value`` overrides.
+Layers, last wins: the defaults below (verl's, but for :mod:`gspo.config.verl_defaults`) -> an embedded task's
+preset (:mod:`gspo.config.presets`) -> an optional YAML file -> dotted ``key=value`` overrides.
 Key paths follow verl's layout for the keys verl users already type, so
 ``actor_rollout_ref.actor.policy_loss.loss_mode=gspo algorithm.filter_groups.enable=true`` works verbatim.
 
@@ -13,7 +14,7 @@ Units: batch sizes named ``*_batch_size`` count prompts unless they end in ``_pe
 lengths count tokens.
 """
 
-from gspo.config.loading import load_config, load_rollout_config, to_yaml
+from gspo.config.loading import load_config, load_rollout_config, resolve_config, to_yaml
 from gspo.config.rollout import (
     ENGINE_SETTINGS,
     ROLLOUT_DTYPES,
@@ -86,6 +87,7 @@ __all__ = [
     "RESUME_MODES",
     "REWARD_ON_ERROR_MODES",
     "RewardModelConfig",
+    "resolve_config",
     "ROLLOUT_DTYPES",
     "rollout_config_class",
     "rollout_keys_that_may_change",

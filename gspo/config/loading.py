@@ -14,38 +14,57 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
+from gspo.config.presets import choose_preset, preset_path
 from gspo.config.rollout import RolloutConfig, rollout_config_class, validate_rollout
 from gspo.config.schema import GSPOConfig, field_type
 from gspo.config.validation import validate_config
+from gspo.config.verl_defaults import apply_derived_defaults
 from gspo.errors import ConfigError
 from gspo.rollout.definition import EngineContext
 from gspo.verl_compat import VerlKeys
 
+MODEL_PATH_KEY = "actor_rollout_ref.model.path"
 
-def load_config(config_file: str | Path | None = None, overrides: list[str] = ()) -> GSPOConfig:
-    """Resolve defaults <- YAML file <- dotted overrides into a validated :class:`GSPOConfig` object.
 
-    verl keys outside the schema (see :mod:`gspo.verl_compat`) are mapped to ours, accepted as documented no-ops,
-    or refused naming the key and what to do instead.
+def load_config(config_file: str | Path | None = None, overrides: list[str] = (), preset: str = "auto") -> GSPOConfig:
+    """Resolve defaults <- preset <- YAML file <- dotted overrides into a validated :class:`GSPOConfig` object.
+
+    The defaults are verl's (:mod:`gspo.config.verl_defaults` lists where they are not); ``preset`` is a name,
+    ``none`` or ``auto`` (:func:`gspo.config.presets.choose_preset`). verl keys outside the schema (see
+    :mod:`gspo.verl_compat`) are mapped to ours, accepted as documented no-ops, or refused naming the key and what
+    to do instead.
     """
+    return resolve_config(config_file, overrides, preset)[0]
+
+
+def resolve_config(config_file: str | Path | None = None, overrides: list[str] = (),
+                   preset: str = "auto") -> tuple[GSPOConfig, str | None]:
+    """:func:`load_config` and the name of the preset it applied (None for none)."""
     cfg = OmegaConf.structured(GSPOConfig)
     entries = _yaml_entries(Path(config_file)) if config_file is not None else []
     entries += [_parse_override(item) for item in overrides]
+    model_paths = [value for key, value, _ in entries if key == MODEL_PATH_KEY]
+    chosen = choose_preset(preset, model_paths[-1] if model_paths else None)
+    preset_entries = _yaml_entries(preset_path(chosen)) if chosen else []
     verl = VerlKeys()
-    explicit: set[str] = set()
-    for key, value, where in entries:
+    explicit: set[str] = set()  # set by the YAML file or an override
+    given: set[str] = set()  # set by any layer, the preset included
+    for number, (key, value, where) in enumerate(preset_entries + entries):
         if field_type(key) is None:  # a schema key always wins over verl's table
             mapped = verl.translate(key, value, where)
             if mapped is None:  # a verl key checked once the whole config is known
                 continue
             key, value = mapped
         cfg = _merge_one(cfg, key, value, where)
-        explicit.add(key)
+        given.add(key)
+        if number >= len(preset_entries):
+            explicit.add(key)
     config: GSPOConfig = OmegaConf.to_object(cfg)
     _derive_run_folder(config, explicit)
+    apply_derived_defaults(config, given)
     validate_config(config)
     verl.check(config)
-    return config
+    return config, chosen
 
 
 def load_rollout_config(values: dict[str, Any], context: EngineContext) -> RolloutConfig:
@@ -64,10 +83,11 @@ def load_rollout_config(values: dict[str, Any], context: EngineContext) -> Rollo
 
 
 def _derive_run_folder(config: GSPOConfig, explicit: set[str]) -> None:
-    """verl's layout: checkpoints/<project_name>/<experiment_name> when either is set and the folder is not."""
+    """verl's layout: checkpoints/<project_name>/<experiment_name> when no folder is set, or when the YAML file or
+    an override names the project or experiment and not the folder (a preset's folder gives way)."""
     trainer = config.trainer
     named = {"trainer.project_name", "trainer.experiment_name"} & explicit
-    if named and "trainer.default_local_dir" not in explicit:
+    if trainer.default_local_dir is None or (named and "trainer.default_local_dir" not in explicit):
         trainer.default_local_dir = f"checkpoints/{trainer.project_name}/{trainer.experiment_name or 'default'}"
 
 

@@ -45,7 +45,7 @@ class RolloutConfig:
     # with gspo.rollout.register_rollout_engine. The keys after val_kwargs are engines' own, each marked (engine).
     name: str = "hf"
     # Responses sampled per prompt (the group size).
-    n: int = 8
+    n: int = 1
     # Sampling temperature of training rollouts (> 0); the log-probs use it too.
     temperature: float = 1.0
     # Nucleus sampling of training rollouts; 1 = off.

@@ -23,22 +23,22 @@ REWARD_ON_ERROR_MODES = ("raise", "zero")
 @dataclass
 class DataConfig:
     # Training prompt files (.parquet / .jsonl; embedded:// for shipped data); one file may be given bare.
-    train_files: list[str] = field(default_factory=lambda: ["embedded://addition/train.jsonl"])
+    train_files: list[str] = field(default_factory=lambda: ["~/data/rlhf/gsm8k/train.parquet"])
     # Validation prompt files, scored greedily every trainer.test_freq steps; [] = no validation.
-    val_files: list[str] = field(default_factory=lambda: ["embedded://addition/val.jsonl"])
+    val_files: list[str] = field(default_factory=lambda: ["~/data/rlhf/gsm8k/test.parquet"])
     # Column holding the prompt: a string or a list of chat messages ({role, content}).
     prompt_key: str = "prompt"
     # Prompt tokens (after the chat template); longer prompts are dropped or raise, never cut.
-    max_prompt_length: int = 16
+    max_prompt_length: int = 512
     # Generated tokens per response at most.
-    max_response_length: int = 6
+    max_response_length: int = 512
     # Prompts per optimizer-step batch (each with rollout.n responses).
-    train_batch_size: int = 32
+    train_batch_size: int = 1024
     # Prompts drawn per generation batch; None = train_batch_size. Larger than train_batch_size leaves
     # room for groups that dynamic sampling drops.
-    gen_batch_size: int | None = 48
+    gen_batch_size: int | None = None
     # Drop prompts longer than max_prompt_length (a warning counts them); false: raise.
-    filter_overlong_prompts: bool = True
+    filter_overlong_prompts: bool = False
     # auto: when the tokenizer has a chat template; always; never (raw text).
     apply_chat_template: str = "auto"
     # Shuffle the training prompts each epoch (seeded by trainer.seed).
@@ -50,7 +50,7 @@ class ModelConfig:
     # Local HF model folder (config.json, weights, tokenizer); nothing is downloaded.
     path: str = "embedded://addition"
     # Recompute activations in the backward pass: less memory, about one extra forward of compute.
-    enable_gradient_checkpointing: bool = False
+    enable_gradient_checkpointing: bool = True
     # LoRA through peft (`pip install -e '.[lora]'`), verl's keys: adapter rank, 0 = full fine-tuning. With a rank,
     # only the adapters train (fp32), the base is frozen (bf16 on CUDA), the KL reference is the base with the
     # adapters switched off, and final_model/ is the merged model (gspo/trainer/lora.py).
@@ -70,7 +70,7 @@ class ModelConfig:
 @dataclass
 class PolicyLossConfig:
     # A registered loss (gspo, vanilla), or, with `path`, the name you give the loss loaded from that file.
-    loss_mode: str = "gspo"
+    loss_mode: str = "vanilla"
     # A Python file whose function `name` is the policy loss (as custom_reward_function.path / name); protocol in
     # gspo/algos/registry.py: it returns the per-token loss and its metrics, gspo aggregates.
     path: str | None = None
@@ -81,13 +81,13 @@ class PolicyLossConfig:
 @dataclass
 class OptimConfig:
     # AdamW learning rate.
-    lr: float = 1e-4
+    lr: float = 1e-6
     # Share of the training steps with a linear learning-rate warm-up.
     lr_warmup_steps_ratio: float = 0.0
     # Warm-up steps; >= 0 wins over lr_warmup_steps_ratio, -1 uses the ratio (verl's rule).
     lr_warmup_steps: int = -1
     # AdamW weight decay.
-    weight_decay: float = 0.0
+    weight_decay: float = 0.01
 
 
 @dataclass
@@ -104,17 +104,19 @@ class FSDPConfig:
 @dataclass
 class ActorConfig:
     policy_loss: PolicyLossConfig = field(default_factory=PolicyLossConfig)
-    # Lower clip range of the importance ratio: 1 - clip_ratio_low (GSPO paper: 3e-4).
-    clip_ratio_low: float = 3e-4
-    # Upper clip range of the importance ratio: 1 + clip_ratio_high (GSPO paper: 4e-4).
-    clip_ratio_high: float = 4e-4
+    # Lower clip range of the importance ratio: 1 - clip_ratio_low. With policy_loss.loss_mode=gspo and no value
+    # given, the GSPO paper's 3e-4 (gspo/config/verl_defaults.py).
+    clip_ratio_low: float = 0.2
+    # Upper clip range of the importance ratio: 1 + clip_ratio_high. With policy_loss.loss_mode=gspo and no value
+    # given, the GSPO paper's 4e-4.
+    clip_ratio_high: float = 0.2
     # Dual-clip bound for negative advantages in the vanilla (PPO) loss; must be > 1.
     clip_ratio_c: float = 3.0
     # How token losses become one number: token-mean, seq-mean-token-sum, seq-mean-token-mean or
     # seq-mean-token-sum-norm (divides by N_seq x data.max_response_length, verl by the length alone: README).
-    loss_agg_mode: str = "seq-mean-token-mean"
+    loss_agg_mode: str = "token-mean"
     # Prompts per optimizer step; more than one mini-batch per train batch makes the update off-policy.
-    ppo_mini_batch_size: int = 16
+    ppo_mini_batch_size: int = 256
     # Sequences per forward/backward; gradients accumulate over micro-batches.
     ppo_micro_batch_size_per_gpu: int = 256
     # Passes over each training batch per step.
@@ -192,11 +194,11 @@ class PrefilterConfig:
 @dataclass
 class FilterGroupsConfig:
     # DAPO dynamic sampling: drop groups whose responses all score the same.
-    enable: bool = True
+    enable: bool = False
     # What must vary within a kept group: acc, seq_reward or seq_final_reward.
     metric: str = "acc"
     # Generation batches per training step before giving up; <= 0: unlimited.
-    max_num_gen_batches: int = 10
+    max_num_gen_batches: int = 0
     # Carry kept groups beyond train_batch_size into the next step instead of dropping them (verl drops them).
     keep_surplus: bool = False
     # Surplus groups older than this many steps are dropped (their samples come from an older policy).
@@ -233,10 +235,10 @@ class AlgorithmConfig:
 class OverlongBufferConfig:
     # DAPO's soft overlong penalty on responses in the last `len` tokens of the budget.
     enable: bool = False
-    # Tokens before data.max_response_length where the penalty ramps from 0.
-    len: int = 4
+    # Tokens before data.max_response_length where the penalty ramps from 0 (>= 1 when enabled).
+    len: int = 0
     # Penalty at data.max_response_length (linear ramp over the buffer).
-    penalty_factor: float = 1.0
+    penalty_factor: float = 0.0
 
 
 @dataclass
@@ -268,34 +270,36 @@ class CustomRewardFunctionConfig:
 
 @dataclass
 class TrainerConfig:
-    # Run folder: metrics.jsonl, config.yaml, checkpoints/, final_model/.
-    default_local_dir: str = "outputs/gspo-addition"
+    # Run folder: metrics.jsonl, config.yaml, checkpoints/, final_model/; null = verl's
+    # checkpoints/<project_name>/<experiment_name>.
+    default_local_dir: str | None = None
     # Optimizer steps; null = total_epochs over the training prompts.
-    total_training_steps: int | None = 150
+    total_training_steps: int | None = None
     # Epochs when total_training_steps is null.
-    total_epochs: int = 1
+    total_epochs: int = 30
     # Checkpoint every this many steps (and at the end); <= 0: only at the end.
     save_freq: int = -1
-    # Validate every this many steps (and at the end); <= 0: only at the end.
-    test_freq: int = 15
+    # Validate every this many steps and after the last; <= 0: never during training (as verl; val_before_train
+    # still validates once before the first step).
+    test_freq: int = -1
     # Validate once before the first step (the starting accuracy).
     val_before_train: bool = True
     # auto: continue from the latest checkpoint in the run folder; disable; resume_path.
     resume_mode: str = "auto"
     # Checkpoint folder (global_step_N) for resume_mode=resume_path.
     resume_from_path: str | None = None
-    # Checkpoints kept on disk (oldest deleted first); <= 0 keeps all.
-    max_actor_ckpt_to_keep: int = 2
+    # Checkpoints kept on disk (oldest deleted first); null or <= 0 keeps all.
+    max_actor_ckpt_to_keep: int | None = None
     # Optimizer steps in a row skipped for a non-finite loss or gradient before the run stops.
     max_consecutive_skips: int = 5
     # Metric sinks besides metrics.jsonl: console, tensorboard, wandb (offline unless WANDB_MODE says otherwise),
     # mlflow (a file store in the run folder unless MLFLOW_TRACKING_URI is set).
     logger: list[str] = field(default_factory=lambda: ["console"])
     # The wandb / mlflow project (experiment) name; with experiment_name, verl's run folder layout.
-    project_name: str = "gspo"
+    project_name: str = "verl_examples"
     # The run's name in reports, wandb and mlflow; null = the run folder's name. When project_name or
     # experiment_name is set and default_local_dir is not, the run folder is checkpoints/<project>/<experiment>.
-    experiment_name: str | None = None
+    experiment_name: str | None = "gsm8k"
     # Validation samples (prompt, response, score) printed and written to val_generations.jsonl per validation.
     log_val_generations: int = 0
     # Seed of prompt order and of every sampled response.

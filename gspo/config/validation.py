@@ -112,6 +112,22 @@ def _validate_async(cfg: GSPOConfig) -> None:
              f"LoRA with a rollout pool ({key}.mode=async) is not implemented; set lora_rank=0 or {key}.mode=sync")
 
 
+def _check_generation_can_fill_a_step(cfg: GSPOConfig) -> None:
+    """With dynamic sampling capped at max_num_gen_batches fixed-size batches, the prompts drawn in a step must at
+    least number data.train_batch_size: else every step generates the whole cap and stops the run, even when no
+    group is dropped."""
+    data, groups = cfg.data, cfg.algorithm.filter_groups
+    if not groups.enable or groups.max_num_gen_batches <= 0 or groups.adaptive_gen_batch_size:
+        return
+    gen = data.gen_batch_size or data.train_batch_size  # null (= train_batch_size) always fills a step
+    drawn = gen * groups.max_num_gen_batches
+    _require(drawn >= data.train_batch_size, "algorithm.filter_groups.max_num_gen_batches",
+             f"data.gen_batch_size={gen} x "
+             f"algorithm.filter_groups.max_num_gen_batches={groups.max_num_gen_batches} = {drawn} prompts per step "
+             f"can never fill data.train_batch_size={data.train_batch_size} prompt groups; raise "
+             f"data.gen_batch_size or max_num_gen_batches (0 = unlimited), or lower data.train_batch_size")
+
+
 def validate_config(cfg: GSPOConfig) -> None:
     """Raise :class:`ConfigError` naming the key for any value that type-checks but cannot run."""
     # torch loads with the algorithms: only when validating (gspo --help and gspo config stay fast)
@@ -203,6 +219,7 @@ def validate_config(cfg: GSPOConfig) -> None:
              "algorithm.filter_groups.prefilter.probe_responses",
              "probes the prompts the prefilter would skip: set algorithm.filter_groups.prefilter.enable=true too")
     _check_prefilter_readmits(cfg)
+    _check_generation_can_fill_a_step(cfg)
 
     buffer = cfg.reward_model.overlong_buffer
     if buffer.enable:

@@ -203,7 +203,7 @@ class Trainer:
         metrics = self.train_step()
         self.global_step += 1
         is_last = self.global_step == self.total_steps
-        if (cfg.test_freq > 0 and self.global_step % cfg.test_freq == 0) or is_last:
+        if cfg.test_freq > 0 and (self.global_step % cfg.test_freq == 0 or is_last):  # verl's rule
             metrics.update(self.validate())
         self._log(logger, self.global_step, metrics)  # the row before the checkpoint: see gspo.trainer.run_folder
         crash_point("after_row", self.global_step)

@@ -21,8 +21,7 @@ RUN_DIR=$OUTPUT_DIR/run
 if [[ -z "${GSM8K_DIR:-}" && -d "$REPO_DIR/../shared/data/gsm8k" ]]; then
   GSM8K_DIR=$REPO_DIR/../shared/data/gsm8k
 fi
-# Tiny matrices gain nothing from threads, and on a busy CPU OpenMP's spin-waiting made each op ~30x slower
-# (measured: 1.05 s vs 0.03 s per forward with 2 threads vs 1 on a shared 2-core machine).
+# Tiny matrices gain nothing from threads, and OpenMP's spin-waiting slows a busy CPU down many times.
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
 # The tokenizer is trained on the prepared prompts, so the data comes first.

@@ -66,13 +66,13 @@ register_rollout_engine("hf_generate", GenerateEngine)
 def test_an_engine_registered_outside_the_package_trains(make_config, tmp_path):
     assert {"hf", "vllm", "hf_generate"} <= set(rollout_engine_names())
     cfg = make_config("actor_rollout_ref.rollout.name=hf_generate", "trainer.total_training_steps=3",
-                      "trainer.val_before_train=true", "algorithm.filter_groups.enable=false")
+                      "trainer.val_before_train=true", "trainer.test_freq=3", "algorithm.filter_groups.enable=false")
     trainer = Trainer(cfg)
     assert isinstance(trainer.engine, GenerateEngine) and isinstance(trainer.engine, RolloutEngine)
     assert not trainer.policy_update.context.use_rollout_log_probs  # the engine's log-probs are not the trainer's
     trainer.fit()
-    # One weight update per optimizer update that changed the policy, each before the next generation; none at
-    # the start or for validation alone.
+    # One weight update per optimizer update that changed the policy, each before the next generation (the third
+    # before the validation after the last step); none at the start.
     assert trainer.engine.calls["update_weights"] == 3 and trainer.engine.calls["release_memory"] == 3
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     steps = [row for row in rows if row["step"] > 0]

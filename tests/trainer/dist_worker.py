@@ -1,6 +1,7 @@
 """Run by tests/trainer/test_distributed.py, under torchrun or as one process: train, and record the kept groups.
 
-``python dist_worker.py OUT.json key=value ...`` writes {"kept": [[prompt index per trained row] per step]}.
+``python dist_worker.py OUT.json [--preset NAME] key=value ...`` writes {"kept": [[prompt index per trained row]
+per step]}.
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ def main(out: str, overrides: list[str]) -> None:
     from gspo.config import load_config
     from gspo.trainer import Trainer
 
-    trainer = Trainer(load_config(None, overrides))
+    preset = "auto"
+    if overrides[:1] == ["--preset"]:
+        preset, overrides = overrides[1], overrides[2:]
+    trainer = Trainer(load_config(None, overrides, preset=preset))
     kept: list[list[int]] = []
     produce = trainer.producer.produce
 

@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 
 from gspo.cli import torchrun_command
 from gspo.config import ConfigError, load_config
+from tests.presets import PRESET_ARGS
 
 WORKER = Path(__file__).with_name("dist_worker.py")
 ATOL = 1e-5
@@ -31,7 +32,8 @@ UNIDENTIFIABLE = "self_attn.k_proj.bias"
 
 def parity_args(tiny_model_dir, addition_files, parity_reward, out: Path, steps: int) -> list[str]:
     train, val = addition_files
-    return [f"actor_rollout_ref.model.path={tiny_model_dir}", f"data.train_files=[{train}]", f"data.val_files=[{val}]",
+    return [*PRESET_ARGS, f"actor_rollout_ref.model.path={tiny_model_dir}", f"data.train_files=[{train}]",
+            f"data.val_files=[{val}]",
             f"custom_reward_function.path={parity_reward}", f"trainer.default_local_dir={out}",
             # 6 prompts per generation batch for 4 trained: dynamic sampling filters and trims; 2 mini-batches
             # per step, so the second is off-policy and the clip acts.
@@ -40,7 +42,7 @@ def parity_args(tiny_model_dir, addition_files, parity_reward, out: Path, steps:
             "actor_rollout_ref.actor.clip_ratio_low=0.2", "actor_rollout_ref.actor.clip_ratio_high=0.2",
             "actor_rollout_ref.actor.optim.lr=0.01", "data.max_response_length=4",
             f"trainer.total_training_steps={steps}", "trainer.save_freq=1", "trainer.max_actor_ckpt_to_keep=0",
-            "trainer.test_freq=-1", "trainer.logger=[]", "trainer.device=cpu"]
+            f"trainer.test_freq={steps}", "trainer.logger=[]", "trainer.device=cpu"]  # validate after the last step
 
 
 def _env() -> dict[str, str]:
@@ -48,9 +50,10 @@ def _env() -> dict[str, str]:
     return {**env, "OMP_NUM_THREADS": "1"}  # two processes on two cores: no spinning OpenMP threads
 
 
-def run_checked(command: list[str]) -> None:
+def run_checked(command: list[str]) -> subprocess.CompletedProcess:
     proc = subprocess.run(command, capture_output=True, text=True, timeout=600, env=_env())
     assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
 
 
 def torchrun_prefix(nproc: int) -> list[str]:
@@ -138,7 +141,9 @@ def test_checkpoint_of_two_ranks_is_sharded_and_resumes_on_one_rank(runs):
 def test_gspo_train_launches_torchrun_from_n_gpus_per_node(tiny_model_dir, addition_files, parity_reward, tmp_path):
     out = tmp_path / "run"
     args = parity_args(tiny_model_dir, addition_files, parity_reward, out, steps=1) + ["trainer.n_gpus_per_node=2"]
-    run_checked([sys.executable, "-m", "gspo", "train", *args])
+    proc = run_checked([sys.executable, "-m", "gspo", "train", *args])
+    # Named once, by rank 0 of the relaunch (not by the launcher, not by rank 1), before anything else it prints.
+    assert proc.stdout.count("preset: addition") == 1 and proc.stdout.startswith("preset: addition"), proc.stdout
     assert (out / "checkpoints" / "global_step_1" / "rng" / "rank_1.pt").is_file()
     assert [m["step"] for m in _metrics(out)] == [0, 1]  # rank 0 alone logs
     assert (out / "final_model" / "model.safetensors").is_file()

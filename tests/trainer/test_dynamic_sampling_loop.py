@@ -7,7 +7,8 @@ import itertools
 import pytest
 import torch
 
-from gspo.config import FilterGroupsConfig, PrefilterConfig
+from gspo.config import FilterGroupsConfig as _FilterGroupsConfig
+from gspo.config import PrefilterConfig
 from gspo.trainer.batch import RolloutBatch
 from gspo.trainer.dynamic_sampling import DynamicSamplingError, GenerationStats, collect_train_batch
 from gspo.trainer.sampling_state import DynamicSamplingState
@@ -15,6 +16,12 @@ from gspo.trainer.sampling_state import DynamicSamplingState
 N = 2  # responses per prompt
 EOS = 9
 MAX_DRAWS = 1000  # a step that draws more prompts than this would draw for ever
+
+
+def FilterGroupsConfig(**values) -> _FilterGroupsConfig:  # noqa: N802 (stands in for the class)
+    """The addition preset's dynamic sampling (on, at most 10 generation batches; verl's defaults are off and
+    unlimited) with ``values`` on top."""
+    return _FilterGroupsConfig(**{"enable": True, "max_num_gen_batches": 10, **values})
 
 
 class ScriptedRollout:

@@ -67,7 +67,7 @@ def _collapsed(log: list[str]) -> list[str]:
 def test_no_trainer_forward_runs_while_the_engine_holds_its_memory(make_config):
     trainer = Trainer(make_config("actor_rollout_ref.rollout.name=recording",
                                   "actor_rollout_ref.actor.use_kl_loss=true", "algorithm.filter_groups.enable=false",
-                                  "trainer.total_training_steps=2"))
+                                  "trainer.total_training_steps=2", "trainer.test_freq=2"))
     assert not trainer.policy_update.context.use_rollout_log_probs  # the old-log-prob pass runs
     _record_trainer_forwards(trainer)
     trainer.fit()

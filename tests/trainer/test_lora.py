@@ -15,6 +15,7 @@ from gspo.model.loading import load_causal_lm, load_tokenizer
 from gspo.trainer import Trainer
 from gspo.trainer.actor import compute_log_probs
 from gspo.trainer.lora import iter_merged_weights
+from tests.presets import ADDITION_PRESET
 
 LORA = ("actor_rollout_ref.model.lora_rank=4", "actor_rollout_ref.model.lora_alpha=8")
 # The tiny test model (conftest): hidden 32, intermediate 64, 4 query heads / 2 key-value heads of size 8, 2 layers.
@@ -45,7 +46,8 @@ def trained(tmp_path_factory, tiny_model_dir, addition_files, parity_reward):
         "data.train_batch_size=4", "data.gen_batch_size=8", "actor_rollout_ref.rollout.n=4",
         "actor_rollout_ref.actor.ppo_mini_batch_size=4", "data.max_response_length=4",
         "trainer.total_training_steps=2", "trainer.val_before_train=false", "trainer.test_freq=-1",
-        "trainer.logger=[]", "trainer.device=cpu", "actor_rollout_ref.actor.optim.lr=0.01", *LORA])
+        "trainer.logger=[]", "trainer.device=cpu", "actor_rollout_ref.actor.optim.lr=0.01", *LORA],
+        preset=ADDITION_PRESET)
     trainer = Trainer(config)
     before = _snapshot(trainer.model)
     trainer.fit()

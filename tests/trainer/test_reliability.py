@@ -15,6 +15,7 @@ import torch
 from gspo.trainer import Trainer
 from gspo.trainer.checkpoint import select_checkpoint
 from gspo.trainer.run_folder import RunFolderError, StorageError
+from tests.presets import PRESET_ARGS
 
 
 def _state(model) -> dict[str, torch.Tensor]:
@@ -78,6 +79,7 @@ KILL_DURING_WRITE = textwrap.dedent("""
 def _base_args(tiny_model_dir, addition_files, parity_reward, out) -> list[str]:
     train, val = addition_files
     return [
+        *PRESET_ARGS,  # first: the command-line option precedes the overrides
         f"actor_rollout_ref.model.path={tiny_model_dir}",
         f"data.train_files=[{train}]",
         f"data.val_files=[{val}]",

@@ -16,6 +16,7 @@ from gspo.config import ConfigError, load_config
 from gspo.rewards.math import pool as math_pool
 from gspo.trainer import Trainer
 from gspo.trainer.signals import STOP_GRACE_S, StepAbandoned, StopRequest
+from tests.presets import PRESET_ARGS
 
 
 def test_a_stop_ends_a_reward_wait_only_after_the_grace_period():
@@ -38,7 +39,7 @@ def test_sigterm_while_rewards_hang_stops_the_run_within_seconds(tiny_model_dir,
                       f"    pathlib.Path({str(called)!r}).touch()\n"
                       "    time.sleep(3600)\n")
     train, val = addition_files
-    args = [f"actor_rollout_ref.model.path={tiny_model_dir}", f"data.train_files=[{train}]",
+    args = [*PRESET_ARGS, f"actor_rollout_ref.model.path={tiny_model_dir}", f"data.train_files=[{train}]",
             f"data.val_files=[{val}]", f"custom_reward_function.path={reward}",
             f"trainer.default_local_dir={tmp_path / 'run'}", "data.train_batch_size=4", "data.gen_batch_size=8",
             "actor_rollout_ref.rollout.n=4", "actor_rollout_ref.actor.ppo_mini_batch_size=4",

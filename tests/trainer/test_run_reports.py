@@ -12,11 +12,13 @@ import torch
 from gspo.cli import main
 from gspo.model.folder import stored_dtype
 from gspo.trainer import Trainer
+from tests.presets import PRESET_ARGS
 
 
 def _train_args(tiny_model_dir, addition_files, parity_reward, run, *extra: str) -> list[str]:
     train, val = addition_files
-    return ["train", f"custom_reward_function.path={parity_reward}", f"actor_rollout_ref.model.path={tiny_model_dir}",
+    return ["train", *PRESET_ARGS, f"custom_reward_function.path={parity_reward}",
+            f"actor_rollout_ref.model.path={tiny_model_dir}",
             f"data.train_files=[{train}]", f"data.val_files=[{val}]", f"trainer.default_local_dir={run}",
             "data.train_batch_size=4", "data.gen_batch_size=8", "actor_rollout_ref.rollout.n=4",
             "actor_rollout_ref.actor.ppo_mini_batch_size=4", "data.max_response_length=4",
@@ -28,7 +30,7 @@ def test_train_reports_start_end_accuracy_paths_and_next_commands(tiny_model_dir
                                                                   tmp_path, capsys):
     run = tmp_path / "run"
     assert main(_train_args(tiny_model_dir, addition_files, parity_reward, run,
-                            "trainer.log_val_generations=2")) == 0
+                            "trainer.log_val_generations=2", "trainer.test_freq=2")) == 0
     out = capsys.readouterr().out
     assert "step 0 val_acc=" in out  # the starting accuracy, before any update
     assert "done: 2 steps in " in out
@@ -40,6 +42,15 @@ def test_train_reports_start_end_accuracy_paths_and_next_commands(tiny_model_dir
     assert [s["step"] for s in samples] == [0, 0, 2, 2]  # before training and at the last step
     assert {"prompt", "response", "score", "acc", "ground_truth"} <= set(samples[0])
     assert samples[0]["prompt"] == samples[2]["prompt"]  # the same prompts every time: comparable across steps
+
+
+def test_test_freq_off_validates_before_training_only(tiny_model_dir, addition_files, parity_reward, tmp_path):
+    """verl's rule: trainer.test_freq <= 0 never validates during training, the last step included."""
+    run = tmp_path / "run"
+    assert main(_train_args(tiny_model_dir, addition_files, parity_reward, run, "trainer.total_training_steps=1",
+                            "trainer.logger=[]")) == 0
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [(row["step"], "val/acc_mean" in row) for row in rows] == [(0, True), (1, False)]
 
 
 @pytest.fixture(scope="module")
