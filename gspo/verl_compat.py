@@ -112,6 +112,10 @@ VERL_KEYS: tuple[VerlKey, ...] = (
             maps_to="actor_rollout_ref.actor.log_prob_max_token_len_per_gpu"),
     VerlKey("actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu", "-> actor.log_prob_max_token_len_per_gpu",
             maps_to="actor_rollout_ref.actor.log_prob_max_token_len_per_gpu"),
+    VerlKey("rollout.nnodes", "-> actor_rollout_ref.rollout.nnodes (verl's one-step-off rollout pool)",
+            maps_to="actor_rollout_ref.rollout.nnodes"),
+    VerlKey("rollout.n_gpus_per_node", "-> actor_rollout_ref.rollout.n_gpus_per_node (verl's one-step-off rollout "
+            "pool)", maps_to="actor_rollout_ref.rollout.n_gpus_per_node"),
     VerlKey("reward_model.enable", "false only: no reward model; rewards are functions",
             check=_equals(False, "model-based rewards are not implemented: write a reward function and set "
                                  "custom_reward_function.path")),

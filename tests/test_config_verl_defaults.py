@@ -57,6 +57,7 @@ VERL_V070 = {
     "actor_rollout_ref.actor.fsdp_config.optimizer_offload": False,
     "actor_rollout_ref.rollout.name": "??? (required)",
     "actor_rollout_ref.rollout.n": 1,
+    "actor_rollout_ref.rollout.mode": "async",
     "actor_rollout_ref.rollout.temperature": 1.0,
     "actor_rollout_ref.rollout.top_p": 1,
     "actor_rollout_ref.rollout.top_k": -1,
@@ -116,6 +117,10 @@ OURS_ONLY = {
     "algorithm.filter_groups.adaptive_gen_batch_size", "reward_model.on_error", "reward_model.timeout_s",
     "reward_model.math_workers", "reward_model.math_timeout_s", "trainer.max_consecutive_skips", "trainer.seed",
     "trainer.cpu_threads",
+    # verl's one-step-off recipe names its rollout pool at the top level (rollout.nnodes, rollout.n_gpus_per_node;
+    # both map here), and its async_training.staleness_threshold is a fraction of samples, not policy versions.
+    "actor_rollout_ref.rollout.nnodes", "actor_rollout_ref.rollout.n_gpus_per_node",
+    "async_training.staleness_threshold", "async_training.behav_imp_weight_cap",
 }
 OURS_ONLY |= {d.key for d in describe_schema() if d.key.startswith("algorithm.filter_groups.prefilter.")}
 

@@ -40,6 +40,10 @@ DIFFERENCES: tuple[Difference, ...] = (
     Difference("actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu", None, "256",
                "verl requires a value unless use_dynamic_bsz=true; here it bounds the sequences of one forward pass, "
                "and 256 runs everywhere without setting it"),
+    Difference("actor_rollout_ref.rollout.mode", "async", "sync",
+               "verl's async is its server-based rollout on the training GPUs, which generates as our sync does; "
+               "async here is a separate rollout pool a bounded number of versions behind (n_gpus_per_node, "
+               "async_training.staleness_threshold), off unless asked for"),
     Difference("actor_rollout_ref.rollout.name", "??? (required)", "hf",
                "verl requires an engine; hf runs on any machine, vllm is an optional install "
                "(pip install -e '.[vllm]')"),
