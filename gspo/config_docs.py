@@ -13,6 +13,7 @@ import tokenize
 from typing import Any
 
 from gspo import config as schema
+from gspo.config.verl_defaults import show_value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,13 +81,7 @@ def describe_schema(root: type = schema.GSPOConfig, prefix: str = "") -> list[Ke
 
 
 def _show(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, list):
-        return "[" + ", ".join(map(str, value)) + "]"
-    return str(value)
+    return show_value(value, list_separator=", ")
 
 
 def preset_values(name: str) -> dict[str, Any]:

@@ -87,22 +87,23 @@ def apply_derived_defaults(config: Any, given: set[str]) -> None:
             setattr(actor, key.rsplit(".", 1)[1], value)
 
 
-def _show(value: Any) -> str:
+def show_value(value: Any, list_separator: str = ",") -> str:
+    """A default as YAML / a command line writes it: null, true / false, [a,b]."""
     if value is None:
         return "null"
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, list):
-        return "[" + ",".join(map(str, value)) + "]"
+        return "[" + list_separator.join(map(str, value)) + "]"
     return str(value)
 
 
 def mark(key: str) -> str:
     """``(verl: X; differs because ...)`` for ``gspo config``, or '' for a key at verl's default."""
     found = difference(key)
-    return f"(verl: {_show(found.verl)}; differs because {found.reason})" if found else ""
+    return f"(verl: {show_value(found.verl)}; differs because {found.reason})" if found else ""
 
 
 def markdown_list() -> str:
     """The README's list of the defaults that differ from verl, one bullet per key."""
-    return "\n".join(f"- `{d.key}`: `{d.ours}` (verl: `{_show(d.verl)}`): {d.reason}." for d in DIFFERENCES)
+    return "\n".join(f"- `{d.key}`: `{d.ours}` (verl: `{show_value(d.verl)}`): {d.reason}." for d in DIFFERENCES)

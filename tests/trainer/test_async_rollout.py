@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import load_file
 
 from gspo.trainer.async_rollout import DELAY_ENV
+from tests.presets import PRESET_ARGS
 
 ASYNC = ["actor_rollout_ref.rollout.mode=async", "actor_rollout_ref.rollout.n_gpus_per_node=1"]
 WALL_CLOCK = ("timing/", "perf/", "async/trainer_wait_s", "async/rollout_wait_s")
@@ -26,7 +27,8 @@ WALL_CLOCK = ("timing/", "perf/", "async/trainer_wait_s", "async/rollout_wait_s"
 
 def run_args(tiny_model_dir, addition_files, parity_reward, out: Path, steps: int = 3) -> list[str]:
     train, val = addition_files
-    return [f"actor_rollout_ref.model.path={tiny_model_dir}", f"data.train_files=[{train}]", f"data.val_files=[{val}]",
+    return [*PRESET_ARGS, f"actor_rollout_ref.model.path={tiny_model_dir}", f"data.train_files=[{train}]",
+            f"data.val_files=[{val}]",
             f"custom_reward_function.path={parity_reward}", f"trainer.default_local_dir={out}",
             # 6 prompts per generation batch for 4 trained: dynamic sampling filters and trims; 2 mini-batches per
             # step, so the second is off-policy and the clip acts.
