@@ -74,8 +74,8 @@ class DynamicSamplingState:
 
     # ------------------------------------------------------------------------------------ observations
     def observe(self, batch: RolloutBatch, metric: str, *, update_keep_ratio: bool = True) -> None:
-        """Update the keep ratio (unless ``update_keep_ratio`` is false: completed probes were not drawn by the
-        sizing) and the all-equal streaks from scored full groups."""
+        """Update the keep ratio (unless ``update_keep_ratio`` is false: completed probes come on top of the
+        generation batch's sizing) and the all-equal streaks from scored full groups."""
         values = getattr(batch, metric)
         group_ids, informative = informative_group_mask(values, batch.group_ids)
         _, failed = failed_group_mask(batch.acc if batch.acc is not None else values, batch.group_ids)

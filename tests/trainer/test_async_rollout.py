@@ -19,25 +19,15 @@ import torch
 from safetensors.torch import load_file
 
 from gspo.trainer.async_rollout import DELAY_ENV
-from tests.presets import PRESET_ARGS
+from tests.trainer.test_distributed import parity_args
 
 ASYNC = ["actor_rollout_ref.rollout.mode=async", "actor_rollout_ref.rollout.n_gpus_per_node=1"]
 WALL_CLOCK = ("timing/", "perf/", "async/trainer_wait_s", "async/rollout_wait_s")
 
 
 def run_args(tiny_model_dir, addition_files, parity_reward, out: Path, steps: int = 3) -> list[str]:
-    train, val = addition_files
-    return [*PRESET_ARGS, f"actor_rollout_ref.model.path={tiny_model_dir}", f"data.train_files=[{train}]",
-            f"data.val_files=[{val}]",
-            f"custom_reward_function.path={parity_reward}", f"trainer.default_local_dir={out}",
-            # 6 prompts per generation batch for 4 trained: dynamic sampling filters and trims; 2 mini-batches per
-            # step, so the second is off-policy and the clip acts.
-            "data.train_batch_size=4", "data.gen_batch_size=6", "actor_rollout_ref.rollout.n=4",
-            "actor_rollout_ref.actor.ppo_mini_batch_size=2", "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2",
-            "actor_rollout_ref.actor.clip_ratio_low=0.2", "actor_rollout_ref.actor.clip_ratio_high=0.2",
-            "actor_rollout_ref.actor.optim.lr=0.01", "data.max_response_length=4",
-            f"trainer.total_training_steps={steps}", "trainer.save_freq=1", "trainer.max_actor_ckpt_to_keep=0",
-            "trainer.test_freq=2", "trainer.logger=[]", "trainer.device=cpu"]
+    """The data-parallel parity runs' command line, validating every 2 steps."""
+    return parity_args(tiny_model_dir, addition_files, parity_reward, out, steps, test_freq=2)
 
 
 def _env(**extra: str) -> dict[str, str]:

@@ -30,7 +30,9 @@ ATOL = 1e-5
 UNIDENTIFIABLE = "self_attn.k_proj.bias"
 
 
-def parity_args(tiny_model_dir, addition_files, parity_reward, out: Path, steps: int) -> list[str]:
+def parity_args(tiny_model_dir, addition_files, parity_reward, out: Path, steps: int,
+                test_freq: int | None = None) -> list[str]:
+    """The parity runs' command line; validation after the last step unless ``test_freq`` says otherwise."""
     train, val = addition_files
     return [*PRESET_ARGS, f"actor_rollout_ref.model.path={tiny_model_dir}", f"data.train_files=[{train}]",
             f"data.val_files=[{val}]",
@@ -42,7 +44,7 @@ def parity_args(tiny_model_dir, addition_files, parity_reward, out: Path, steps:
             "actor_rollout_ref.actor.clip_ratio_low=0.2", "actor_rollout_ref.actor.clip_ratio_high=0.2",
             "actor_rollout_ref.actor.optim.lr=0.01", "data.max_response_length=4",
             f"trainer.total_training_steps={steps}", "trainer.save_freq=1", "trainer.max_actor_ckpt_to_keep=0",
-            f"trainer.test_freq={steps}", "trainer.logger=[]", "trainer.device=cpu"]  # validate after the last step
+            f"trainer.test_freq={test_freq or steps}", "trainer.logger=[]", "trainer.device=cpu"]
 
 
 def _env() -> dict[str, str]:
