@@ -34,7 +34,6 @@ def test_async_with_a_rollout_pool(make_config):
      "actor_rollout_ref.rollout.n_gpus_per_node: 1 differs from trainer.n_gpus_per_node=2"),
     ([*ASYNC, "actor_rollout_ref.rollout.n_gpus_per_node=-1"], "actor_rollout_ref.rollout.n_gpus_per_node"),
     ([*ASYNC, "algorithm.filter_groups.keep_surplus=true"], "algorithm.filter_groups.max_surplus_age: 1 drops"),
-    ([*ASYNC, "actor_rollout_ref.model.lora_rank=4"], "actor_rollout_ref.model.lora_rank"),
     # A staleness bound without a rollout pool would be read by nothing.
     (["async_training.staleness_threshold=2"], "async_training.staleness_threshold: is read only with a rollout"),
     (["actor_rollout_ref.rollout.mode=async", "async_training.staleness_threshold=0"],

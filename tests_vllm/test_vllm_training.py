@@ -62,6 +62,31 @@ def test_sampled_eval_with_vllm(vllm_run, tmp_path):
     assert summary["num_prompts"] == 32 and summary["n"] == 4 and "pass@4" in summary
 
 
+def test_a_rollout_pool_with_vllm_gains_20_points_one_version_behind(tmp_path):
+    """mode=async, k = 1: trainer rank 0 and rollout rank 1, each vLLM engine in a process of its own (vLLM cannot
+    join the pools' torchrun world), weights published after every update and pushed into the rollout rank's
+    engine between batches."""
+    engines_before = _engine_processes()
+    _gspo("train", "actor_rollout_ref.rollout.name=vllm", "actor_rollout_ref.rollout.mode=async",
+          "actor_rollout_ref.rollout.n_gpus_per_node=1", "async_training.staleness_threshold=1",
+          "trainer.cpu_threads=1", f"trainer.default_local_dir={tmp_path}", "trainer.logger=[]", timeout=1500)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    curve = [row["val/acc_mean"] for row in rows if "val/acc_mean" in row]
+    assert curve[-1] - curve[0] >= 0.20, curve
+    steps = [row for row in rows if row["step"] > 0]
+    assert len(steps) == 150
+    assert [row["async/staleness_max"] for row in steps] == [0] + [1] * 149
+    assert all("timing/weight_sync" in row for row in steps[:-2])  # the last version is used by no batch
+    assert all(0 < row["async/behav_weight_mean"] <= 2 for row in steps[1:])
+    assert _engine_processes() <= engines_before  # no engine process outlives the run
+
+
+def _engine_processes() -> set[str]:
+    """pid and title of every vLLM engine-core process (vLLM names them VLLM::EngineCore)."""
+    ps = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+    return {line.strip() for line in ps.splitlines() if "EngineCore" in line}
+
+
 def test_two_gloo_ranks_each_drive_their_own_engine(tmp_path):
     # torchrun on CPU: every rank builds its own in-process vLLM (external_launcher executor) for its prompts.
     _gspo("train", "actor_rollout_ref.rollout.name=vllm", "trainer.n_gpus_per_node=2", "trainer.total_training_steps=2",

@@ -105,11 +105,6 @@ def _validate_async(cfg: GSPOConfig) -> None:
              f"{groups.max_surplus_age} drops every surplus group beside a rollout pool: a group is at least "
              f"async_training.staleness_threshold + 1 = {k + 1} policy versions old when the next step uses it; "
              f"set it to {k + 1} or more, or algorithm.filter_groups.keep_surplus=false")
-    _require(rollout.name == "hf", f"{key}.name",
-             f"{rollout.name!r} on a rollout pool ({key}.mode=async) is not implemented yet; use {key}.name=hf, or "
-             f"{key}.mode=sync with {key}.n_gpus_per_node=0")
-    _require(cfg.actor_rollout_ref.model.lora_rank == 0, "actor_rollout_ref.model.lora_rank",
-             f"LoRA with a rollout pool ({key}.mode=async) is not implemented; set lora_rank=0 or {key}.mode=sync")
 
 
 def _check_generation_can_fill_a_step(cfg: GSPOConfig) -> None:

@@ -50,6 +50,8 @@ class EngineSpec:
     engine that keeps its own weights (vLLM) calls it only for ``load_format=dummy``, so ``gspo eval`` does not
     load the model twice. ``rollout`` is the resolved
     ``actor_rollout_ref.rollout`` section (:class:`gspo.config.RolloutConfig` with every engine's own keys).
+    ``own_process``: the process belongs to a torch.distributed world the engine must not join (a rank beside a
+    rollout pool, ``rollout.mode=async``): an engine that would join it (vLLM) runs in a process of its own.
     """
 
     model_path: Path
@@ -62,6 +64,7 @@ class EngineSpec:
     max_response_length: int
     world_size: int = 1
     lora_rank: int = 0
+    own_process: bool = False
     key_prefix: str = ROLLOUT_KEY_PREFIX
     name_key: str = f"{ROLLOUT_KEY_PREFIX}.name"
 

@@ -6,6 +6,11 @@ one tensor at a time (vLLM's ``reload_weights``), followed by a prefix-cache res
 with the old weights). Tied embeddings: the trainer's iterator names every tied parameter under each of its names,
 so an engine that keeps a separate output layer (vLLM's CPU backend repacks ``lm_head``) receives it.
 
+Beside a rollout pool (``EngineSpec.own_process``) the engine cannot live in the rank's process: vLLM builds its
+process groups over the whole torch.distributed world, and the other pool never joins them. There vLLM's engine core
+and worker run in a spawned child process with a world of one (tensor parallel 1), and each update crosses to it as
+one safetensors blob (:mod:`gspo.rollout.vllm_worker`), a host-memory copy of the weights per update.
+
 Sampling: the ``n`` responses of a prompt are one request, seeded by its group key (so a run is reproducible for a
 fixed config and world size, but a response depends on its batch: ``seeded_per_response`` is False). Log-probs are
 vLLM's processed ones (after temperature, top-k and top-p), i.e. those of the distribution sampled from. The
@@ -53,11 +58,13 @@ class VLLMRolloutEngine:
     seeded_per_response = False
     log_probs_match_trainer = False  # another implementation (kernels, KV layout, precision): always recompute
 
-    def __init__(self, llm, *, pad_token_id: int, eos_token_ids: list[int], sleep_during_update: bool = False):
+    def __init__(self, llm, *, pad_token_id: int, eos_token_ids: list[int], sleep_during_update: bool = False,
+                 own_process: bool = False):
         self.llm = llm
         self.pad_token_id = pad_token_id
         self.eos_token_ids = list(eos_token_ids)
         self.sleep_during_update = sleep_during_update
+        self.own_process = own_process  # weights cross to the engine's process as a serialized blob
         self.memory = Memory.AWAKE
 
     def generate(self, prompts: list[list[int]], params: SamplingParams, group_keys: torch.Tensor | None = None,
@@ -111,7 +118,10 @@ class VLLMRolloutEngine:
         if self.memory is Memory.ASLEEP:
             self.llm.wake_up(tags=["weights"])
             self.memory = Memory.WEIGHTS_AWAKE
-        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": _as_loaded(weights)})
+        if self.own_process:
+            self.llm.collective_rpc("load_serialized_weights", args=(_serialized(weights),))
+        else:
+            self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": _as_loaded(weights)})
         self.llm.reset_prefix_cache()  # bookkeeping only: safe while the KV cache is still discarded
 
     def release_memory(self) -> None:
@@ -155,6 +165,19 @@ def _as_loaded(weights: Weights) -> Iterator[tuple[str, torch.Tensor]]:
         yield name, tensor.detach()
 
 
+def _serialized(weights: Weights) -> bytes:
+    """``{name: tensor}`` as one safetensors blob (host memory); a tensor under several names (tied
+    embeddings) is copied for each further name, since safetensors stores no shared tensors."""
+    from safetensors.torch import save
+
+    named, seen = {}, set()
+    for name, tensor in weights:
+        host = tensor.detach().to("cpu").contiguous()
+        named[name] = host.clone() if id(tensor) in seen else host
+        seen.add(id(tensor))
+    return save(named)
+
+
 # ------------------------------------------------------------------------------------------------------- building
 def build_vllm_engine(spec: EngineSpec) -> VLLMRolloutEngine:
     """``rollout.name=vllm``: an in-process engine on ``spec.device`` configured from verl's rollout keys."""
@@ -166,10 +189,10 @@ def build_vllm_engine(spec: EngineSpec) -> VLLMRolloutEngine:
         raise ConfigError(f"{spec.key('name')}: 'vllm' needs vLLM installed: pip install -e '.[vllm]' (CUDA), or "
                           f"bash scripts/setup_vllm_env.sh for the CPU build ({exc})") from None
     kwargs = engine_kwargs(spec)
-    with _process_state_kept():
+    with _process_state_kept(), _child_process_environment(spec):
         llm = vllm.LLM(**kwargs)
     engine = VLLMRolloutEngine(llm, pad_token_id=spec.pad_token_id, eos_token_ids=spec.eos_token_ids,
-                               sleep_during_update=kwargs.get("enable_sleep_mode", False))
+                               sleep_during_update=kwargs.get("enable_sleep_mode", False), own_process=spec.own_process)
     if spec.rollout.load_format == "dummy":  # random weights: the policy's replace them
         engine.update_weights((name, full_tensor_of(param))
                               for name, param in spec.policy().named_parameters(remove_duplicate=False))
@@ -189,7 +212,10 @@ def engine_kwargs(spec: EngineSpec) -> dict:
                   max_num_batched_tokens=rollout.max_num_batched_tokens, max_model_len=max_model_len,
                   max_num_seqs=max_num_seqs, load_format=rollout.load_format, tensor_parallel_size=1,
                   enable_prefix_caching=True, logprobs_mode="processed_logprobs", generation_config="vllm",
-                  distributed_executor_backend="external_launcher" if spec.world_size > 1 else "uni")
+                  distributed_executor_backend="external_launcher" if spec.world_size > 1 and not spec.own_process
+                  else "uni")
+    if spec.own_process:
+        kwargs["worker_extension_cls"] = "gspo.rollout.vllm_worker.SerializedWeightsLoader"
     if on_cuda:
         # The device: cuda:0 on one process; under torchrun (external_launcher) the rank's LOCAL_RANK.
         kwargs.update(gpu_memory_utilization=rollout.gpu_memory_utilization,
@@ -210,6 +236,32 @@ def _cpu_kv_cache_bytes(spec: EngineSpec, num_seqs: int, max_model_len: int, dty
     per_token = 2 * config.num_hidden_layers * kv_heads * head_dim * (4 if dtype == "float32" else 2)
     blocks = num_seqs * -(-max_model_len // _CPU_BLOCK) + 1
     return max(blocks * _CPU_BLOCK * per_token, 16 << 20)
+
+
+@contextlib.contextmanager
+def _child_process_environment(spec: EngineSpec):
+    """With ``spec.own_process``: while the engine starts, the environment its child process inherits: vLLM's
+    engine core in a spawned process (a forked one would inherit this process's torch.distributed state), this
+    process's torch threads, and on CUDA only this rank's device. Restored afterwards."""
+    if not spec.own_process:
+        yield
+        return
+    child = {"VLLM_ENABLE_V1_MULTIPROCESSING": "1", "VLLM_WORKER_MULTIPROC_METHOD": "spawn",
+             "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    if spec.device.type == "cuda":
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        index = spec.device.index or 0
+        child["CUDA_VISIBLE_DEVICES"] = visible.split(",")[index] if visible else str(index)
+    saved = {name: os.environ.get(name) for name in child}
+    os.environ.update(child)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @contextlib.contextmanager

@@ -83,11 +83,14 @@ class MessageChannel:
         return Message(step=header["step"], record=header["record"], tensors=tensors)
 
 
-def unique_parameters(model: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
-    """(first name, parameter) of every distinct parameter, in ``named_parameters`` order (tied ones once)."""
+def unique_parameters(model: torch.nn.Module, trainable_only: bool = False) -> list[tuple[str, torch.nn.Parameter]]:
+    """(first name, parameter) of every distinct parameter, in ``named_parameters`` order (tied ones once);
+    ``trainable_only``: only those that require a gradient (a LoRA policy's adapters)."""
     seen: set[int] = set()
     unique = []
     for name, param in model.named_parameters(remove_duplicate=False):
+        if trainable_only and not param.requires_grad:
+            continue
         if id(param) not in seen:
             seen.add(id(param))
             unique.append((name, param))
@@ -113,10 +116,14 @@ def _buckets(sizes: list[tuple[torch.dtype, int]]) -> list[list[int]]:
 
 
 class WeightSync:
-    """Publishes policy versions from trainer rank 0 (global rank ``src``) to the rollout ranks on ``group``."""
+    """Publishes policy versions from trainer rank 0 (global rank ``src``) to the rollout ranks on ``group``.
 
-    def __init__(self, group: Any, src: int, device: torch.device):
+    ``trainable_only``: only the parameters that train cross (a LoRA policy's adapters: both pools load the same
+    frozen base, and the adapters start equal to it, B = 0)."""
+
+    def __init__(self, group: Any, src: int, device: torch.device, trainable_only: bool = False):
         self.group, self.src, self.device = group, src, device
+        self.trainable_only = trainable_only
 
     def _header(self, version: int, params: list[tuple[str, torch.Tensor]]) -> torch.Tensor:
         return torch.tensor([version, len(params), sum(p.numel() for _, p in params)], dtype=torch.long,
@@ -125,7 +132,7 @@ class WeightSync:
     def publish(self, version: int, model: torch.nn.Module, *, sender: bool) -> None:
         """Broadcast ``model``'s full parameters as ``version``. Every trainer rank calls it (under FSDP each
         parameter is all-gathered over the trainer pool); only ``sender`` (trainer rank 0) broadcasts."""
-        params = unique_parameters(model)
+        params = unique_parameters(model, self.trainable_only)
         if sender:
             dist.broadcast(self._header(version, params), self.src, group=self.group)
         sizes = [(p.dtype, p.numel()) for _, p in params]
@@ -138,7 +145,7 @@ class WeightSync:
     @torch.no_grad()
     def receive(self, model: torch.nn.Module) -> int:
         """Load the next published version into ``model``'s parameters (in place); returns the version."""
-        params = unique_parameters(model)
+        params = unique_parameters(model, self.trainable_only)
         header = self._header(-1, params)
         expected = header[1:].clone()
         dist.broadcast(header, self.src, group=self.group)

@@ -150,7 +150,8 @@ class AsyncBatchProducer:
         self.model, self.generator = model, generator  # the trainer's own generator validates
         self.is_sender = pools.dist.rank == 0
         self.channel = MessageChannel(pools.rollout_ranks if self.is_sender else [])
-        self.weights = WeightSync(pools.weights, src=pools.trainer_ranks[0], device=device)
+        self.weights = WeightSync(pools.weights, src=pools.trainer_ranks[0], device=device,
+                                  trainable_only=config.actor_rollout_ref.model.lora_rank > 0)
         self.queue: dict[int, tuple[RolloutBatch, dict[str, float]]] = {}  # received, not yet trained
         self.rollout_state: tuple[dict, dict[str, torch.Tensor]] | None = None  # after the last batch received
         self.version = 0  # optimizer steps behind the trainer's weights
@@ -260,7 +261,8 @@ class RolloutWorker:
         self.is_leader = pools.dist.rank == 0
         self.rank = pools.rollout_ranks[pools.dist.rank]
         self.channel = MessageChannel(pools.trainer_ranks if self.is_leader else [])
-        self.weights = WeightSync(pools.weights, src=pools.trainer_ranks[0], device=device)
+        self.weights = WeightSync(pools.weights, src=pools.trainer_ranks[0], device=device,
+                                  trainable_only=config.actor_rollout_ref.model.lora_rank > 0)
 
     def run(self) -> None:
         """Produce every batch the trainer pool asks for. Stop signals are left to the trainer pool (torchrun sends

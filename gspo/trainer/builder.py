@@ -113,7 +113,7 @@ def build_training_parts(config: GSPOConfig) -> TrainingParts:
         eos_token_ids=[] if cfg.actor_rollout_ref.rollout.ignore_eos else eos_token_ids(tokenizer, model),
         device=device, rollout=cfg.actor_rollout_ref.rollout, max_prompt_length=cfg.data.max_prompt_length,
         max_response_length=cfg.data.max_response_length, world_size=dist.world_size,
-        lora_rank=cfg.actor_rollout_ref.model.lora_rank))
+        lora_rank=cfg.actor_rollout_ref.model.lora_rank, own_process=pools is not None))
     reference_model = _build_reference(cfg, model_path, lora, dist, device)
     optimizer = build_optimizer(model, cfg.actor_rollout_ref.actor.optim)
     scheduler = build_scheduler(optimizer, cfg.actor_rollout_ref.actor.optim, total_steps)
@@ -156,9 +156,11 @@ def build_rollout_worker(config: GSPOConfig) -> RolloutWorker:
     tokenizer = load_tokenizer(model_path)
     train_data = build_dataset(cfg, "data.train_files", tokenizer)
     rewards = build_reward_manager(cfg)
-    model = load_causal_lm(model_path, device)
-    if cfg.actor_rollout_ref.model.disable_dropout:
+    model_cfg = cfg.actor_rollout_ref.model
+    model = load_causal_lm(model_path, device, base_dtype(model_cfg, device))
+    if model_cfg.disable_dropout:
         disable_dropout(model)
+    LoRAPolicy.attach(model, model_cfg)  # the trainer's adapters (B = 0: the base), then each published version
     # Parameters keep requires_grad as the trainer's do: frozen ones take other CPU kernels whose last bits
     # differ, and generation must be the synchronous run's bit for bit (it runs under no_grad either way).
     engine = build_rollout_engine(EngineSpec(
@@ -166,7 +168,7 @@ def build_rollout_worker(config: GSPOConfig) -> RolloutWorker:
         eos_token_ids=[] if cfg.actor_rollout_ref.rollout.ignore_eos else eos_token_ids(tokenizer, model),
         device=device, rollout=cfg.actor_rollout_ref.rollout, max_prompt_length=cfg.data.max_prompt_length,
         max_response_length=cfg.data.max_response_length, world_size=pools.dist.world_size,
-        lora_rank=cfg.actor_rollout_ref.model.lora_rank))
+        lora_rank=cfg.actor_rollout_ref.model.lora_rank, own_process=True))
     generator = GroupGenerator(engine=engine, policy=model, tokenizer=tokenizer, rewards=rewards, device=device,
                                dist=pools.dist, seed=cfg.trainer.seed)
     return RolloutWorker(pools, cfg, producer=SyncBatchProducer(generator, train_data, cfg), generator=generator,

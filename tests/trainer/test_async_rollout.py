@@ -85,6 +85,17 @@ def test_async_k0_equals_sync(args, tmp_path):
     assert all("timing/weight_sync" in r for r in trained[:-1])  # the last version is used by no batch
 
 
+def test_async_k0_with_lora_equals_sync(args, tmp_path):
+    """LoRA beside a rollout pool: both pools load the frozen base, only the adapters are published."""
+    lora = ["actor_rollout_ref.model.lora_rank=4", "actor_rollout_ref.model.lora_alpha=8",
+            "trainer.total_training_steps=2"]
+    sync, pooled = tmp_path / "sync", tmp_path / "async"
+    train_checked(args(sync, *lora))
+    train_checked(args(pooled, *lora, *ASYNC, "async_training.staleness_threshold=0"), ranks=2)
+    assert_same_run(sync, pooled, only_common_keys=True)
+    assert all("timing/weight_sync" in r for r in rows(pooled) if r["step"] == 1)
+
+
 @pytest.fixture(scope="module")
 def slow_rollout(args, tmp_path_factory) -> Path:
     """k = 1, 3 steps, the rollout rank sleeping 0.3 s before each batch (the trainer waits for it)."""
