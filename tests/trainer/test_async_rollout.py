@@ -2,7 +2,7 @@
 (gloo, 1 thread each), on the tiny model, 3 steps with dynamic sampling, validation and a checkpoint each step.
 
 - k = 0 is on-policy: parameters and every metric but wall-clock ones equal a mode=sync run's, bit for bit.
-- k = 1: a delay injected on either side (the rollout generating slowly, the trainer taking batches slowly)
+- k = 1 and 2: a delay injected on either side (the rollout generating slowly, the trainer taking batches slowly)
   changes nothing, bit for bit: each batch is produced by exactly the policy version the schedule names.
 """
 
@@ -114,6 +114,15 @@ def test_async_k1_does_not_depend_on_timing(args, tmp_path, slow_rollout):
     assert "async/behav_weight_mean" not in trained[0]
     assert all(r["async/stale_rows_frac"] == 1.0 and 0 < r["async/behav_weight_mean"] <= 2.0 for r in trained[1:])
     assert all(r["async/trainer_wait_s"] >= 0 and r["async/rollout_wait_s"] >= 0 for r in trained)
+
+
+def test_async_k2_does_not_depend_on_timing(args, tmp_path):
+    k2 = [*ASYNC, "async_training.staleness_threshold=2", "trainer.total_training_steps=4"]
+    slow_rollout, slow_trainer = tmp_path / "slow_rollout", tmp_path / "slow_trainer"
+    train_checked(args(slow_rollout, *k2), ranks=2, **{DELAY_ENV: "rollout=0.3"})
+    train_checked(args(slow_trainer, *k2), ranks=2, **{DELAY_ENV: "trainer=0.3"})
+    assert_same_run(slow_rollout, slow_trainer)
+    assert [r["async/staleness_max"] for r in rows(slow_rollout) if r["step"] > 0] == [0, 1, 2, 2]
 
 
 def test_two_trainer_ranks_shard_over_their_own_group(args, tmp_path):
