@@ -180,7 +180,8 @@ def _serialized(weights: Weights) -> bytes:
 
 # ------------------------------------------------------------------------------------------------------- building
 def build_vllm_engine(spec: EngineSpec) -> VLLMRolloutEngine:
-    """``rollout.name=vllm``: an in-process engine on ``spec.device`` configured from verl's rollout keys."""
+    """``rollout.name=vllm``: an engine on ``spec.device`` configured from verl's rollout keys, in-process (its
+    engine core in a child process of its own with ``spec.own_process``)."""
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # in-process: the weight push passes tensors
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # its INFO/WARNING lines would drown the training log
     try:
