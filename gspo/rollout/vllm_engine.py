@@ -38,6 +38,7 @@ from torch.distributed.tensor import DTensor
 from gspo.errors import ConfigError
 from gspo.rollout.base import Generation, SamplingParams, Weights, left_pad, response_mask_from_ids
 from gspo.rollout.definition import EngineSpec
+from gspo.rollout.process_guard import child_pids, guard
 from gspo.rollout.vllm_options import max_model_length
 
 _DTYPES = {"auto": None, "bfloat16": "bfloat16", "float16": "float16", "float32": "float32"}
@@ -65,6 +66,7 @@ class VLLMRolloutEngine:
         self.eos_token_ids = list(eos_token_ids)
         self.sleep_during_update = sleep_during_update
         self.own_process = own_process  # weights cross to the engine's process as a serialized blob
+        self.process_guard = None  # with own_process: the watcher that kills the engine's processes if we die
         self.memory = Memory.AWAKE
 
     def generate(self, prompts: list[list[int]], params: SamplingParams, group_keys: torch.Tensor | None = None,
@@ -190,10 +192,13 @@ def build_vllm_engine(spec: EngineSpec) -> VLLMRolloutEngine:
         raise ConfigError(f"{spec.key('name')}: 'vllm' needs vLLM installed: pip install -e '.[vllm]' (CUDA), or "
                           f"bash scripts/setup_vllm_env.sh for the CPU build ({exc})") from None
     kwargs = engine_kwargs(spec)
+    children = child_pids(os.getpid())
     with _process_state_kept(), _child_process_environment(spec):
         llm = vllm.LLM(**kwargs)
     engine = VLLMRolloutEngine(llm, pad_token_id=spec.pad_token_id, eos_token_ids=spec.eos_token_ids,
                                sleep_during_update=kwargs.get("enable_sleep_mode", False), own_process=spec.own_process)
+    if spec.own_process:  # the engine core dies with this process, however it dies
+        engine.process_guard = guard(child_pids(os.getpid()) - children)
     if spec.rollout.load_format == "dummy":  # random weights: the policy's replace them
         engine.update_weights((name, full_tensor_of(param))
                               for name, param in spec.policy().named_parameters(remove_duplicate=False))

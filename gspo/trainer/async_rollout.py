@@ -224,8 +224,11 @@ class AsyncBatchProducer:
         next_batch = max(step, self._resume_next_batch or 0)
         if self.is_sender:
             state, tensors = self.rollout_state if self.rollout_state is not None and step > 0 else (None, {})
-            self.channel.send(step, {"next_batch": next_batch, "version": step, "total_steps": self.total_steps,
-                                     "state": state}, tensors)
+            try:
+                self.channel.send(step, {"next_batch": next_batch, "version": step, "total_steps": self.total_steps,
+                                         "state": state}, tensors)
+            except RuntimeError as exc:
+                raise _other_pool_died(f"rollout rank {self.pools.leader}", exc) from exc
         if step > 0 and next_batch < self.total_steps:
             self._publish()
 
@@ -276,8 +279,9 @@ class RolloutWorker:
         except PoolStopped:
             raise  # the trainer pool is gone: nobody to tell
         except Exception as exc:
-            if self.is_leader:  # the trainer pool stops with this rank's error in one line
-                self.channel.send(-1, _error_record(exc, self.rank))
+            if self.is_leader:  # the trainer pool stops with this rank's error in one line (unless it is gone)
+                with contextlib.suppress(RuntimeError):
+                    self.channel.send(-1, _error_record(exc, self.rank))
             self._wait_for_the_trainer_to_stop()
             raise
 
@@ -321,7 +325,7 @@ class RolloutWorker:
                 # Sends of older steps complete once the trainer has taken them; bounded memory, never a deadlock
                 # (the trainer takes step s having published only versions the rollout side already loaded).
                 self._talk(self.channel.wait_sent, before_step=step - self.k - 1)
-                self.channel.send(step, {"metrics": metrics, "state": state}, tensors)
+                self._talk(self.channel.send, step, {"metrics": metrics, "state": state}, tensors)
         self._talk(self.channel.wait_sent)
 
     def _load_next_version(self) -> int:
