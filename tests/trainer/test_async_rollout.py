@@ -126,14 +126,17 @@ def test_async_k2_does_not_depend_on_timing(args, tmp_path):
 
 
 def test_two_trainer_ranks_shard_over_their_own_group(args, tmp_path):
-    """Trainer ranks 0 and 1 (FSDP2 over a sub-group of the two), rollout rank 2: it trains and checkpoints one
-    shard per trainer rank; the rollout rank writes nothing to the run folder."""
+    """Trainer ranks 0 and 1 (FSDP2 over a sub-group of the two, the KL reference sharded beside the policy),
+    rollout rank 2: it trains and checkpoints one shard per trainer rank; the rollout rank writes nothing to the
+    run folder."""
     out = tmp_path / "pools"
-    train_checked(args(out, *ASYNC, "trainer.n_gpus_per_node=2", "trainer.total_training_steps=2"), ranks=3)
+    train_checked(args(out, *ASYNC, "trainer.n_gpus_per_node=2", "trainer.total_training_steps=2",
+                       "actor_rollout_ref.actor.use_kl_loss=true"), ranks=3)
     checkpoint = out / "checkpoints" / "global_step_2"
     assert len(list((checkpoint / "state").glob("*.distcp"))) == 2
     assert sorted(p.name for p in (checkpoint / "rng").iterdir()) == ["rank_0.pt", "rank_1.pt"]
     assert [r["async/staleness_max"] for r in rows(out) if r["step"] > 0] == [0, 1]
+    assert all(r["actor/kl_loss"] >= 0 for r in rows(out) if r["step"] > 0)
 
 
 def test_a_run_killed_with_batches_in_flight_resumes_exactly(args, tmp_path, slow_rollout):
