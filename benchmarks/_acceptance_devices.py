@@ -104,7 +104,7 @@ def sharded_updates(model_dir: Path, device, cpu_offload: bool, verdict: Verdict
         optimizer.step()
         optimizer.zero_grad()
         losses.append(loss.item())
-    gathered = {name: tuple(tensor.shape) for name, tensor in iter_full_parameters(model, device)}
+    gathered = {name: tuple(tensor.shape) for name, tensor in iter_full_parameters(model)}
     where = "with CPU offload" if cpu_offload else "on the device"
     verdict.expect(all(map(is_finite, losses + norms)), f"{where}: non-finite loss or grad norm {losses} {norms}")
     verdict.expect(losses[-1] < losses[0], f"{where}: the loss did not fall over {steps} steps: {losses}")
@@ -158,7 +158,7 @@ def run_cycles(engine, policies: list, prompts: list[list[int]], params, device,
         reading = {}
         engine.release_memory()
         reading["after_sleep"] = read_used_gib()
-        engine.update_weights(iter_full_parameters(policy, device))
+        engine.update_weights(iter_full_parameters(policy))
         reading["after_push"] = read_used_gib()
         engine.resume_memory()
         reading["after_wake"] = read_used_gib()

@@ -167,3 +167,13 @@ def subgroup_context(ranks: list[int], local_rank: int) -> tuple[DistContext, An
 
 # The context of a process that is not part of a torchrun group (the default of every dist= argument).
 SINGLE_PROCESS = DistContext()
+
+
+def full_tensor_of(param: torch.Tensor) -> torch.Tensor:
+    """The full tensor of an FSDP2-sharded parameter (an all-gather every rank of its mesh takes part in, on the
+    mesh's device even for CPU-offloaded shards: NCCL, not gloo); any other tensor as it is. Detached."""
+    from torch.distributed.tensor import DTensor
+
+    if not isinstance(param, DTensor):
+        return param.detach()
+    return param.detach().to(param.device_mesh.device_type).full_tensor()

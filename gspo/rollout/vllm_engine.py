@@ -33,8 +33,8 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
-from torch.distributed.tensor import DTensor
 
+from gspo.distributed import full_tensor_of
 from gspo.errors import ConfigError
 from gspo.rollout.base import Generation, SamplingParams, Weights, left_pad, response_mask_from_ids
 from gspo.rollout.definition import EngineSpec
@@ -152,14 +152,6 @@ def _length_mask(responses: list[list[int]], width: int) -> torch.Tensor:
     """(N, W) 1 on each response's own tokens: a pad id the model really generated (not padding) stays masked in."""
     lengths = torch.tensor([len(r) for r in responses])
     return (torch.arange(width)[None, :] < lengths[:, None]).float()
-
-
-def full_tensor_of(param: torch.Tensor) -> torch.Tensor:
-    """The full tensor of an FSDP2-sharded parameter (an all-gather every rank takes part in, on the mesh's
-    device even for CPU-offloaded shards); any other tensor as it is."""
-    if not isinstance(param, DTensor):
-        return param
-    return param.detach().to(param.device_mesh.device_type).full_tensor()
 
 
 def _as_loaded(weights: Weights) -> Iterator[tuple[str, torch.Tensor]]:

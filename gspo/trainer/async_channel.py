@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch.distributed.tensor import DTensor
 
+from gspo.distributed import full_tensor_of
 from gspo.trainer.batch import RolloutBatch
 
 BUCKET_BYTES = 32 << 20  # per broadcast: large enough to amortise its latency, small next to the model
@@ -137,7 +137,7 @@ class WeightSync:
             dist.broadcast(self._header(version, params), self.src, group=self.group)
         sizes = [(p.dtype, p.numel()) for _, p in params]
         for bucket in _buckets(sizes):
-            full = [_full(params[i][1], self.device) for i in bucket]
+            full = [full_tensor_of(params[i][1]).to(self.device) for i in bucket]  # all-gathers under FSDP
             if sender:
                 flat = torch.cat([t.reshape(-1) for t in full])
                 dist.broadcast(flat, self.src, group=self.group)
@@ -163,11 +163,6 @@ class WeightSync:
                 param.copy_(flat[offset:offset + param.numel()].view_as(param))
                 offset += param.numel()
         return int(header[0])
-
-
-def _full(param: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """The whole parameter on ``device`` (an all-gather over the trainer pool when it is FSDP-sharded)."""
-    return param.detach().to(device).full_tensor() if isinstance(param, DTensor) else param.detach().to(device)
 
 
 def batch_tensors(batch: RolloutBatch, prefix: str) -> dict[str, torch.Tensor]:

@@ -108,12 +108,7 @@ def build_training_parts(config: GSPOConfig) -> TrainingParts:
     export_dtype = stored_dtype(resolve_path(model_path))  # final_model / checkpoint model/ keep it
     template = export_template(model)  # checkpoints and final_model never touch the engine
     # Built after sharding: under FSDP the hf engine generates with the sharded policy (gathered per phase).
-    engine = build_rollout_engine(EngineSpec(
-        model_path=resolve_path(model_path), policy=lambda: model, pad_token_id=tokenizer.pad_token_id,
-        eos_token_ids=[] if cfg.actor_rollout_ref.rollout.ignore_eos else eos_token_ids(tokenizer, model),
-        device=device, rollout=cfg.actor_rollout_ref.rollout, max_prompt_length=cfg.data.max_prompt_length,
-        max_response_length=cfg.data.max_response_length, world_size=dist.world_size,
-        lora_rank=cfg.actor_rollout_ref.model.lora_rank, own_process=pools is not None))
+    engine = _build_engine(cfg, model, tokenizer, device, dist.world_size, own_process=pools is not None)
     reference_model = _build_reference(cfg, model_path, lora, dist, device)
     optimizer = build_optimizer(model, cfg.actor_rollout_ref.actor.optim)
     scheduler = build_scheduler(optimizer, cfg.actor_rollout_ref.actor.optim, total_steps)
@@ -163,16 +158,24 @@ def build_rollout_worker(config: GSPOConfig) -> RolloutWorker:
     LoRAPolicy.attach(model, model_cfg)  # the trainer's adapters (B = 0: the base), then each published version
     # Parameters keep requires_grad as the trainer's do: frozen ones take other CPU kernels whose last bits
     # differ, and generation must be the synchronous run's bit for bit (it runs under no_grad either way).
-    engine = build_rollout_engine(EngineSpec(
-        model_path=resolve_path(model_path), policy=lambda: model, pad_token_id=tokenizer.pad_token_id,
-        eos_token_ids=[] if cfg.actor_rollout_ref.rollout.ignore_eos else eos_token_ids(tokenizer, model),
-        device=device, rollout=cfg.actor_rollout_ref.rollout, max_prompt_length=cfg.data.max_prompt_length,
-        max_response_length=cfg.data.max_response_length, world_size=pools.dist.world_size,
-        lora_rank=cfg.actor_rollout_ref.model.lora_rank, own_process=True))
+    engine = _build_engine(cfg, model, tokenizer, device, pools.dist.world_size, own_process=True)
     generator = GroupGenerator(engine=engine, policy=model, tokenizer=tokenizer, rewards=rewards, device=device,
                                dist=pools.dist, seed=cfg.trainer.seed)
     return RolloutWorker(pools, cfg, producer=SyncBatchProducer(generator, train_data, cfg), generator=generator,
                          model=model, device=device)
+
+
+def _build_engine(cfg: GSPOConfig, model: PreTrainedModel, tokenizer, device: torch.device, world_size: int, *,
+                  own_process: bool) -> RolloutEngine:
+    """The rollout engine for ``model`` (the policy as this rank holds it) from ``actor_rollout_ref.rollout``;
+    ``world_size``: the processes that generate together; ``own_process``: beside a rollout pool."""
+    return build_rollout_engine(EngineSpec(
+        model_path=resolve_path(cfg.actor_rollout_ref.model.path), policy=lambda: model,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_ids=[] if cfg.actor_rollout_ref.rollout.ignore_eos else eos_token_ids(tokenizer, model),
+        device=device, rollout=cfg.actor_rollout_ref.rollout, max_prompt_length=cfg.data.max_prompt_length,
+        max_response_length=cfg.data.max_response_length, world_size=world_size,
+        lora_rank=cfg.actor_rollout_ref.model.lora_rank, own_process=own_process))
 
 
 def _build_policy(cfg: GSPOConfig, dist: DistContext, device: torch.device

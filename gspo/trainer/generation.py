@@ -59,8 +59,7 @@ class GroupGenerator:
         """
         timings = {} if timings is None else timings
         if self._weights_stale:  # collective under FSDP: every rank, before any exit
-            self.engine.update_weights(iter_full_parameters(self.policy, self.device,
-                                                            trainable_only=self.push_trainable_only))
+            self.engine.update_weights(iter_full_parameters(self.policy, trainable_only=self.push_trainable_only))
             self._weights_stale = False
         self.engine.resume_memory()
         start, stop = self.dist.share_bounds(len(prompts))

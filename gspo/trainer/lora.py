@@ -27,11 +27,10 @@ from pathlib import Path
 
 import torch
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-from torch.distributed.tensor import DTensor
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from gspo.config import ConfigError, ModelConfig
-from gspo.distributed import DistContext
+from gspo.distributed import DistContext, full_tensor_of
 from gspo.trainer.run_folder import RunFolderError
 
 ADAPTER_NAME = "default"  # peft's name for the one adapter
@@ -170,13 +169,6 @@ def lora_layers(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
     return {name: module for name, module in model.named_modules() if isinstance(module, peft.tuners.lora.Linear)}
 
 
-def _full(tensor: torch.Tensor) -> torch.Tensor:
-    """The unsharded tensor; a CPU-offloaded shard is gathered on its mesh's device (NCCL, not gloo)."""
-    if not isinstance(tensor, DTensor):
-        return tensor
-    return tensor.to(tensor.device_mesh.device_type).full_tensor()
-
-
 @torch.no_grad()
 def iter_merged_weights(model: torch.nn.Module, *, dtype: torch.dtype | None = None
                         ) -> Iterator[tuple[str, torch.Tensor]]:
@@ -197,16 +189,16 @@ def iter_merged_weights(model: torch.nn.Module, *, dtype: torch.dtype | None = N
         if sep and prefix in layers:
             if leaf == "weight":
                 layer = layers[prefix]
-                a = _full(state[f"{prefix}.lora_A.{ADAPTER_NAME}.weight"]).float()  # (r, in)
-                b = _full(state[f"{prefix}.lora_B.{ADAPTER_NAME}.weight"]).float()  # (out, r)
-                weight = _full(value).float() + layer.scaling[ADAPTER_NAME] * (b @ a)  # (out, in)
+                a = full_tensor_of(state[f"{prefix}.lora_A.{ADAPTER_NAME}.weight"]).float()  # (r, in)
+                b = full_tensor_of(state[f"{prefix}.lora_B.{ADAPTER_NAME}.weight"]).float()  # (out, r)
+                weight = full_tensor_of(value).float() + layer.scaling[ADAPTER_NAME] * (b @ a)  # (out, in)
                 yield f"{prefix}.weight", weight.to(dtype or torch.float32)
             else:
-                yield f"{prefix}.{leaf}", _cast(_full(value), dtype)
+                yield f"{prefix}.{leaf}", _cast(full_tensor_of(value), dtype)
         elif ".lora_A." in name or ".lora_B." in name:
             continue
         else:
-            yield name, _cast(_full(value), dtype)
+            yield name, _cast(full_tensor_of(value), dtype)
 
 
 def _cast(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:

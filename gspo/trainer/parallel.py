@@ -22,7 +22,7 @@ from torch.distributed.tensor import DTensor
 from transformers import PreTrainedModel
 
 from gspo.config import ConfigError, GSPOConfig
-from gspo.distributed import DistContext
+from gspo.distributed import DistContext, full_tensor_of
 from gspo.errors import InputError
 from gspo.trainer.batch import RolloutBatch
 
@@ -64,7 +64,7 @@ def shard_model(model: PreTrainedModel, *, world_size: int, bf16: bool, cpu_offl
     return model
 
 
-def iter_full_parameters(model: torch.nn.Module, device: torch.device,
+def iter_full_parameters(model: torch.nn.Module,
                          trainable_only: bool = False) -> Iterator[tuple[str, torch.Tensor]]:
     """(name, full tensor) for every parameter name, one at a time, for a rollout engine's weight update.
 
@@ -81,8 +81,7 @@ def iter_full_parameters(model: torch.nn.Module, device: torch.device,
         names.setdefault(id(param), []).append(name)
         params[id(param)] = param
     for key, param in params.items():
-        # CPU-offloaded shards move to the rollout device first, so the all-gather runs there (NCCL), not on gloo.
-        full = param.detach().to(device).full_tensor() if isinstance(param, DTensor) else param.detach()
+        full = full_tensor_of(param)
         for name in names[key]:
             yield name, full
 

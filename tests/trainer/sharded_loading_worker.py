@@ -20,10 +20,9 @@ def main(model_dir: str, out_dir: str) -> None:
     from torch.distributed.tensor import DTensor
 
     from gspo.config import new_rollout_config
-    from gspo.distributed import init_distributed
+    from gspo.distributed import full_tensor_of, init_distributed
     from gspo.rollout import EngineSpec, SamplingParams, group_keys
     from gspo.rollout.hf import build_hf_engine
-    from gspo.rollout.vllm_engine import full_tensor_of
     from gspo.trainer.checkpoint import full_model_state_dict
     from gspo.trainer.parallel import shard_model
     from gspo.trainer.sharded_loading import load_sharded_causal_lm, non_persistent_buffers
